@@ -1,0 +1,603 @@
+//! The one place settings are read: defaults, then a TOML file, then `SOCKET_BRIDGE_*`
+//! environment variables, then command-line flags. Everything is validated once at start;
+//! each bad setting gets its own message naming the setting.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+/// Command line of the `socket-bridge` binary.
+#[derive(Debug, Parser)]
+#[command(name = "socket-bridge", version, about = "Real-time gateway between Socket.IO browsers and Go backends")]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "SOCKET_BRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP listener (Socket.IO, health, REST); port 0 picks a free port.
+    #[arg(long)]
+    pub http_listen: Option<String>,
+    /// gRPC listener; port 0 picks a free port.
+    #[arg(long)]
+    pub grpc_listen: Option<String>,
+    /// Any setting as `section.key=value` (TOML value syntax; bare words are strings).
+    /// Repeatable. Wins over the file and the environment.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Print the effective configuration (secrets hidden) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// A string that never appears in logs or debug output.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub grpc: GrpcConfig,
+    pub auth: AuthConfig,
+    pub socketio: SocketIoSettings,
+    pub events: EventsConfig,
+    pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    pub listen: String,
+    /// Keys accepted as `authorization: Bearer <key>` on gRPC and REST. Empty is allowed
+    /// only in dev auth mode, where every call is let in.
+    pub api_keys: Vec<Secret>,
+    /// Largest gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// User id from the handshake's `auth.userId`, unchecked. Loopback only unless forced.
+    Dev,
+    /// A JWT in the handshake's `auth.token`.
+    Jwt,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// Let dev mode listen on a non-loopback address. Anyone could then claim any user id.
+    pub allow_dev_on_public_interface: bool,
+    pub jwt: JwtConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// Accepted algorithms, e.g. ["HS256"] or ["RS256"]. One key family only, so a token
+    /// cannot pick the verification method (no HS/RS confusion).
+    pub algorithms: Vec<String>,
+    /// Shared secret for HS256/384/512.
+    pub secret: Option<Secret>,
+    /// PEM public key for RS*/PS*/ES*/EdDSA, inline.
+    pub public_key_pem: Option<String>,
+    /// PEM public key file, instead of `public_key_pem`.
+    pub public_key_file: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    pub leeway_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketIoSettings {
+    /// Namespaces clients may connect to.
+    pub namespaces: Vec<String>,
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    /// A client that opens the transport but does not connect to a namespace within this
+    /// time is closed.
+    pub connect_timeout_ms: u64,
+    /// How long a client's ack callback waits for the backend before it gets an error.
+    pub ack_timeout_ms: u64,
+    /// Largest Engine.IO payload accepted from a client, in bytes.
+    pub max_payload_bytes: u64,
+    /// Most binary attachments in one packet.
+    pub max_attachments: usize,
+    /// Connections beyond this are refused with a connect error.
+    pub max_connections: usize,
+    /// Rooms a client may join itself with `bridge:join` (globs). Empty: none.
+    pub client_room_patterns: Vec<String>,
+    /// Fields of the handshake `auth` payload never forwarded to the backend.
+    pub redacted_auth_fields: Vec<String>,
+    /// Sustained events per second one socket may send.
+    pub events_per_second: f64,
+    /// Burst of events one socket may send above the sustained rate.
+    pub event_burst: u32,
+    /// Origins allowed by CORS for polling; empty allows any origin.
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events queued per backend stream before the bridge answers clients "overloaded".
+    pub stream_queue: usize,
+    /// Client events kept while no backend subscription matches them.
+    pub undelivered_capacity: usize,
+    /// How long such an event waits for a subscriber before it is dropped and counted.
+    pub undelivered_max_age_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Time allowed for in-flight pushes and acks on SIGTERM before the process exits.
+    pub grace_period_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Filter in `RUST_LOG` syntax; `RUST_LOG` itself wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:3000".into() }
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:50051".into(), api_keys: Vec::new(), max_message_bytes: 4 << 20 }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { mode: AuthMode::Dev, allow_dev_on_public_interface: false, jwt: JwtConfig::default() }
+    }
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: vec!["HS256".into()],
+            secret: None,
+            public_key_pem: None,
+            public_key_file: None,
+            issuer: None,
+            audience: None,
+            leeway_seconds: 0,
+        }
+    }
+}
+
+impl Default for SocketIoSettings {
+    fn default() -> Self {
+        Self {
+            namespaces: vec!["/".into()],
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            connect_timeout_ms: 45_000,
+            ack_timeout_ms: 5_000,
+            max_payload_bytes: 1_000_000,
+            max_attachments: 16,
+            max_connections: 100_000,
+            client_room_patterns: Vec::new(),
+            redacted_auth_fields: vec!["token".into(), "password".into(), "secret".into()],
+            events_per_second: 100.0,
+            event_burst: 200,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { stream_queue: 4096, undelivered_capacity: 10_000, undelivered_max_age_ms: 30_000 }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_period_ms: 10_000 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Human }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            grpc: GrpcConfig::default(),
+            auth: AuthConfig::default(),
+            socketio: SocketIoSettings::default(),
+            events: EventsConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Every problem found in the configuration, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+const ENV_PREFIX: &str = "SOCKET_BRIDGE_";
+
+impl Config {
+    /// Reads the file named by the CLI, the environment and the flags, then validates.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let mut table = match &cli.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?
+            }
+            None => toml::Table::new(),
+        };
+        let mut errors = Vec::new();
+        // Environment: SOCKET_BRIDGE_SOCKETIO__PING_INTERVAL_MS=300 sets socketio.ping_interval_ms.
+        let mut env: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(k, v)| {
+                let key = k.strip_prefix(ENV_PREFIX)?;
+                key.contains("__").then(|| (key.to_lowercase().replace("__", "."), v))
+            })
+            .collect();
+        env.sort();
+        for (key, value) in env {
+            set_path(&mut table, &key, &value, &mut errors);
+        }
+        if let Some(v) = &cli.http_listen {
+            set_path(&mut table, "http.listen", &format!("\"{v}\""), &mut errors);
+        }
+        if let Some(v) = &cli.grpc_listen {
+            set_path(&mut table, "grpc.listen", &format!("\"{v}\""), &mut errors);
+        }
+        for item in &cli.overrides {
+            match item.split_once('=') {
+                Some((key, value)) => set_path(&mut table, key.trim(), value, &mut errors),
+                None => errors.push(format!("--set {item}: expected KEY=VALUE")),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
+        }
+        Self::from_table(table)
+    }
+
+    /// Parses and validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let table = text.parse::<toml::Table>().map_err(|e| ConfigError(vec![e.to_string()]))?;
+        Self::from_table(table)
+    }
+
+    fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
+        // Re-parsing the text gives serde errors that name the offending key.
+        let text = toml::to_string(&table).map_err(|e| ConfigError(vec![e.to_string()]))?;
+        let config: Config =
+            toml::from_str(&text).map_err(|e| ConfigError(vec![e.message().to_owned() + &key_hint(&e, &text)]))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot. Collects every problem rather than stopping at the
+    /// first, so an operator fixes the file in one go.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        let mut err = |field: &str, msg: &str| errors.push(format!("{field}: {msg}"));
+
+        let http = parse_addr(&self.http.listen).map_err(|e| err("http.listen", &e)).ok();
+        let grpc = parse_addr(&self.grpc.listen).map_err(|e| err("grpc.listen", &e)).ok();
+        if self.auth.mode == AuthMode::Dev && !self.auth.allow_dev_on_public_interface {
+            for (field, addr) in [("http.listen", http), ("grpc.listen", grpc)] {
+                if addr.is_some_and(|a| !a.ip().is_loopback()) {
+                    err(
+                        field,
+                        "dev auth lets anyone claim any user id; listen on loopback, use auth.mode = \"jwt\", or set auth.allow_dev_on_public_interface = true",
+                    );
+                }
+            }
+        }
+        if self.auth.mode == AuthMode::Jwt && self.grpc.api_keys.is_empty() {
+            err("grpc.api_keys", "at least one API key is required outside dev mode");
+        }
+        for (i, key) in self.grpc.api_keys.iter().enumerate() {
+            if key.expose().len() < 16 {
+                err(&format!("grpc.api_keys[{i}]"), "must be at least 16 characters");
+            }
+        }
+        if self.grpc.max_message_bytes < 1024 {
+            err("grpc.max_message_bytes", "must be at least 1024");
+        }
+        if self.auth.mode == AuthMode::Jwt {
+            self.validate_jwt(&mut err);
+        }
+        let s = &self.socketio;
+        if s.namespaces.is_empty() {
+            err("socketio.namespaces", "list at least one namespace, e.g. [\"/\"]");
+        }
+        for ns in &s.namespaces {
+            if !ns.starts_with('/') || ns.len() > 128 {
+                err("socketio.namespaces", &format!("{ns:?} must start with '/' and be at most 128 bytes"));
+            }
+        }
+        for (field, value) in [
+            ("socketio.ping_interval_ms", s.ping_interval_ms),
+            ("socketio.ping_timeout_ms", s.ping_timeout_ms),
+            ("socketio.connect_timeout_ms", s.connect_timeout_ms),
+            ("socketio.ack_timeout_ms", s.ack_timeout_ms),
+            ("socketio.max_payload_bytes", s.max_payload_bytes),
+            ("events.undelivered_max_age_ms", self.events.undelivered_max_age_ms),
+            ("shutdown.grace_period_ms", self.shutdown.grace_period_ms),
+        ] {
+            if value == 0 {
+                err(field, "must be greater than 0");
+            }
+        }
+        if s.max_connections == 0 {
+            err("socketio.max_connections", "must be greater than 0");
+        }
+        if !(s.events_per_second > 0.0 && s.events_per_second.is_finite()) {
+            err("socketio.events_per_second", "must be a positive number");
+        }
+        if s.event_burst == 0 {
+            err("socketio.event_burst", "must be greater than 0");
+        }
+        for p in &s.client_room_patterns {
+            if let Err(e) = crate::hub::pattern::Pattern::new(p) {
+                err("socketio.client_room_patterns", &format!("{p:?}: {e}"));
+            } else if crate::hub::is_internal_room(p) || p.starts_with('*') {
+                err("socketio.client_room_patterns", &format!("{p:?} could match internal rooms (\"user:\" prefix)"));
+            }
+        }
+        if self.events.stream_queue == 0 {
+            err("events.stream_queue", "must be greater than 0");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            err("log.level", &e.to_string());
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ConfigError(errors)) }
+    }
+
+    fn validate_jwt(&self, err: &mut impl FnMut(&str, &str)) {
+        let jwt = &self.auth.jwt;
+        if jwt.algorithms.is_empty() {
+            err("auth.jwt.algorithms", "list at least one algorithm");
+        }
+        let mut families = Vec::new();
+        for alg in &jwt.algorithms {
+            match alg.parse::<jsonwebtoken::Algorithm>() {
+                Ok(a) => families.push(crate::hub::auth::key_family(a)),
+                Err(_) => err(
+                    "auth.jwt.algorithms",
+                    &format!(
+                        "{alg:?} is not a supported algorithm (HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"
+                    ),
+                ),
+            }
+        }
+        families.dedup();
+        if families.len() > 1 {
+            err("auth.jwt.algorithms", "all algorithms must use the same key type (HMAC, RSA, EC or Ed25519)");
+        }
+        match families.first() {
+            Some(crate::hub::auth::KeyFamily::Hmac) => match &jwt.secret {
+                Some(s) if s.expose().len() >= 32 => {}
+                Some(_) => err("auth.jwt.secret", "must be at least 32 bytes"),
+                None => err("auth.jwt.secret", "required for HS* algorithms"),
+            },
+            Some(_) => {
+                if jwt.public_key_pem.is_none() && jwt.public_key_file.is_none() {
+                    err(
+                        "auth.jwt.public_key_pem",
+                        "a public key (or auth.jwt.public_key_file) is required for this algorithm",
+                    );
+                }
+            }
+            None => {}
+        }
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        parse_addr(&self.http.listen).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 3000)))
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        parse_addr(&self.grpc.listen).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 50051)))
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.socketio.ping_interval_ms)
+    }
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.socketio.ping_timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.socketio.connect_timeout_ms)
+    }
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.socketio.ack_timeout_ms)
+    }
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_millis(self.shutdown.grace_period_ms)
+    }
+    pub fn undelivered_max_age(&self) -> Duration {
+        Duration::from_millis(self.events.undelivered_max_age_ms)
+    }
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| format!("{text:?} is not an address like 127.0.0.1:3000"))
+}
+
+/// Sets `a.b.c = value` in a TOML table, creating sections on the way.
+fn set_path(table: &mut toml::Table, key: &str, raw: &str, errors: &mut Vec<String>) {
+    let value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    };
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut current = table;
+    for part in parts {
+        let entry = current.entry(part.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => current = t,
+            _ => {
+                errors.push(format!("{key}: {part} is not a section"));
+                return;
+            }
+        }
+    }
+    current.insert(last.to_owned(), value);
+}
+
+/// Names the key at the error's position, since serde's message alone may not.
+fn key_hint(e: &toml::de::Error, text: &str) -> String {
+    let Some(span) = e.span() else { return String::new() };
+    let line_start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').to_owned());
+    let line = &text[line_start..line_end];
+    let key = line.split('=').next().unwrap_or("").trim();
+    match section {
+        Some(s) if !key.is_empty() && !line.starts_with('[') => format!(" (at {s}.{key})"),
+        Some(s) => format!(" (in [{s}])"),
+        None if !key.is_empty() => format!(" (at {key})"),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:3000");
+        assert_eq!(c.grpc.listen, "127.0.0.1:50051");
+        assert_eq!(c.auth.mode, AuthMode::Dev);
+    }
+
+    #[test]
+    fn unknown_and_mistyped_settings_are_named() {
+        let e = Config::from_toml("[socketio]\nping_intervall_ms = 3\n").unwrap_err().to_string();
+        assert!(e.contains("ping_intervall_ms"), "{e}");
+        let e = Config::from_toml("[socketio]\nping_interval_ms = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("socketio.ping_interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let e = Config::from_toml(
+            "[auth]\nmode = \"jwt\"\n[auth.jwt]\nalgorithms = [\"HS256\", \"RS256\"]\n[socketio]\nping_timeout_ms = 0\nnamespaces = [\"chat\"]\n",
+        )
+        .unwrap_err();
+        let all = e.0.join("\n");
+        for field in [
+            "grpc.api_keys",
+            "auth.jwt.algorithms",
+            "auth.jwt.secret",
+            "socketio.ping_timeout_ms",
+            "socketio.namespaces",
+        ] {
+            assert!(all.contains(field), "{field} missing from {all}");
+        }
+    }
+
+    #[test]
+    fn dev_mode_refuses_public_listen_unless_forced() {
+        let e = Config::from_toml("[http]\nlisten = \"0.0.0.0:3000\"\n").unwrap_err();
+        assert!(e.0[0].starts_with("http.listen"), "{e}");
+        Config::from_toml("[http]\nlisten = \"0.0.0.0:3000\"\n[auth]\nallow_dev_on_public_interface = true\n").unwrap();
+    }
+
+    #[test]
+    fn secrets_are_hidden_from_debug() {
+        let c = Config::from_toml("[grpc]\napi_keys = [\"super-secret-key-123456\"]\n").unwrap();
+        assert!(!format!("{c:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn overrides_take_toml_values_or_strings() {
+        let mut table = toml::Table::new();
+        let mut errors = Vec::new();
+        set_path(&mut table, "socketio.ping_interval_ms", "300", &mut errors);
+        set_path(&mut table, "log.level", "debug", &mut errors);
+        set_path(&mut table, "socketio.namespaces", "[\"/\", \"/admin\"]", &mut errors);
+        assert!(errors.is_empty());
+        let c = Config::from_table(table).unwrap();
+        assert_eq!(c.socketio.ping_interval_ms, 300);
+        assert_eq!(c.log.level, "debug");
+        assert_eq!(c.socketio.namespaces, ["/", "/admin"]);
+    }
+
+    #[test]
+    fn client_room_patterns_cannot_reach_internal_rooms() {
+        let e = Config::from_toml("[socketio]\nclient_room_patterns = [\"user:*\"]\n").unwrap_err();
+        assert!(e.0[0].contains("internal"), "{e}");
+    }
+}
+
+impl Config {
+    /// The effective configuration as TOML, with every secret replaced.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        for key in &mut copy.grpc.api_keys {
+            *key = Secret::new("<redacted>");
+        }
+        if copy.auth.jwt.secret.is_some() {
+            copy.auth.jwt.secret = Some(Secret::new("<redacted>"));
+        }
+        toml::to_string_pretty(&copy).unwrap_or_default()
+    }
+}

@@ -1,0 +1,102 @@
+//! The gRPC door: `BridgeService` behind an API-key check, plus gRPC health and
+//! reflection (open, so grpcurl works with no .proto file and no key).
+
+mod convert;
+mod events;
+mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use subtle::ConstantTimeEq;
+use tonic::{Request, Status};
+
+use crate::config::{Config, Secret};
+use crate::hub::Hub;
+use crate::proto;
+use crate::proto::bridge_service_server::BridgeServiceServer;
+use crate::shutdown::Shutdown;
+
+/// Checks `authorization: Bearer <key>` against the configured keys in constant time.
+/// With no keys configured (dev mode only; config refuses it otherwise) every call passes.
+#[derive(Clone)]
+pub struct ApiKeys(Arc<Vec<Secret>>);
+
+impl ApiKeys {
+    pub fn new(keys: &[Secret]) -> Self {
+        Self(Arc::new(keys.to_vec()))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when `header` (the whole `authorization` value) carries a configured key.
+    pub fn accepts(&self, header: Option<&str>) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else { return false };
+        // No early exit: every key is compared, so timing does not tell which one matched.
+        self.0.iter().fold(false, |found, key| found | bool::from(key.expose().as_bytes().ct_eq(presented.as_bytes())))
+    }
+
+    fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
+        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        if self.accepts(header) {
+            Ok(req)
+        } else {
+            tracing::info!(has_header = header.is_some(), "gRPC call refused: missing or unknown API key");
+            Err(Status::unauthenticated("missing or invalid API key: send `authorization: Bearer <key>`"))
+        }
+    }
+}
+
+/// Serves gRPC until shutdown, then lets in-flight calls finish.
+pub async fn serve(
+    config: &Config,
+    hub: Arc<Hub>,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), tonic::transport::Error> {
+    let keys = ApiKeys::new(&config.grpc.api_keys);
+    let max = config.grpc.max_message_bytes;
+    let service = BridgeServiceServer::new(service::Bridge::new(hub))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let bridge = tonic::service::interceptor::InterceptedService::new(service, move |req| keys.check(req));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<BridgeServiceServer<service::Bridge>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| {
+            tracing::error!(error = %e, "reflection service could not be built");
+            e
+        });
+
+    let mut router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(bridge);
+    if let Ok(reflection) = reflection {
+        router = router.add_service(reflection);
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let draining = shutdown.clone();
+    router
+        .serve_with_incoming_shutdown(incoming, async move {
+            draining.wait().await;
+            health_reporter.set_not_serving::<BridgeServiceServer<service::Bridge>>().await;
+        })
+        .await
+}
+
+pub fn local_addr(listener: &tokio::net::TcpListener) -> Option<SocketAddr> {
+    listener.local_addr().ok()
+}

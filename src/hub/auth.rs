@@ -1,0 +1,264 @@
+//! Who a connecting browser is: the handshake's `auth` payload turned into an identity,
+//! by a verified JWT or, in dev mode, by the user id the client states.
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde::Deserialize;
+
+use crate::config::{AuthConfig, AuthMode};
+
+pub use jsonwebtoken::AlgorithmFamily as KeyFamily;
+
+pub fn key_family(alg: Algorithm) -> KeyFamily {
+    alg.family()
+}
+
+/// Longest user id accepted, in bytes.
+pub const MAX_USER_ID_LEN: usize = 128;
+/// Longest token accepted, in bytes: a cheap refusal before any parsing.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Most rooms a token's `rooms` claim may list.
+const MAX_CLAIM_ROOMS: usize = 64;
+
+/// The authenticated side of a connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// None for an anonymous dev-mode connection.
+    pub user_id: Option<String>,
+    /// Rooms granted by the token's `rooms` claim.
+    pub rooms: Vec<String>,
+}
+
+/// Why a connection was refused. The message is what the browser's `connect_error` shows;
+/// it never repeats the token.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("authentication required: pass the JWT as auth.token")]
+    MissingToken,
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token algorithm {0:?} is not allowed")]
+    AlgorithmNotAllowed(String),
+    #[error("token signature is invalid")]
+    InvalidSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token issuer is not accepted")]
+    WrongIssuer,
+    #[error("token audience is not accepted")]
+    WrongAudience,
+    #[error("token lacks the required claim {0:?}")]
+    MissingClaim(String),
+    #[error("user id must be 1 to {MAX_USER_ID_LEN} bytes of printable text")]
+    InvalidUserId,
+    #[error("rooms claim is invalid: {0}")]
+    InvalidRooms(String),
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    rooms: Vec<String>,
+}
+
+enum Mode {
+    Dev,
+    Jwt { key: DecodingKey, validation: Box<Validation>, allowed: Vec<Algorithm> },
+}
+
+/// Checks handshakes. Built once from config.
+pub struct Authenticator {
+    mode: Mode,
+}
+
+impl Authenticator {
+    pub fn from_config(config: &AuthConfig) -> Result<Self, String> {
+        let mode = match config.mode {
+            AuthMode::Dev => Mode::Dev,
+            AuthMode::Jwt => {
+                let jwt = &config.jwt;
+                let allowed: Vec<Algorithm> = jwt
+                    .algorithms
+                    .iter()
+                    .map(|a| a.parse().map_err(|_| format!("auth.jwt.algorithms: {a:?} unknown")))
+                    .collect::<Result<_, _>>()?;
+                let first = *allowed.first().ok_or("auth.jwt.algorithms: empty")?;
+                let key = match first.family() {
+                    KeyFamily::Hmac => {
+                        let secret = jwt.secret.as_ref().ok_or("auth.jwt.secret: required")?;
+                        DecodingKey::from_secret(secret.expose().as_bytes())
+                    }
+                    family => {
+                        let pem = match (&jwt.public_key_pem, &jwt.public_key_file) {
+                            (Some(pem), _) => pem.clone(),
+                            (None, Some(path)) => {
+                                std::fs::read_to_string(path).map_err(|e| format!("auth.jwt.public_key_file: {e}"))?
+                            }
+                            (None, None) => return Err("auth.jwt.public_key_pem: required".into()),
+                        };
+                        let key = match family {
+                            KeyFamily::Rsa => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                            KeyFamily::Ec => DecodingKey::from_ec_pem(pem.as_bytes()),
+                            _ => DecodingKey::from_ed_pem(pem.as_bytes()),
+                        };
+                        key.map_err(|e| format!("auth.jwt.public_key_pem: {e}"))?
+                    }
+                };
+                let mut validation = Validation::new(first);
+                validation.algorithms = allowed.clone();
+                validation.leeway = jwt.leeway_seconds;
+                validation.validate_nbf = true;
+                validation.set_required_spec_claims(&["exp", "sub"]);
+                match &jwt.issuer {
+                    Some(iss) => validation.set_issuer(&[iss]),
+                    None => validation.iss = None,
+                }
+                match &jwt.audience {
+                    Some(aud) => validation.set_audience(&[aud]),
+                    None => validation.validate_aud = false,
+                }
+                Mode::Jwt { key, validation: Box::new(validation), allowed }
+            }
+        };
+        Ok(Self { mode })
+    }
+
+    pub fn is_dev(&self) -> bool {
+        matches!(self.mode, Mode::Dev)
+    }
+
+    /// Turns a handshake `auth` payload into an identity.
+    pub fn authenticate(&self, auth: &serde_json::Value) -> Result<Identity, AuthError> {
+        match &self.mode {
+            Mode::Dev => {
+                let user_id = match auth.get("userId") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(id)) => Some(valid_user_id(id)?),
+                    Some(_) => return Err(AuthError::InvalidUserId),
+                };
+                Ok(Identity { user_id, rooms: Vec::new() })
+            }
+            Mode::Jwt { key, validation, allowed } => {
+                let token = match auth.get("token") {
+                    Some(serde_json::Value::String(t)) if !t.is_empty() => t,
+                    _ => return Err(AuthError::MissingToken),
+                };
+                if token.len() > MAX_TOKEN_LEN {
+                    return Err(AuthError::Malformed);
+                }
+                check_algorithm(token, allowed)?;
+                let data =
+                    jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| map_jwt_error(e.into_kind()))?;
+                let rooms = data.claims.rooms;
+                if rooms.len() > MAX_CLAIM_ROOMS {
+                    return Err(AuthError::InvalidRooms(format!("more than {MAX_CLAIM_ROOMS} rooms")));
+                }
+                for room in &rooms {
+                    super::validate_room(room).map_err(|e| AuthError::InvalidRooms(e.to_string()))?;
+                }
+                Ok(Identity { user_id: Some(valid_user_id(&data.claims.sub)?), rooms })
+            }
+        }
+    }
+}
+
+/// Reads the header's `alg` before anything else, so `none` and algorithms outside the
+/// configured family get a precise refusal instead of a generic parse error.
+fn check_algorithm(token: &str, allowed: &[Algorithm]) -> Result<(), AuthError> {
+    let header = token.split('.').next().ok_or(AuthError::Malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .map_err(|_| AuthError::Malformed)?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
+    let alg = header.get("alg").and_then(|a| a.as_str()).ok_or(AuthError::Malformed)?;
+    match alg.parse::<Algorithm>() {
+        Ok(a) if allowed.contains(&a) => Ok(()),
+        _ => Err(AuthError::AlgorithmNotAllowed(alg.chars().take(16).collect())),
+    }
+}
+
+fn map_jwt_error(kind: ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::InvalidSignature => AuthError::InvalidSignature,
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c),
+        ErrorKind::InvalidAlgorithm => AuthError::AlgorithmNotAllowed("?".into()),
+        _ => AuthError::Malformed,
+    }
+}
+
+fn valid_user_id(id: &str) -> Result<String, AuthError> {
+    if id.is_empty() || id.len() > MAX_USER_ID_LEN || id.chars().any(char::is_control) {
+        return Err(AuthError::InvalidUserId);
+    }
+    Ok(id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{JwtConfig, Secret};
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn jwt_auth() -> Authenticator {
+        Authenticator::from_config(&AuthConfig {
+            mode: AuthMode::Jwt,
+            allow_dev_on_public_interface: false,
+            jwt: JwtConfig { secret: Some(Secret::new(SECRET)), ..JwtConfig::default() },
+        })
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn token(claims: serde_json::Value, secret: &str) -> String {
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn valid_token_gives_user_and_rooms() {
+        let t = token(json!({"sub": "alice", "exp": now() + 60, "rooms": ["team:1"]}), SECRET);
+        let id = jwt_auth().authenticate(&json!({"token": t})).unwrap();
+        assert_eq!(id, Identity { user_id: Some("alice".into()), rooms: vec!["team:1".into()] });
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_precisely() {
+        let a = jwt_auth();
+        let expired = token(json!({"sub": "a", "exp": now() - 120}), SECRET);
+        assert_eq!(a.authenticate(&json!({"token": expired})), Err(AuthError::Expired));
+        let forged = token(json!({"sub": "a", "exp": now() + 60}), "another-secret-another-secret-xx");
+        assert_eq!(a.authenticate(&json!({"token": forged})), Err(AuthError::InvalidSignature));
+        let none = format!(
+            "{}.{}.",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"sub":"a","exp":9999999999}"#)
+        );
+        assert_eq!(a.authenticate(&json!({"token": none})), Err(AuthError::AlgorithmNotAllowed("none".into())));
+        assert_eq!(a.authenticate(&json!({})), Err(AuthError::MissingToken));
+        assert_eq!(a.authenticate(&json!({"token": "abc"})), Err(AuthError::Malformed));
+        let no_exp = token(json!({"sub": "a"}), SECRET);
+        assert_eq!(a.authenticate(&json!({"token": no_exp})), Err(AuthError::MissingClaim("exp".into())));
+        let internal = token(json!({"sub": "a", "exp": now() + 60, "rooms": ["user:b"]}), SECRET);
+        assert!(matches!(a.authenticate(&json!({"token": internal})), Err(AuthError::InvalidRooms(_))));
+    }
+
+    #[test]
+    fn dev_mode_takes_the_stated_user_or_none() {
+        let a = Authenticator::from_config(&AuthConfig::default()).unwrap();
+        assert_eq!(a.authenticate(&json!({"userId": "bob"})).unwrap().user_id.as_deref(), Some("bob"));
+        assert_eq!(a.authenticate(&json!({})).unwrap().user_id, None);
+        assert_eq!(a.authenticate(&json!({"userId": 5})), Err(AuthError::InvalidUserId));
+    }
+}

@@ -1,0 +1,248 @@
+//! A browser's life: admission and authentication, registration and rooms, its events on
+//! their way to the backend, its own room requests, and its departure.
+
+use std::sync::Arc;
+
+use socketioxide::extract::{AckSender, SocketRef};
+
+use super::auth::{AuthError, Identity};
+use super::pattern::any_matches;
+use super::registry::{Connection, Handshake, Presence};
+use super::router::{AckReply, BackendMessage, ClientEvent, DispatchOutcome, SocketConnected, SocketDisconnected};
+use super::{Hub, Payload, Stats, is_internal_room, user_room, validate_name};
+
+/// Client event that asks the bridge to join a room (allowed by `client_room_patterns`).
+pub const JOIN_EVENT: &str = "bridge:join";
+/// Client event that asks the bridge to leave a room.
+pub const LEAVE_EVENT: &str = "bridge:leave";
+
+/// Why a connection was refused; the text is what `connect_error` shows the browser.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectRefusal {
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    #[error("the server is at its connection limit; retry later")]
+    Full,
+    #[error("the server is shutting down; reconnect to another instance")]
+    Draining,
+}
+
+impl Hub {
+    /// Decides whether a handshake may connect. Runs in the connect middleware, before the
+    /// socket is part of any namespace.
+    pub fn authorize(&self, auth: &serde_json::Value) -> Result<Identity, ConnectRefusal> {
+        if self.is_draining() {
+            return Err(ConnectRefusal::Draining);
+        }
+        if self.registry.len() >= self.settings.max_connections {
+            Stats::add(&self.stats.connections_refused, 1);
+            return Err(ConnectRefusal::Full);
+        }
+        self.authenticator.authenticate(auth).map_err(|e| {
+            Stats::add(&self.stats.auth_failures, 1);
+            self.stats.error();
+            tracing::info!(reason = %e, "connection refused");
+            ConnectRefusal::Auth(e)
+        })
+    }
+
+    /// The handshake `auth` payload as the backend may see it: secret fields removed.
+    pub fn redact_auth(&self, auth: &serde_json::Value) -> String {
+        match auth {
+            serde_json::Value::Object(map) => {
+                let kept: serde_json::Map<_, _> = map
+                    .iter()
+                    .filter(|(k, _)| !self.settings.redacted_auth_fields.iter().any(|f| f == *k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                serde_json::Value::Object(kept).to_string()
+            }
+            serde_json::Value::Null => "{}".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// A socket passed its middleware: put it in its rooms, register it, tell the backend.
+    pub fn on_connect(&self, socket: &SocketRef, identity: Identity, handshake: Handshake) {
+        let socket_id = socket.id.to_string();
+        let namespace = socket.ns().to_owned();
+        let mut rooms = identity.rooms;
+        if let Some(user) = &identity.user_id {
+            rooms.push(user_room(user));
+        }
+        if !rooms.is_empty() {
+            socket.join(rooms.clone());
+        }
+        let conn = Arc::new(Connection::new(
+            socket_id.clone(),
+            namespace,
+            identity.user_id.clone(),
+            handshake,
+            self.settings.events_per_second,
+            self.settings.event_burst,
+        ));
+        let presence = self.registry.register(conn.clone());
+        tracing::debug!(
+            socket_id,
+            namespace = conn.namespace,
+            user_id = identity.user_id.as_deref().unwrap_or(""),
+            "socket connected"
+        );
+        let key = identity.user_id.clone().unwrap_or_else(|| socket_id.clone());
+        if presence == Presence::CameOnline
+            && let Some(user) = &identity.user_id
+        {
+            self.router.publish_lifecycle(None, user, BackendMessage::UserOnline(user.as_str().into()));
+        }
+        self.router.publish_lifecycle(
+            Some(&conn.namespace),
+            &key,
+            BackendMessage::SocketConnected(Arc::new(SocketConnected {
+                socket_id,
+                user_id: identity.user_id.clone(),
+                namespace: conn.namespace.clone(),
+                handshake: conn.handshake.clone(),
+                rooms,
+                connected_at: conn.connected_at,
+            })),
+        );
+        if let Some(user) = &identity.user_id {
+            self.deliver_offline(socket, user);
+        }
+    }
+
+    pub fn on_disconnect(&self, socket_id: &str, reason: &str) {
+        let Some((conn, presence)) = self.registry.unregister(socket_id) else { return };
+        tracing::debug!(socket_id, reason, "socket disconnected");
+        let key = conn.user_id.clone().unwrap_or_else(|| socket_id.to_owned());
+        self.router.publish_lifecycle(
+            Some(&conn.namespace),
+            &key,
+            BackendMessage::SocketDisconnected(Arc::new(SocketDisconnected {
+                socket_id: socket_id.to_owned(),
+                user_id: conn.user_id.clone(),
+                namespace: conn.namespace.clone(),
+                reason: reason.to_owned(),
+            })),
+        );
+        if presence == Presence::WentOffline
+            && let Some(user) = &conn.user_id
+        {
+            self.router.publish_lifecycle(None, user, BackendMessage::UserOffline(user.as_str().into()));
+        }
+    }
+
+    /// A client emitted an event. Called synchronously from the socket's read loop, so the
+    /// order events are routed in is the order the client sent them.
+    pub fn on_client_event(
+        self: &Arc<Self>,
+        socket: &SocketRef,
+        event: String,
+        payload: Payload,
+        ack: Option<AckSender>,
+    ) {
+        Stats::add(&self.stats.messages_in, 1);
+        let socket_id = socket.id.to_string();
+        let Some(conn) = self.registry.get(&socket_id) else { return };
+        if !conn.take_event_token() {
+            Stats::add(&self.stats.rate_limited, 1);
+            self.stats.error();
+            answer(ack, AckReply::error("rate_limited", "too many events; slow down"));
+            return;
+        }
+        if event == JOIN_EVENT || event == LEAVE_EVENT {
+            let reply = self.client_room_request(socket, event == JOIN_EVENT, &payload);
+            answer(ack, reply);
+            return;
+        }
+        let (seq, id) = self.router.next_event_id();
+        let client_event = ClientEvent {
+            id,
+            socket_id,
+            user_id: conn.user_id.clone(),
+            namespace: conn.namespace.clone(),
+            event,
+            payload,
+            wants_ack: ack.is_some(),
+            received_at: super::now_wall(),
+            handshake: conn.handshake.clone(),
+        };
+        let Some(ack) = ack else {
+            self.count_outcome(self.router.dispatch(seq, client_event, None));
+            return;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.count_outcome(self.router.dispatch(seq, client_event, Some(tx)));
+        let hub = self.clone();
+        let timeout = self.settings.ack_timeout;
+        tokio::spawn(async move {
+            let reply = match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(_)) => AckReply::error("backend_unavailable", "the backend went away before answering"),
+                Err(_) => {
+                    Stats::add(&hub.stats.ack_timeouts, 1);
+                    hub.stats.error();
+                    match hub.router.forget_ack(seq) {
+                        Some(true) => AckReply::error("no_backend", "no backend is subscribed to this event"),
+                        _ => AckReply::error(
+                            "ack_timeout",
+                            format!("the backend did not answer within {} ms", timeout.as_millis()),
+                        ),
+                    }
+                }
+            };
+            answer(Some(ack), reply);
+        });
+    }
+
+    fn count_outcome(&self, outcome: DispatchOutcome) {
+        match outcome {
+            DispatchOutcome::Delivered | DispatchOutcome::Buffered => {}
+            DispatchOutcome::Overloaded => {
+                Stats::add(&self.stats.backend_overloaded, 1);
+                self.stats.error();
+            }
+            DispatchOutcome::Dropped => self.stats.add_undeliverable_dropped(1),
+        }
+    }
+
+    /// `bridge:join` / `bridge:leave` with a room name as first argument.
+    fn client_room_request(&self, socket: &SocketRef, join: bool, payload: &Payload) -> AckReply {
+        let room = serde_json::from_str::<Vec<serde_json::Value>>(payload.args_json())
+            .ok()
+            .and_then(|args| args.into_iter().next())
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let Some(room) = room else {
+            return AckReply::error("invalid_argument", "the first argument must be the room name");
+        };
+        if let Err(message) = validate_name(&room) {
+            return AckReply::error("invalid_argument", format!("room {message}"));
+        }
+        if is_internal_room(&room)
+            || !(!self.settings.client_room_patterns.is_empty()
+                && any_matches(&self.settings.client_room_patterns, &room))
+        {
+            self.stats.error();
+            return AckReply::error("forbidden_room", "this room cannot be joined or left by clients");
+        }
+        if join {
+            socket.join(room);
+        } else {
+            socket.leave(room);
+        }
+        AckReply::Payload(Payload::from_json_args(&[serde_json::json!({ "ok": true })]))
+    }
+}
+
+/// Sends an ack answer to the client, if it asked for one and is still there.
+fn answer(ack: Option<AckSender>, reply: AckReply) {
+    let Some(ack) = ack else { return };
+    match reply.into_payload().wire_args() {
+        Ok(wire) => {
+            if let Err(e) = ack.send(&wire) {
+                tracing::debug!(error = %e, "ack not delivered: client gone");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "ack payload could not be encoded"),
+    }
+}

@@ -1,0 +1,207 @@
+//! Read-only views: paginated rooms and connections, and the status report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::registry::Connection;
+use super::router::GroupInfo;
+use super::{Hub, HubError, Stats, is_internal_room, user_room};
+
+/// Largest page a caller may ask for.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Page tokens are the last key of the previous page behind this prefix; opaque to
+/// callers, but a restart does not invalidate them.
+const TOKEN_PREFIX: &str = "after:";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub name: String,
+    pub members: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConnectionFilter {
+    All,
+    User(String),
+    Room(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    pub instance_id: String,
+    pub version: &'static str,
+    pub uptime: Duration,
+    pub connections: u64,
+    pub unique_users: u64,
+    pub rooms: u64,
+    pub messages_in_per_second: f64,
+    pub messages_out_per_second: f64,
+    pub errors_per_second: f64,
+    pub messages_in_total: u64,
+    pub messages_out_total: u64,
+    pub errors_total: u64,
+    pub rss_bytes: u64,
+    pub backend_groups: Vec<GroupInfo>,
+    pub undelivered_events: u64,
+    pub draining: bool,
+}
+
+fn page_bounds(page_size: u32, token: &str) -> Result<(usize, Option<String>), HubError> {
+    if page_size > MAX_PAGE_SIZE {
+        return Err(HubError::invalid("page_size", format!("at most {MAX_PAGE_SIZE}")));
+    }
+    let size = if page_size == 0 { DEFAULT_PAGE_SIZE } else { page_size } as usize;
+    let after = if token.is_empty() {
+        None
+    } else {
+        Some(
+            token
+                .strip_prefix(TOKEN_PREFIX)
+                .filter(|t| t.len() <= 512)
+                .ok_or_else(|| HubError::invalid("page_token", "not a token this API returned"))?
+                .to_owned(),
+        )
+    };
+    Ok((size, after))
+}
+
+fn next_token(more: bool, last: Option<&str>) -> String {
+    match (more, last) {
+        (true, Some(last)) => format!("{TOKEN_PREFIX}{last}"),
+        _ => String::new(),
+    }
+}
+
+impl Hub {
+    pub async fn list_rooms(
+        &self,
+        namespace: &str,
+        page_size: u32,
+        page_token: &str,
+        include_internal: bool,
+    ) -> Result<Page<RoomSummary>, HubError> {
+        self.check_namespace(namespace)?;
+        let (size, after) = page_bounds(page_size, page_token)?;
+        let op = self.operators(namespace)?;
+        let mut names: Vec<String> = op
+            .rooms()
+            .await
+            .map_err(|e| HubError::Unavailable(format!("rooms unavailable: {e}")))?
+            .into_iter()
+            .map(|r| r.into_owned())
+            .filter(|r| {
+                (include_internal || !is_internal_room(r)) && after.as_ref().is_none_or(|a| r.as_str() > a.as_str())
+            })
+            .collect();
+        names.sort_unstable();
+        let more = names.len() > size;
+        names.truncate(size);
+        let items: Vec<RoomSummary> = names
+            .into_iter()
+            .map(|name| {
+                let members = self.operators(namespace).map_or(0, |op| op.within(name.clone()).sockets().len());
+                RoomSummary { name, members: u32::try_from(members).unwrap_or(u32::MAX) }
+            })
+            .collect();
+        let next_page_token = next_token(more, items.last().map(|r| r.name.as_str()));
+        Ok(Page { items, next_page_token })
+    }
+
+    pub fn list_connections(
+        &self,
+        namespace: &str,
+        filter: &ConnectionFilter,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Page<(Arc<Connection>, Vec<String>)>, HubError> {
+        self.check_namespace(namespace)?;
+        let (size, after) = page_bounds(page_size, page_token)?;
+        let room_members: Option<std::collections::HashSet<String>> = match filter {
+            ConnectionFilter::Room(room) => {
+                super::validate_name(room).map_err(|m| HubError::invalid("room", m))?;
+                Some(
+                    self.operators(namespace)?
+                        .within(room.clone())
+                        .sockets()
+                        .iter()
+                        .map(|s| s.id.to_string())
+                        .collect(),
+                )
+            }
+            ConnectionFilter::User(u) => Some(
+                self.operators(namespace)?.within(user_room(u)).sockets().iter().map(|s| s.id.to_string()).collect(),
+            ),
+            ConnectionFilter::All => None,
+        };
+        let (conns, more) = self.registry.page(
+            |c| c.namespace == namespace && room_members.as_ref().is_none_or(|m| m.contains(&c.socket_id)),
+            after.as_deref(),
+            size,
+        );
+        let op = self.operators(namespace)?;
+        let items: Vec<_> = conns
+            .into_iter()
+            .map(|c| {
+                let rooms = c
+                    .socket_id
+                    .parse()
+                    .ok()
+                    .and_then(|sid| op.get_socket(sid))
+                    .map(|s| {
+                        let mut r: Vec<String> = s.rooms().into_iter().map(|r| r.into_owned()).collect();
+                        r.sort_unstable();
+                        r
+                    })
+                    .unwrap_or_default();
+                (c, rooms)
+            })
+            .collect();
+        let next_page_token = next_token(more, items.last().map(|(c, _)| c.socket_id.as_str()));
+        Ok(Page { items, next_page_token })
+    }
+
+    pub async fn status(&self) -> StatusReport {
+        let mut rooms = 0u64;
+        for ns in &self.settings.namespaces {
+            if let Some(op) = self.io.of(ns.as_str())
+                && let Ok(list) = op.rooms().await
+            {
+                rooms += list.iter().filter(|r| !is_internal_room(r)).count() as u64;
+            }
+        }
+        let rates = self.stats.rates();
+        StatusReport {
+            instance_id: self.instance_id.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime: self.uptime(),
+            connections: self.registry.len() as u64,
+            unique_users: self.registry.unique_users() as u64,
+            rooms,
+            messages_in_per_second: rates.in_per_second,
+            messages_out_per_second: rates.out_per_second,
+            errors_per_second: rates.errors_per_second,
+            messages_in_total: Stats::get(&self.stats.messages_in),
+            messages_out_total: Stats::get(&self.stats.messages_out),
+            errors_total: Stats::get(&self.stats.errors),
+            rss_bytes: rss_bytes(),
+            backend_groups: self.router.groups(),
+            undelivered_events: self.router.undelivered_len() as u64,
+            draining: self.is_draining(),
+        }
+    }
+}
+
+/// Resident set size from /proc (Linux); 0 elsewhere.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}

@@ -1,0 +1,258 @@
+//! The core: every rule of the bridge lives here. The doors (`grpc`, `http`, `socketio`)
+//! decode and validate at the edge, call a `Hub` method, and map the result back.
+//!
+//! - `registry`: which sockets are connected, for which user, with what handshake; presence.
+//! - `router`: backend subscriptions, client events to them, their acks back to clients.
+//! - `push`: pushes, room membership and disconnects requested by the backend.
+//! - `listing`: paginated rooms and connections, and the status report.
+//! - `offline`: pushes kept for users who are not connected.
+//! - `payload`, `auth`, `pattern`: the pure pieces (argument lists, identities, globs).
+
+pub mod auth;
+mod connections;
+mod listing;
+mod offline;
+pub mod pattern;
+pub mod payload;
+mod push;
+pub mod registry;
+pub mod router;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use socketioxide::SocketIo;
+
+use crate::config::Config;
+pub use connections::{ConnectRefusal, JOIN_EVENT, LEAVE_EVENT};
+pub use listing::{ConnectionFilter, Page, RoomSummary, StatusReport};
+use offline::OfflineStore;
+pub use payload::{Payload, PayloadError, PayloadLimits};
+pub use push::{AckOutcome, DeliveryReport, PushCommand, PushOptions, SocketAck, Target};
+use registry::Registry;
+use router::EventRouter;
+pub use stats::Stats;
+
+/// Prefix of the internal per-user rooms. Clients can neither join them nor be granted
+/// them by a token; the backend reaches them with a user target.
+pub const USER_ROOM_PREFIX: &str = "user:";
+/// Longest room, event or group name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Most rooms or sockets named in one request.
+pub const MAX_LIST_LEN: usize = 256;
+/// Event names the Socket.IO client reserves for itself; a push under one of them would
+/// never reach application code.
+const RESERVED_EVENTS: &[&str] =
+    &["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
+
+pub fn is_internal_room(room: &str) -> bool {
+    room.starts_with(USER_ROOM_PREFIX)
+}
+
+pub fn user_room(user_id: &str) -> String {
+    format!("{USER_ROOM_PREFIX}{user_id}")
+}
+
+/// A failed hub call. Doors map these to gRPC codes and HTTP statuses; `field` names the
+/// request field at fault so callers can fix it.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum HubError {
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+}
+
+impl HubError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidArgument { field: field.into(), message: message.into() }
+    }
+}
+
+/// Checks a room name given by the backend or a token.
+pub fn validate_room(room: &str) -> Result<(), HubError> {
+    validate_name(room).map_err(|m| HubError::invalid("room", m))?;
+    if is_internal_room(room) {
+        return Err(HubError::invalid(
+            "room",
+            format!(
+                "{room:?}: the {USER_ROOM_PREFIX:?} prefix is reserved for per-user rooms; target the user instead"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("is {} bytes, over the limit of {MAX_NAME_LEN}", name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+fn validate_event(event: &str) -> Result<(), HubError> {
+    validate_name(event).map_err(|m| HubError::invalid("event", m))?;
+    if RESERVED_EVENTS.contains(&event) {
+        return Err(HubError::invalid("event", format!("{event:?} is reserved by the Socket.IO client")));
+    }
+    Ok(())
+}
+
+/// Settings the hub applies, taken from `Config` once.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub namespaces: Vec<String>,
+    pub payload_limits: PayloadLimits,
+    pub ack_timeout: Duration,
+    pub max_connections: usize,
+    pub client_room_patterns: Vec<pattern::Pattern>,
+    pub redacted_auth_fields: Vec<String>,
+    pub events_per_second: f64,
+    pub event_burst: u32,
+    pub stream_queue: usize,
+    pub undelivered_capacity: usize,
+    pub undelivered_max_age: Duration,
+}
+
+impl HubSettings {
+    pub fn from_config(config: &Config) -> Self {
+        let s = &config.socketio;
+        Self {
+            namespaces: s.namespaces.clone(),
+            payload_limits: PayloadLimits {
+                max_bytes: usize::try_from(s.max_payload_bytes).unwrap_or(usize::MAX),
+                max_attachments: s.max_attachments,
+            },
+            ack_timeout: config.ack_timeout(),
+            max_connections: s.max_connections,
+            client_room_patterns: s.client_room_patterns.iter().filter_map(|p| pattern::Pattern::new(p).ok()).collect(),
+            redacted_auth_fields: s.redacted_auth_fields.clone(),
+            events_per_second: s.events_per_second,
+            event_burst: s.event_burst,
+            stream_queue: config.events.stream_queue,
+            undelivered_capacity: config.events.undelivered_capacity,
+            undelivered_max_age: config.undelivered_max_age(),
+        }
+    }
+}
+
+/// The bridge's shared state. One per process, behind an `Arc`.
+pub struct Hub {
+    /// socketioxide's handle: the engine that actually writes to browsers.
+    io: SocketIo,
+    settings: HubSettings,
+    authenticator: auth::Authenticator,
+    registry: Registry,
+    router: EventRouter,
+    offline: OfflineStore,
+    stats: Stats,
+    instance_id: String,
+    started_at: Instant,
+    started_at_wall: SystemTime,
+    /// Set on SIGTERM: new connections are refused and readiness turns false.
+    draining: AtomicBool,
+}
+
+impl Hub {
+    pub fn new(io: SocketIo, settings: HubSettings, authenticator: auth::Authenticator) -> Arc<Self> {
+        let instance_id = format!("{:016x}", rand::random::<u64>());
+        Arc::new(Self {
+            io,
+            router: EventRouter::new(&settings, instance_id.clone()),
+            offline: OfflineStore::default(),
+            settings,
+            authenticator,
+            registry: Registry::default(),
+            stats: Stats::default(),
+            instance_id,
+            started_at: Instant::now(),
+            started_at_wall: SystemTime::now(),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn settings(&self) -> &HubSettings {
+        &self.settings
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn router(&self) -> &EventRouter {
+        &self.router
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started_at.elapsed()
+    }
+
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at_wall
+    }
+
+    pub fn is_dev_auth(&self) -> bool {
+        self.authenticator.is_dev()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// First step of shutdown: refuse new connections, report not ready.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    fn check_namespace(&self, namespace: &str) -> Result<(), HubError> {
+        if self.settings.namespaces.iter().any(|n| n == namespace) {
+            Ok(())
+        } else {
+            Err(HubError::invalid(
+                "namespace",
+                format!("{namespace:?} is not configured (configured: {})", self.settings.namespaces.join(", ")),
+            ))
+        }
+    }
+
+    /// Periodic upkeep: message rates, expired undelivered events and offline messages.
+    pub async fn run_maintenance(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+            self.stats.sample_rates();
+            let expired = self.router.expire_undelivered();
+            self.stats.add_undeliverable_dropped(expired);
+            let dropped = self.offline.expire(Instant::now());
+            self.stats.add_offline_expired(dropped);
+        }
+    }
+}
+
+pub(crate) fn now_wall() -> SystemTime {
+    SystemTime::now()
+}

@@ -1,0 +1,310 @@
+//! Pushes, room membership and disconnects requested by the backend (gRPC and REST run
+//! exactly this code).
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use socketioxide::extract::SocketRef;
+use socketioxide::operators::BroadcastOperators;
+use socketioxide::socket::Sid;
+
+use super::offline::OfflineMessage;
+use super::payload::ClientAckArgs;
+use super::{Hub, HubError, MAX_LIST_LEN, Payload, Stats, user_room, validate_event, validate_room};
+
+/// Longest ack wait a push may ask for.
+pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest a message may be kept for an offline user.
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Which sockets an operation applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    User(String),
+    Room(String),
+    Socket(String),
+    Everyone,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    pub volatile: bool,
+    pub except_rooms: Vec<String>,
+    pub except_sockets: Vec<String>,
+    pub ack_timeout: Option<Duration>,
+    pub ttl: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PushCommand {
+    pub target: Target,
+    pub namespace: String,
+    pub event: String,
+    pub payload: Payload,
+    pub options: PushOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    Acked(Payload),
+    Timeout,
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketAck {
+    pub socket_id: String,
+    pub outcome: AckOutcome,
+}
+
+/// What a push achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub message_id: String,
+    pub sockets_reached: u32,
+    pub acks: Vec<SocketAck>,
+    pub stored_offline: bool,
+}
+
+fn parse_sid(field: &str, id: &str) -> Result<Sid, HubError> {
+    id.parse().map_err(|_| {
+        HubError::invalid(field, format!("{:?} is not a socket id", id.chars().take(64).collect::<String>()))
+    })
+}
+
+fn validate_target(target: &Target, field: &str) -> Result<(), HubError> {
+    match target {
+        Target::User(u) if u.is_empty() || u.len() > super::auth::MAX_USER_ID_LEN => {
+            Err(HubError::invalid(format!("{field}.user_id"), "must be 1 to 128 bytes"))
+        }
+        Target::Room(r) => validate_room(r).map_err(|e| rename_field(e, &format!("{field}.room"))),
+        Target::Socket(s) => parse_sid(&format!("{field}.socket_id"), s).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+fn rename_field(e: HubError, field: &str) -> HubError {
+    match e {
+        HubError::InvalidArgument { message, .. } => HubError::invalid(field, message),
+        other => other,
+    }
+}
+
+fn validate_rooms(rooms: &[String], field: &str) -> Result<(), HubError> {
+    if rooms.len() > MAX_LIST_LEN {
+        return Err(HubError::invalid(field, format!("at most {MAX_LIST_LEN} rooms")));
+    }
+    rooms.iter().try_for_each(|r| validate_room(r).map_err(|e| rename_field(e, field)))
+}
+
+impl Hub {
+    pub(super) fn operators(&self, namespace: &str) -> Result<BroadcastOperators, HubError> {
+        self.check_namespace(namespace)?;
+        self.io.of(namespace).ok_or_else(|| HubError::Unavailable(format!("namespace {namespace:?} is not ready")))
+    }
+
+    /// The local sockets a target selects.
+    fn select(&self, namespace: &str, target: &Target) -> Result<Vec<SocketRef>, HubError> {
+        let op = self.operators(namespace)?;
+        Ok(match target {
+            Target::User(u) => op.within(user_room(u)).sockets(),
+            Target::Room(r) => op.within(r.clone()).sockets(),
+            Target::Socket(s) => op.get_socket(parse_sid("target.socket_id", s)?).into_iter().collect(),
+            Target::Everyone => op.sockets(),
+        })
+    }
+
+    pub fn validate_push(&self, cmd: &PushCommand) -> Result<(), HubError> {
+        self.check_namespace(&cmd.namespace)?;
+        validate_target(&cmd.target, "target")?;
+        validate_event(&cmd.event)?;
+        let o = &cmd.options;
+        validate_rooms(&o.except_rooms, "options.except_rooms")?;
+        if o.except_sockets.len() > MAX_LIST_LEN {
+            return Err(HubError::invalid("options.except_socket_ids", format!("at most {MAX_LIST_LEN} ids")));
+        }
+        for s in &o.except_sockets {
+            parse_sid("options.except_socket_ids", s)?;
+        }
+        if let Some(t) = o.ack_timeout
+            && (t.is_zero() || t > MAX_ACK_TIMEOUT)
+        {
+            return Err(HubError::invalid("options.ack_timeout", "must be between 1ms and 300s"));
+        }
+        if let Some(t) = o.ttl {
+            if t.is_zero() || t > MAX_TTL {
+                return Err(HubError::invalid("options.ttl", "must be between 1ms and 7 days"));
+            }
+            if !matches!(cmd.target, Target::User(_)) {
+                return Err(HubError::invalid("options.ttl", "only pushes to a user can be kept for offline delivery"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits one event and reports who got it (and, with `ack_timeout`, what they answered).
+    pub async fn push(&self, cmd: PushCommand) -> Result<DeliveryReport, HubError> {
+        self.validate_push(&cmd)?;
+        if self.is_draining() {
+            return Err(HubError::Unavailable("the bridge is shutting down".into()));
+        }
+        Stats::add(&self.stats.pushes, 1);
+        let (_, message_id) = self.router.next_event_id();
+        let wire = cmd.payload.wire_args().map_err(|e| HubError::invalid("payload", e.to_string()))?;
+        let o = &cmd.options;
+
+        let mut sockets = self.select(&cmd.namespace, &cmd.target)?;
+        let except_rooms_given = !o.except_rooms.is_empty();
+        if except_rooms_given || !o.except_sockets.is_empty() {
+            sockets.retain(|s| {
+                let id = s.id.to_string();
+                !o.except_sockets.contains(&id)
+                    && !(except_rooms_given && s.rooms().iter().any(|r| o.except_rooms.iter().any(|e| e == r)))
+            });
+        }
+
+        if sockets.is_empty() {
+            let stored_offline = match (&cmd.target, o.ttl) {
+                (Target::User(user), Some(ttl)) if !self.registry.is_online(user) => {
+                    self.offline.store(
+                        user,
+                        OfflineMessage {
+                            namespace: cmd.namespace.clone(),
+                            event: cmd.event.clone(),
+                            payload: cmd.payload.clone(),
+                            expires_at: Instant::now() + ttl,
+                        },
+                    );
+                    Stats::add(&self.stats.offline_stored, 1);
+                    true
+                }
+                _ => false,
+            };
+            return Ok(DeliveryReport { message_id, stored_offline, ..Default::default() });
+        }
+
+        let report = match o.ack_timeout {
+            None => {
+                let mut reached = 0u32;
+                for s in &sockets {
+                    let sent =
+                        if o.volatile { s.volatile().emit(&cmd.event, &wire) } else { s.emit(&cmd.event, &wire) };
+                    match sent {
+                        Ok(()) => reached += 1,
+                        Err(e) => tracing::debug!(socket_id = %s.id, error = %e, "push not handed to socket"),
+                    }
+                }
+                DeliveryReport { message_id, sockets_reached: reached, ..Default::default() }
+            }
+            Some(timeout) => {
+                let waits = sockets.iter().map(|s| {
+                    let sent = if o.volatile {
+                        s.volatile().timeout(timeout).emit_with_ack::<_, ClientAckArgs>(&cmd.event, &wire)
+                    } else {
+                        s.timeout(timeout).emit_with_ack::<_, ClientAckArgs>(&cmd.event, &wire)
+                    };
+                    let socket_id = s.id.to_string();
+                    async move {
+                        let outcome = match sent {
+                            Err(e) => return (socket_id, None, AckOutcome::Failed(e.to_string())),
+                            Ok(stream) => match stream.await {
+                                Ok(ClientAckArgs(args)) => AckOutcome::Acked(args.into_payload()),
+                                Err(socketioxide::AckError::Timeout) => AckOutcome::Timeout,
+                                Err(e) => AckOutcome::Failed(e.to_string()),
+                            },
+                        };
+                        (socket_id, Some(()), outcome)
+                    }
+                });
+                let results = join_all(waits).await;
+                let reached = results.iter().filter(|(_, sent, _)| sent.is_some()).count();
+                let acks = results
+                    .into_iter()
+                    .map(|(socket_id, _, outcome)| {
+                        if outcome == AckOutcome::Timeout {
+                            Stats::add(&self.stats.ack_timeouts, 1);
+                        }
+                        SocketAck { socket_id, outcome }
+                    })
+                    .collect();
+                DeliveryReport {
+                    message_id,
+                    sockets_reached: u32::try_from(reached).unwrap_or(u32::MAX),
+                    acks,
+                    ..Default::default()
+                }
+            }
+        };
+        Stats::add(&self.stats.messages_out, u64::from(report.sockets_reached));
+        Ok(report)
+    }
+
+    /// Many pushes, each with its own result, run concurrently.
+    pub async fn push_batch(&self, cmds: Vec<PushCommand>) -> Vec<Result<DeliveryReport, HubError>> {
+        join_all(cmds.into_iter().map(|c| self.push(c))).await
+    }
+
+    pub async fn join_rooms(&self, namespace: &str, target: &Target, rooms: &[String]) -> Result<u32, HubError> {
+        self.check_namespace(namespace)?;
+        validate_target(target, "target")?;
+        if rooms.is_empty() {
+            return Err(HubError::invalid("rooms", "name at least one room"));
+        }
+        validate_rooms(rooms, "rooms")?;
+        let sockets = self.select(namespace, target)?;
+        for s in &sockets {
+            s.join(rooms.to_vec());
+        }
+        Ok(u32::try_from(sockets.len()).unwrap_or(u32::MAX))
+    }
+
+    pub async fn leave_rooms(&self, namespace: &str, target: &Target, rooms: &[String]) -> Result<u32, HubError> {
+        self.check_namespace(namespace)?;
+        validate_target(target, "target")?;
+        if rooms.is_empty() {
+            return Err(HubError::invalid("rooms", "name at least one room"));
+        }
+        validate_rooms(rooms, "rooms")?;
+        let sockets = self.select(namespace, target)?;
+        for s in &sockets {
+            s.leave(rooms.to_vec());
+        }
+        Ok(u32::try_from(sockets.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Closes the selected sockets. Each first gets a `bridge:disconnect` event carrying
+    /// the reason, since a Socket.IO disconnect packet has no room for one.
+    pub async fn disconnect_sockets(&self, namespace: &str, target: &Target, reason: &str) -> Result<u32, HubError> {
+        self.check_namespace(namespace)?;
+        validate_target(target, "target")?;
+        if reason.len() > MAX_REASON_LEN {
+            return Err(HubError::invalid("reason", format!("at most {MAX_REASON_LEN} bytes")));
+        }
+        let sockets = self.select(namespace, target)?;
+        let count = sockets.len();
+        for s in sockets {
+            let _ = s.emit(DISCONNECT_EVENT, &serde_json::json!({ "reason": reason }));
+            if let Err(e) = s.disconnect() {
+                tracing::debug!(error = %e, "socket already gone");
+            }
+        }
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    /// Delivers what was kept for a user who just connected, oldest first.
+    pub(crate) fn deliver_offline(&self, socket: &SocketRef, user_id: &str) {
+        let namespace = socket.ns().to_owned();
+        for msg in self.offline.take(user_id, &namespace, Instant::now()) {
+            if let Ok(wire) = msg.payload.wire_args()
+                && socket.emit(&msg.event, &wire).is_ok()
+            {
+                Stats::add(&self.stats.offline_delivered, 1);
+                Stats::add(&self.stats.messages_out, 1);
+            }
+        }
+    }
+}
+
+/// Event a client receives just before a backend-requested disconnect.
+pub const DISCONNECT_EVENT: &str = "bridge:disconnect";
+const MAX_REASON_LEN: usize = 512;

@@ -1,0 +1,153 @@
+//! socket-bridge: a real-time gateway between Socket.IO browsers and Go backends.
+//!
+//! # Layout
+//!
+//! - [`hub`] is the core and the only place with business rules: the connection registry
+//!   and presence, pushes and rooms, the event router that hands client events to backend
+//!   subscriptions and carries their acks back, offline delivery, status.
+//! - [`socketio`], [`grpc`] and [`http`] are thin doors: they decode and validate at the
+//!   edge, call the hub, and map results and errors back to their protocol.
+//! - [`telemetry`] sets up logging; [`config`] is the only place settings are read;
+//!   [`shutdown`] is the one small type every task waits on.
+//! - [`run`] wires it together: two listeners (HTTP with Socket.IO, and gRPC), the hub's
+//!   maintenance task, and an orderly shutdown.
+
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod hub;
+pub mod shutdown;
+pub mod socketio;
+pub mod telemetry;
+
+/// Generated gRPC types and stubs for `socketbridge.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("socketbridge.v1");
+
+    /// Descriptor set served by the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("socketbridge_descriptor");
+}
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use config::Config;
+use hub::{Hub, HubSettings};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("authentication setup failed: {0}")]
+    Auth(String),
+}
+
+/// A started bridge. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    io: socketioxide::SocketIo,
+    grace: Duration,
+    trigger_grpc: shutdown::ShutdownTrigger,
+    trigger_http: shutdown::ShutdownTrigger,
+    trigger_tasks: shutdown::ShutdownTrigger,
+    grpc_task: JoinHandle<()>,
+    http_task: JoinHandle<()>,
+}
+
+/// Binds both listeners and starts serving.
+pub async fn start(config: Config) -> Result<Server, RunError> {
+    let authenticator = hub::auth::Authenticator::from_config(&config.auth).map_err(RunError::Auth)?;
+    if authenticator.is_dev() {
+        tracing::warn!("dev auth mode: clients choose their own user id; never expose this to untrusted networks");
+    }
+    let (socketio_layer, io) = socketio::build(&config);
+    let hub = Hub::new(io.clone(), HubSettings::from_config(&config), authenticator);
+    socketio::register_namespaces(&io, &hub, &config.socketio.namespaces);
+
+    let http_addr = config.http_addr();
+    let http_listener =
+        TcpListener::bind(http_addr).await.map_err(|source| RunError::Bind { addr: http_addr, source })?;
+    let grpc_addr = config.grpc_addr();
+    let grpc_listener =
+        TcpListener::bind(grpc_addr).await.map_err(|source| RunError::Bind { addr: grpc_addr, source })?;
+    let http_addr = http_listener.local_addr().unwrap_or(http_addr);
+    let grpc_addr = grpc_listener.local_addr().unwrap_or(grpc_addr);
+
+    let (trigger_tasks, tasks_shutdown) = shutdown::channel();
+    tokio::spawn(hub.clone().run_maintenance(tasks_shutdown));
+
+    let (trigger_grpc, grpc_shutdown) = shutdown::channel();
+    let grpc_task = {
+        let (config, hub) = (config.clone(), hub.clone());
+        tokio::spawn(async move {
+            if let Err(e) = grpc::serve(&config, hub, grpc_listener, grpc_shutdown).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        })
+    };
+
+    let (trigger_http, http_shutdown) = shutdown::channel();
+    let app = http::app(&config, hub.clone(), socketio_layer);
+    let http_task = tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let result =
+            axum::serve(http_listener, service).with_graceful_shutdown(async move { http_shutdown.wait().await }).await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    Ok(Server {
+        http_addr,
+        grpc_addr,
+        hub,
+        io,
+        grace: config.grace_period(),
+        trigger_grpc,
+        trigger_http,
+        trigger_tasks,
+        grpc_task,
+        http_task,
+    })
+}
+
+impl Server {
+    /// Orderly stop within the grace period: refuse new work, let in-flight pushes and
+    /// their acks finish while clients are still connected, then close client transports
+    /// (clients reconnect elsewhere) and the listeners.
+    pub async fn shutdown(self) {
+        let deadline = Instant::now() + self.grace;
+        let remaining = || deadline.saturating_duration_since(Instant::now());
+        tracing::info!(grace_ms = self.grace.as_millis() as u64, "draining");
+        self.hub.start_draining();
+        self.hub.router().close_all();
+        self.trigger_grpc.fire();
+        if tokio::time::timeout(remaining(), self.grpc_task).await.is_err() {
+            tracing::warn!("gRPC calls still running at the end of the grace period");
+        }
+        if tokio::time::timeout(remaining(), self.io.close()).await.is_err() {
+            tracing::warn!("client transports still open at the end of the grace period");
+        }
+        self.trigger_http.fire();
+        if tokio::time::timeout(remaining(), self.http_task).await.is_err() {
+            tracing::warn!("HTTP connections still open at the end of the grace period");
+        }
+        self.trigger_tasks.fire();
+        tracing::info!("stopped");
+    }
+}
+
+/// Runs until `stop` resolves, then shuts down in order.
+pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), RunError> {
+    let server = start(config).await?;
+    tracing::info!(http = %server.http_addr, grpc = %server.grpc_addr, "socket-bridge ready");
+    stop.await;
+    server.shutdown().await;
+    Ok(())
+}

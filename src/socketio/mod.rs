@@ -1,0 +1,132 @@
+//! The Socket.IO door: builds the socketioxide service from config and wires its
+//! callbacks to the hub. Each handler extracts what it needs, calls the hub, and answers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ConnectInfo;
+use serde_json::value::RawValue;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler, Value};
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide::{ParserConfig, SocketIo, TransportType};
+
+use crate::config::Config;
+use crate::hub::auth::Identity;
+use crate::hub::registry::Handshake;
+use crate::hub::{ConnectRefusal, Hub, Payload};
+
+/// Builds the Socket.IO engine with the configured timings and limits.
+pub fn build(config: &Config) -> (SocketIoLayer, SocketIo) {
+    let s = &config.socketio;
+    SocketIo::builder()
+        .ping_interval(config.ping_interval())
+        .ping_timeout(config.ping_timeout())
+        .connect_timeout(config.connect_timeout())
+        .ack_timeout(config.ack_timeout())
+        .max_payload(s.max_payload_bytes)
+        // Small read buffers: most client messages are tiny, and each idle websocket keeps
+        // its buffer for life (see PERF-NOTES).
+        .ws_read_buffer_size(1024)
+        .with_parser(
+            ParserConfig::common()
+                .max_incoming_binaries(s.max_attachments)
+                .max_incoming_binary_buf_size(usize::try_from(s.max_payload_bytes).unwrap_or(usize::MAX)),
+        )
+        .build_layer()
+}
+
+/// Handshake data kept from the middleware for the connect handler.
+#[derive(Clone)]
+struct Admitted {
+    identity: Identity,
+    auth_json: String,
+}
+
+/// Registers every configured namespace with authentication and the hub's handlers.
+pub fn register_namespaces(io: &SocketIo, hub: &Arc<Hub>, namespaces: &[String]) {
+    for ns in namespaces {
+        let on_connect = {
+            let hub = hub.clone();
+            move |socket: SocketRef| {
+                let hub = hub.clone();
+                async move { connected(&hub, socket) }
+            }
+        };
+        let authenticate = {
+            let hub = hub.clone();
+            move |socket: SocketRef, TryData(auth): TryData<serde_json::Value>| {
+                let hub = hub.clone();
+                async move { admit(&hub, &socket, auth.unwrap_or(serde_json::Value::Null)) }
+            }
+        };
+        io.ns(ns.clone(), on_connect.with(authenticate));
+    }
+}
+
+/// Connect middleware: refusals become the client's `connect_error` with the reason.
+fn admit(hub: &Hub, socket: &SocketRef, auth: serde_json::Value) -> Result<(), ConnectRefusal> {
+    let identity = hub.authorize(&auth)?;
+    let auth_json = hub.redact_auth(&auth);
+    socket.extensions.insert(Admitted { identity, auth_json });
+    Ok(())
+}
+
+fn connected(hub: &Arc<Hub>, socket: SocketRef) {
+    let Some(Admitted { identity, auth_json }) = socket.extensions.remove::<Admitted>() else {
+        // The middleware always runs first; without its record the socket is not ours.
+        let _ = socket.disconnect();
+        return;
+    };
+    let parts = socket.req_parts();
+    let header = |name: &str| {
+        parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(512).collect::<String>()
+    };
+    let handshake = Handshake {
+        user_agent: header("user-agent"),
+        origin: header("origin"),
+        remote_address: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default(),
+        auth_json,
+        transport: match socket.transport_type() {
+            TransportType::Websocket => "websocket".into(),
+            TransportType::Polling => "polling".into(),
+        },
+    };
+    socket.on_fallback(EventForwarder(hub.clone()));
+    let on_disconnect = {
+        let hub = hub.clone();
+        move |socket: SocketRef, reason: DisconnectReason| {
+            let hub = hub.clone();
+            async move { hub.on_disconnect(&socket.id.to_string(), &reason.to_string()) }
+        }
+    };
+    socket.on_disconnect(on_disconnect);
+    hub.on_connect(&socket, identity, handshake);
+}
+
+/// Receives every client event. Implemented as a `MessageHandler` (rather than an async
+/// closure, which socketioxide spawns as its own task) so that routing happens in the
+/// socket's read loop and events keep the order the client sent them in.
+#[derive(Clone)]
+struct EventForwarder(Arc<Hub>);
+
+/// Marker for the `MessageHandler` impl above.
+struct Forwarded;
+
+impl MessageHandler<LocalAdapter, Forwarded> for EventForwarder {
+    fn call(&self, socket: Arc<Socket>, mut value: Value, ack_id: Option<i64>) {
+        let ack = match ack_id {
+            Some(_) => AckSender::from_message_parts(&socket, &mut value, &ack_id).ok(),
+            None => None,
+        };
+        let Value::Str(text, attachments) = value else { return };
+        // `[event, ...args]`, each argument kept as the raw JSON the client sent.
+        let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text.as_str()) else { return };
+        let Some((event, args)) = items.split_first() else { return };
+        let Ok(event) = serde_json::from_str::<String>(event.get()) else { return };
+        let payload = Payload::from_client(args, attachments.map(Vec::from).unwrap_or_default());
+        self.0.on_client_event(&SocketRef::from(socket), event, payload, ack);
+    }
+}

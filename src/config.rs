@@ -49,7 +49,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub http: HttpConfig,
@@ -247,20 +247,6 @@ impl Default for LogConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            http: HttpConfig::default(),
-            grpc: GrpcConfig::default(),
-            auth: AuthConfig::default(),
-            socketio: SocketIoSettings::default(),
-            events: EventsConfig::default(),
-            shutdown: ShutdownConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
-
 /// Every problem found in the configuration, one line each.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  {}", .0.join("\n  "))]
@@ -430,15 +416,11 @@ impl Config {
                 Some(_) => err("auth.jwt.secret", "must be at least 32 bytes"),
                 None => err("auth.jwt.secret", "required for HS* algorithms"),
             },
-            Some(_) => {
-                if jwt.public_key_pem.is_none() && jwt.public_key_file.is_none() {
-                    err(
-                        "auth.jwt.public_key_pem",
-                        "a public key (or auth.jwt.public_key_file) is required for this algorithm",
-                    );
-                }
-            }
-            None => {}
+            Some(_) if jwt.public_key_pem.is_none() && jwt.public_key_file.is_none() => err(
+                "auth.jwt.public_key_pem",
+                "a public key (or auth.jwt.public_key_file) is required for this algorithm",
+            ),
+            _ => {}
         }
     }
 
@@ -516,6 +498,20 @@ fn key_hint(e: &toml::de::Error, text: &str) -> String {
     }
 }
 
+impl Config {
+    /// The effective configuration as TOML, with every secret replaced.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        for key in &mut copy.grpc.api_keys {
+            *key = Secret::new("<redacted>");
+        }
+        if copy.auth.jwt.secret.is_some() {
+            copy.auth.jwt.secret = Some(Secret::new("<redacted>"));
+        }
+        toml::to_string_pretty(&copy).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,19 +581,5 @@ mod tests {
     fn client_room_patterns_cannot_reach_internal_rooms() {
         let e = Config::from_toml("[socketio]\nclient_room_patterns = [\"user:*\"]\n").unwrap_err();
         assert!(e.0[0].contains("internal"), "{e}");
-    }
-}
-
-impl Config {
-    /// The effective configuration as TOML, with every secret replaced.
-    pub fn to_redacted_toml(&self) -> String {
-        let mut copy = self.clone();
-        for key in &mut copy.grpc.api_keys {
-            *key = Secret::new("<redacted>");
-        }
-        if copy.auth.jwt.secret.is_some() {
-            copy.auth.jwt.secret = Some(Secret::new("<redacted>"));
-        }
-        toml::to_string_pretty(&copy).unwrap_or_default()
     }
 }

@@ -218,10 +218,8 @@ impl Hub {
         if let Err(message) = validate_name(&room) {
             return AckReply::error("invalid_argument", format!("room {message}"));
         }
-        if is_internal_room(&room)
-            || !(!self.settings.client_room_patterns.is_empty()
-                && any_matches(&self.settings.client_room_patterns, &room))
-        {
+        let patterns = &self.settings.client_room_patterns;
+        if is_internal_room(&room) || patterns.is_empty() || !any_matches(patterns, &room) {
             self.stats.error();
             return AckReply::error("forbidden_room", "this room cannot be joined or left by clients");
         }

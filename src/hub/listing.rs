@@ -26,6 +26,9 @@ pub struct RoomSummary {
     pub members: u32,
 }
 
+/// A connection and the rooms it is in, as listed.
+pub type ConnectionWithRooms = (Arc<Connection>, Vec<String>);
+
 #[derive(Debug, Clone)]
 pub enum ConnectionFilter {
     All,
@@ -120,7 +123,7 @@ impl Hub {
         filter: &ConnectionFilter,
         page_size: u32,
         page_token: &str,
-    ) -> Result<Page<(Arc<Connection>, Vec<String>)>, HubError> {
+    ) -> Result<Page<ConnectionWithRooms>, HubError> {
         self.check_namespace(namespace)?;
         let (size, after) = page_bounds(page_size, page_token)?;
         let room_members: Option<std::collections::HashSet<String>> = match filter {

@@ -158,8 +158,9 @@ impl Hub {
         if except_rooms_given || !o.except_sockets.is_empty() {
             sockets.retain(|s| {
                 let id = s.id.to_string();
-                !o.except_sockets.contains(&id)
-                    && !(except_rooms_given && s.rooms().iter().any(|r| o.except_rooms.iter().any(|e| e == r)))
+                let excluded_room =
+                    except_rooms_given && s.rooms().iter().any(|r| o.except_rooms.iter().any(|e| e == r));
+                !(o.except_sockets.contains(&id) || excluded_room)
             });
         }
 

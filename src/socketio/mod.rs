@@ -99,7 +99,7 @@ fn connected(hub: &Arc<Hub>, socket: SocketRef) {
         let hub = hub.clone();
         move |socket: SocketRef, reason: DisconnectReason| {
             let hub = hub.clone();
-            async move { hub.on_disconnect(&socket.id.to_string(), &reason.to_string()) }
+            async move { hub.on_disconnect(&socket.id.to_string(), reason_text(reason)) }
         }
     };
     socket.on_disconnect(on_disconnect);
@@ -128,5 +128,18 @@ impl MessageHandler<LocalAdapter, Forwarded> for EventForwarder {
         let Ok(event) = serde_json::from_str::<String>(event.get()) else { return };
         let payload = Payload::from_client(args, attachments.map(Vec::from).unwrap_or_default());
         self.0.on_client_event(&SocketRef::from(socket), event, payload, ack);
+    }
+}
+
+/// The reason strings the reference Socket.IO server uses, so backends see familiar text.
+fn reason_text(reason: DisconnectReason) -> &'static str {
+    match reason {
+        DisconnectReason::TransportClose => "transport close",
+        DisconnectReason::MultipleHttpPollingError | DisconnectReason::TransportError => "transport error",
+        DisconnectReason::PacketParsingError => "parse error",
+        DisconnectReason::HeartbeatTimeout => "ping timeout",
+        DisconnectReason::ClientNSDisconnect => "client namespace disconnect",
+        DisconnectReason::ServerNSDisconnect => "server namespace disconnect",
+        DisconnectReason::ClosingServer => "server shutting down",
     }
 }

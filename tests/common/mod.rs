@@ -1,0 +1,324 @@
+//! Test harness: the real `socket-bridge` binary on free loopback ports, stock
+//! `socket.io-client` sockets driven through `tests/js/driver.mjs`, and the generated gRPC
+//! client. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use socket_bridge::proto;
+use socket_bridge::proto::bridge_service_client::BridgeServiceClient;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+pub const API_KEY: &str = "test-api-key-0123456789";
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123";
+
+/// Settings for a JWT-mode bridge with an API key.
+pub fn jwt_args() -> Vec<String> {
+    vec![
+        "--set".into(),
+        "auth.mode=jwt".into(),
+        "--set".into(),
+        format!("auth.jwt.secret={JWT_SECRET}"),
+        "--set".into(),
+        format!("grpc.api_keys=[\"{API_KEY}\"]"),
+    ]
+}
+
+/// Short protocol timings, as the Socket.IO test suites use.
+pub fn fast_timings() -> Vec<String> {
+    ["socketio.ping_interval_ms=300", "socketio.ping_timeout_ms=200", "socketio.ack_timeout_ms=1000"]
+        .iter()
+        .flat_map(|s| ["--set".to_string(), s.to_string()])
+        .collect()
+}
+
+pub fn token(user: &str, rooms: &[&str]) -> String {
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": user, "exp": exp, "rooms": rooms }),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("token")
+}
+
+pub struct Bridge {
+    child: Child,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Bridge {
+    pub async fn start(extra: &[String]) -> Bridge {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_socket-bridge"));
+        cmd.args(["--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--set", "log.format=json"]);
+        cmd.args(extra);
+        Self::spawn(cmd).await
+    }
+
+    /// Starts any command that runs the bridge with JSON logs on stderr.
+    pub async fn spawn(mut cmd: Command) -> Bridge {
+        cmd.env("RUST_LOG", "info,socket_bridge=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn bridge");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "socket-bridge ready"
+                {
+                    let _ = ready_tx.send((
+                        v["http"].as_str().unwrap_or("").to_owned(),
+                        v["grpc"].as_str().unwrap_or("").to_owned(),
+                    ));
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (http, grpc) = tokio::time::timeout(Duration::from_secs(120), ready_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("bridge not ready in time; logs:\n{}", logs.lock().unwrap().join("\n")))
+            .unwrap_or_else(|| panic!("bridge exited before ready; logs:\n{}", logs.lock().unwrap().join("\n")));
+        Bridge { child, http: http.parse().expect("http addr"), grpc: grpc.parse().expect("grpc addr"), logs }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc)).unwrap().connect().await.expect("grpc connect")
+    }
+
+    /// Generated client carrying the test API key.
+    pub async fn client(&self) -> Client {
+        self.client_with_key(Some(API_KEY)).await
+    }
+
+    pub async fn client_with_key(&self, key: Option<&str>) -> Client {
+        BridgeServiceClient::with_interceptor(self.channel().await, ApiKey(key.map(|k| format!("Bearer {k}"))))
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.id().expect("pid") as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(limit, self.child.wait()).await.ok().and_then(Result::ok)
+    }
+}
+
+pub type Client = BridgeServiceClient<InterceptedService<Channel, ApiKey>>;
+
+#[derive(Clone)]
+pub struct ApiKey(Option<String>);
+
+impl Interceptor for ApiKey {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(k) = &self.0 {
+            req.metadata_mut().insert("authorization", k.parse().expect("header"));
+        }
+        Ok(req)
+    }
+}
+
+/// One backend `Events` stream.
+pub struct Backend {
+    pub tx: mpsc::Sender<proto::EventsRequest>,
+    pub rx: tonic::Streaming<proto::EventsResponse>,
+}
+
+impl Backend {
+    pub async fn subscribe(client: &mut Client, subscribe: proto::Subscribe) -> Backend {
+        let (tx, rx) = mpsc::channel(1024);
+        tx.send(proto::EventsRequest { kind: Some(proto::events_request::Kind::Subscribe(subscribe)) }).await.unwrap();
+        let mut rx = client.events(ReceiverStream::new(rx)).await.expect("events").into_inner();
+        match rx.message().await.expect("first message") {
+            Some(proto::EventsResponse { kind: Some(proto::events_response::Kind::Subscribed(_)) }) => {}
+            other => panic!("expected Subscribed, got {other:?}"),
+        }
+        Backend { tx, rx }
+    }
+
+    pub async fn next(&mut self) -> proto::events_response::Kind {
+        tokio::time::timeout(WAIT, self.rx.message())
+            .await
+            .expect("backend message in time")
+            .expect("stream ok")
+            .and_then(|m| m.kind)
+            .expect("message")
+    }
+
+    pub async fn next_event(&mut self) -> proto::ClientEvent {
+        loop {
+            if let proto::events_response::Kind::ClientEvent(e) = self.next().await {
+                return e;
+            }
+        }
+    }
+
+    /// Nothing arrives within `d` (lifecycle included).
+    pub async fn quiet_for(&mut self, d: Duration) -> Option<proto::events_response::Kind> {
+        match tokio::time::timeout(d, self.rx.message()).await {
+            Ok(Ok(Some(m))) => m.kind,
+            _ => None,
+        }
+    }
+
+    pub async fn ack(&self, event_id: &str, args_json: &str, attachments: Vec<Vec<u8>>) {
+        let ack = proto::Ack {
+            event_id: event_id.into(),
+            result: Some(proto::ack::Result::Payload(proto::Payload { args_json: args_json.into(), attachments })),
+        };
+        self.tx.send(proto::EventsRequest { kind: Some(proto::events_request::Kind::Ack(ack)) }).await.unwrap();
+    }
+}
+
+pub fn subscribe_all(group: &str, lifecycle: bool) -> proto::Subscribe {
+    proto::Subscribe { group: group.into(), event_patterns: vec![], namespaces: vec![], wants_lifecycle: lifecycle }
+}
+
+/// Node process running stock socket.io-client sockets.
+pub struct Driver {
+    child: Child,
+    stdin: ChildStdin,
+    rx: mpsc::UnboundedReceiver<Value>,
+    backlog: Vec<Value>,
+}
+
+impl Driver {
+    pub async fn spawn() -> Driver {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/driver.mjs");
+        let mut child = Command::new("node")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node driver (run `npm ci --prefix tests/js` first)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Driver { child, stdin, rx, backlog: Vec::new() }
+    }
+
+    pub async fn send(&mut self, cmd: Value) {
+        let mut line = cmd.to_string();
+        line.push('\n');
+        self.stdin.write_all(line.as_bytes()).await.expect("driver stdin");
+    }
+
+    /// The first report matching `pred`, from the backlog or within the time limit.
+    pub async fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.try_expect(pred, WAIT).await.unwrap_or_else(|| panic!("no report: {what}; backlog: {:?}", self.backlog))
+    }
+
+    pub async fn try_expect(&mut self, pred: impl Fn(&Value) -> bool, limit: Duration) -> Option<Value> {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return Some(self.backlog.remove(i));
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(v)) if pred(&v) => return Some(v),
+                Ok(Some(v)) => {
+                    if v["type"] == "error" {
+                        eprintln!("driver error: {v}");
+                    }
+                    self.backlog.push(v)
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Connects socket `id` and returns its socket id; panics on connect_error.
+    pub async fn connect(&mut self, id: &str, url: &str, auth: Value, transports: Option<&[&str]>) -> String {
+        self.send(json!({"cmd": "connect", "id": id, "url": url, "auth": auth, "transports": transports})).await;
+        let v = self
+            .expect(&format!("connect {id}"), |v| {
+                v["id"] == id && (v["type"] == "connect" || v["type"] == "connect_error")
+            })
+            .await;
+        assert_eq!(v["type"], "connect", "{id} failed to connect: {v}");
+        v["sid"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn connect_error(&mut self, id: &str, url: &str, auth: Value) -> String {
+        self.send(json!({"cmd": "connect", "id": id, "url": url, "auth": auth})).await;
+        let v = self
+            .expect(&format!("connect_error {id}"), |v| {
+                v["id"] == id && (v["type"] == "connect" || v["type"] == "connect_error")
+            })
+            .await;
+        assert_eq!(v["type"], "connect_error", "{id} should have been refused: {v}");
+        v["message"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub async fn event(&mut self, id: &str, event: &str) -> Value {
+        self.expect(&format!("event {event} on {id}"), |v| v["type"] == "event" && v["id"] == id && v["event"] == event)
+            .await
+    }
+
+    pub async fn no_event(&mut self, id: &str, event: &str, within: Duration) -> bool {
+        self.try_expect(|v| v["type"] == "event" && v["id"] == id && v["event"] == event, within).await.is_none()
+    }
+
+    pub async fn ack(&mut self, id: &str, req: u64) -> Value {
+        self.expect(&format!("ack {req} on {id}"), |v| v["type"] == "ack" && v["id"] == id && v["req"] == req).await
+    }
+
+    pub async fn exit(mut self) {
+        self.send(json!({"cmd": "exit"})).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+pub fn push_request(target: proto::target::Kind, event: &str, args_json: &str) -> proto::PushRequest {
+    proto::PushRequest {
+        target: Some(proto::Target { kind: Some(target) }),
+        namespace: String::new(),
+        event: event.into(),
+        payload: Some(proto::Payload { args_json: args_json.into(), attachments: vec![] }),
+        options: None,
+    }
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

@@ -65,6 +65,17 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: String,
+    /// Largest REST request body, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Longest a REST request may take, in milliseconds (pushes with an ack timeout wait
+    /// for acks within it).
+    pub request_timeout_ms: u64,
+    /// REST requests per second allowed per API key, and the burst above it.
+    pub rate_per_key_per_second: u32,
+    pub burst_per_key: u32,
+    /// REST requests per second allowed per client IP, and the burst above it.
+    pub rate_per_ip_per_second: u32,
+    pub burst_per_ip: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,7 +190,15 @@ pub struct LogConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:3000".into() }
+        Self {
+            listen: "127.0.0.1:3000".into(),
+            max_body_bytes: 1 << 20,
+            request_timeout_ms: 30_000,
+            rate_per_key_per_second: 200,
+            burst_per_key: 400,
+            rate_per_ip_per_second: 400,
+            burst_per_ip: 800,
+        }
     }
 }
 
@@ -364,6 +383,22 @@ impl Config {
                 err(field, "must be greater than 0");
             }
         }
+        for (field, value) in [
+            ("http.rate_per_key_per_second", self.http.rate_per_key_per_second),
+            ("http.burst_per_key", self.http.burst_per_key),
+            ("http.rate_per_ip_per_second", self.http.rate_per_ip_per_second),
+            ("http.burst_per_ip", self.http.burst_per_ip),
+        ] {
+            if value == 0 {
+                err(field, "must be greater than 0");
+            }
+        }
+        if self.http.max_body_bytes < 1024 {
+            err("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.http.request_timeout_ms == 0 {
+            err("http.request_timeout_ms", "must be greater than 0");
+        }
         if s.max_connections == 0 {
             err("socketio.max_connections", "must be greater than 0");
         }
@@ -443,6 +478,9 @@ impl Config {
     }
     pub fn ack_timeout(&self) -> Duration {
         Duration::from_millis(self.socketio.ack_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.http.request_timeout_ms)
     }
     pub fn grace_period(&self) -> Duration {
         Duration::from_millis(self.shutdown.grace_period_ms)

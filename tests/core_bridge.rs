@@ -430,13 +430,18 @@ async fn must_show_6_invalid_arguments_name_the_field_and_change_nothing() {
         (push_request(T::Room("user:val".into()), "ev", "[]"), "target.room"),
         (push_request(T::SocketId("not-a-sid".into()), "ev", "[]"), "target.socket_id"),
         (proto::PushRequest { target: None, ..push_request(T::Everyone(true), "ev", "[]") }, "target"),
-        (proto::PushRequest { namespace: "/nope".into(), ..push_request(T::Everyone(true), "ev", "[]") }, "namespace"),
+        (proto::PushRequest { namespace: "x".repeat(200), ..push_request(T::Everyone(true), "ev", "[]") }, "namespace"),
     ];
     for (req, field) in cases {
         let err = client.push(req).await.expect_err(field);
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
         assert_eq!(field_violation(&err), field, "{err:?}");
     }
+    let err = client
+        .push(proto::PushRequest { namespace: "/nope".into(), ..push_request(T::Everyone(true), "ev", "[]") })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "an unconfigured namespace is not found: {err:?}");
     let err = client
         .join_rooms(proto::JoinRoomsRequest {
             target: Some(proto::Target { kind: Some(T::UserId("val".into())) }),

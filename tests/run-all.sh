@@ -18,5 +18,18 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
+rm -rf target/test-logs
 step "cargo test (unit and end-to-end)"
 cargo test --all-targets
+
+step "REST API against its OpenAPI document (schemathesis)"
+bash tests/openapi/run.sh target/debug/socket-bridge
+
+step "no credential in any log line of the whole run"
+# Every bridge the tests started left its log in target/test-logs. The tests' API keys,
+# JWT secret and signed tokens (base64url of '{"alg":"HS…' starts "eyJhbGciOiJIUz") must
+# appear in none of them, nor any Authorization value.
+if grep -rlE 'test-api-key-0123456789|second-api-key-0123456789|wrong-key|not-the-key|test-jwt-secret|eyJhbGciOiJIUz|Bearer ' target/test-logs; then
+  echo "credentials found in the logs above"; exit 1
+fi
+echo "$(ls target/test-logs | wc -l) bridge logs scanned, no credentials"

@@ -9,42 +9,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
 
-use crate::config::{Config, Secret};
+use crate::config::Config;
 use crate::hub::Hub;
+use crate::hub::auth::ApiKeys;
 use crate::proto;
 use crate::proto::bridge_service_server::BridgeServiceServer;
 use crate::shutdown::Shutdown;
 
-/// Checks `authorization: Bearer <key>` against the configured keys in constant time.
-/// With no keys configured (dev mode only; config refuses it otherwise) every call passes.
+/// The API-key check as a tonic interceptor.
 #[derive(Clone)]
-pub struct ApiKeys(Arc<Vec<Secret>>);
+struct KeyCheck(ApiKeys);
 
-impl ApiKeys {
-    pub fn new(keys: &[Secret]) -> Self {
-        Self(Arc::new(keys.to_vec()))
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// True when `header` (the whole `authorization` value) carries a configured key.
-    pub fn accepts(&self, header: Option<&str>) -> bool {
-        if self.is_open() {
-            return true;
-        }
-        let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else { return false };
-        // No early exit: every key is compared, so timing does not tell which one matched.
-        self.0.iter().fold(false, |found, key| found | bool::from(key.expose().as_bytes().ct_eq(presented.as_bytes())))
-    }
-
+impl KeyCheck {
     fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        if self.accepts(header) {
+        if self.0.accepts(header) {
             Ok(req)
         } else {
             tracing::info!(has_header = header.is_some(), "gRPC call refused: missing or unknown API key");
@@ -60,7 +41,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
-    let keys = ApiKeys::new(&config.grpc.api_keys);
+    let keys = KeyCheck(ApiKeys::new(&config.grpc.api_keys));
     let max = config.grpc.max_message_bytes;
     let service = BridgeServiceServer::new(service::Bridge::new(hub))
         .max_decoding_message_size(max)

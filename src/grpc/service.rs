@@ -11,9 +11,6 @@ use crate::hub::{ConnectionFilter, Hub, HubError};
 use crate::proto as pb;
 use crate::proto::bridge_service_server::BridgeService;
 
-/// Most pushes in one PushBatch.
-pub const MAX_BATCH: usize = 1000;
-
 pub struct Bridge {
     hub: Arc<Hub>,
 }
@@ -37,35 +34,30 @@ impl BridgeService for Bridge {
         &self,
         request: Request<pb::PushBatchRequest>,
     ) -> Result<Response<pb::PushBatchResponse>, Status> {
-        let pushes = request.into_inner().pushes;
-        if pushes.is_empty() || pushes.len() > MAX_BATCH {
-            return Err(status_from(HubError::invalid("pushes", format!("send 1 to {MAX_BATCH} pushes"))));
-        }
         let limits = self.hub.settings().payload_limits;
-        // Decoding failures answer per item; the rest still run.
-        let decoded: Vec<Result<_, HubError>> = pushes.into_iter().map(|p| convert::push_command(p, limits)).collect();
-        let valid: Vec<_> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
-        let mut ran = self.hub.push_batch(valid).await.into_iter();
-        let results = decoded
+        let cmds = request
+            .into_inner()
+            .pushes
             .into_iter()
-            .map(|d| {
-                let outcome = match d {
-                    Ok(_) => ran.next().unwrap_or_else(|| Err(HubError::Unavailable("push was not run".into()))),
-                    Err(e) => Err(e),
-                };
-                pb::PushBatchResult {
-                    outcome: Some(match outcome {
-                        Ok(report) => pb::push_batch_result::Outcome::Response(convert::push_response(report)),
-                        Err(e) => pb::push_batch_result::Outcome::Failure(pb::PushFailure {
-                            code: convert::code_name(&e).into(),
-                            field: match &e {
-                                HubError::InvalidArgument { field, .. } => field.clone(),
-                                _ => String::new(),
-                            },
-                            message: e.to_string(),
-                        }),
+            .enumerate()
+            .map(|(i, p)| convert::push_command(p, limits).map_err(|e| in_batch(i, e)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(status_from)?;
+        let results = self.hub.push_batch(cmds).await.map_err(status_from)?;
+        let results = results
+            .into_iter()
+            .map(|outcome| pb::PushBatchResult {
+                outcome: Some(match outcome {
+                    Ok(report) => pb::push_batch_result::Outcome::Response(convert::push_response(report)),
+                    Err(e) => pb::push_batch_result::Outcome::Failure(pb::PushFailure {
+                        code: convert::code_name(&e).into(),
+                        field: match &e {
+                            HubError::InvalidArgument { field, .. } => field.clone(),
+                            _ => String::new(),
+                        },
+                        message: e.to_string(),
                     }),
-                }
+                }),
             })
             .collect();
         Ok(Response::new(pb::PushBatchResponse { results }))
@@ -191,5 +183,13 @@ impl BridgeService for Bridge {
         request: Request<Streaming<pb::EventsRequest>>,
     ) -> Result<Response<Self::EventsStream>, Status> {
         super::events::open(self.hub.clone(), request.into_inner()).await.map(Response::new)
+    }
+}
+
+/// Names a batch item's field as `pushes[i].field`.
+fn in_batch(i: usize, e: HubError) -> HubError {
+    match e {
+        HubError::InvalidArgument { field, message } => HubError::invalid(format!("pushes[{i}].{field}"), message),
+        other => other,
     }
 }

@@ -1,26 +1,142 @@
-//! The HTTP door: Socket.IO (both transports) and the operator endpoints.
+//! The HTTP door: Socket.IO (both transports), the REST compatibility shim, the OpenAPI
+//! document, and the operator endpoints.
+//!
+//! Layers, outermost first: request id (and its log span), panic → 500, timeout; then on
+//! the REST routes: per-IP rate limit, API key, per-key rate limit.
 
+mod api;
+mod error;
+mod request_id;
+
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use governor::clock::QuantaInstant;
+use governor::middleware::NoOpMiddleware;
 use socketioxide::layer::SocketIoLayer;
 use tower::ServiceBuilder;
+use tower_governor::GovernorLayer;
+use tower_governor::errors::GovernorError;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::{KeyExtractor, PeerIpKeyExtractor};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::OpenApi;
+
+pub use error::{ApiError, ErrorBody, ErrorResponse, FieldError};
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::hub::auth::ApiKeys;
 
-/// The whole HTTP app. socketioxide wraps the API router exactly once, as the fallback
+/// The whole HTTP app. socketioxide wraps the router exactly once, as the fallback
 /// service: wrapping it per route would create one engine per method and break
 /// long-polling ("Session ID unknown").
 pub fn app(config: &Config, hub: Arc<Hub>, socketio: SocketIoLayer) -> Router {
-    let api = Router::new().route("/health", get(health)).route("/ready", get(ready)).with_state(hub);
+    let keys = ApiKeys::new(&config.grpc.api_keys);
+    let h = &config.http;
+    let per_key = limiter(ApiKeyHash, h.rate_per_key_per_second, h.burst_per_key);
+    let per_ip = limiter(PeerIpKeyExtractor, h.rate_per_ip_per_second, h.burst_per_ip);
+    let timeout = config.request_timeout();
+
+    let rest = Router::new()
+        .route("/api/v1/push", post(api::push))
+        .route("/api/v1/push/batch", post(api::push_batch))
+        .route("/api/v1/status", get(api::status))
+        .route_layer(per_key)
+        .route_layer(middleware::from_fn_with_state(keys, require_api_key))
+        .route_layer(per_ip);
+    let app = rest
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(h.max_body_bytes))
+        .with_state(hub);
+    let app = with_error_layers(app, timeout);
     let cors = cors(&config.socketio.cors_origins);
-    Router::new().fallback_service(ServiceBuilder::new().layer(cors).layer(socketio).service(api))
+    Router::new().fallback_service(ServiceBuilder::new().layer(cors).layer(socketio).service(app))
+}
+
+/// The layers that turn every failure (timeout, panic) into the error format and stamp
+/// the request id on every response and log line.
+fn with_error_layers(router: Router, timeout: Duration) -> Router {
+    router
+        .layer(middleware::from_fn(move |req: Request, next: Next| with_timeout(timeout, req, next)))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
+        .layer(middleware::from_fn(request_id::middleware))
+}
+
+type Limiter<K> = GovernorLayer<K, NoOpMiddleware<QuantaInstant>, axum::body::Body>;
+
+/// A token bucket per key: `per_second` sustained, `burst` at once. Old keys are pruned
+/// every minute so the table stays bounded.
+fn limiter<K: KeyExtractor + Send + Sync + 'static>(key: K, per_second: u32, burst: u32) -> Limiter<K>
+where
+    K::Key: Send + Sync,
+{
+    let period = Duration::from_secs_f64(1.0 / f64::from(per_second.max(1)));
+    let config = GovernorConfigBuilder::default()
+        .period(period)
+        .burst_size(burst.max(1))
+        .key_extractor(key)
+        .finish()
+        // Runs once at start; finish() only refuses a zero period or burst, both excluded above.
+        .expect("rate limiter with non-zero period and burst");
+    let config = Arc::new(config);
+    let limiter = config.limiter().clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limiter.retain_recent();
+        }
+    });
+    GovernorLayer::new(config).error_handler(|e| match e {
+        GovernorError::TooManyRequests { wait_time, .. } => ApiError::rate_limited(wait_time).into_response(),
+        GovernorError::UnableToExtractKey => {
+            ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "cannot tell who is calling").into_response()
+        }
+        GovernorError::Other { .. } => ApiError::internal().into_response(),
+    })
+}
+
+/// Rate-limit key: a hash of the `authorization` header, so the table never holds a key.
+#[derive(Clone, Copy)]
+struct ApiKeyHash;
+
+impl KeyExtractor for ApiKeyHash {
+    type Key = u64;
+    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<u64, GovernorError> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        req.headers().get("authorization").map(|v| v.as_bytes()).unwrap_or_default().hash(&mut h);
+        Ok(h.finish())
+    }
+}
+
+async fn require_api_key(State(keys): State<ApiKeys>, request: Request, next: Next) -> Response {
+    let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+    if keys.accepts(header) { next.run(request).await } else { ApiError::unauthorized().into_response() }
+}
+
+async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "TIMEOUT", "the request took too long").into_response()
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -32,14 +148,133 @@ fn cors(origins: &[String]) -> CorsLayer {
     CorsLayer::new().allow_origin(allow).allow_credentials(true)
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    status: &'static str,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Readiness {
+    ready: bool,
+    draining: bool,
+}
+
 /// Liveness: the process answers.
-async fn health() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Readiness: listeners up and not draining.
-async fn ready(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, description = "Draining", body = Readiness)))]
+async fn ready(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<Readiness>) {
     let draining = hub.is_draining();
     let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (status, Json(serde_json::json!({ "ready": !draining, "draining": draining })))
+    (status, Json(Readiness { ready: !draining, draining }))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "socket-bridge REST API", description = "Compatibility shim: the same pushes as the gRPC API."),
+    paths(api::push, api::push_batch, api::status, health, ready),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "apiKey",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI 3 document, generated from the handlers' types. What the types cannot say
+/// (exactly one target; `ttl` only with a user; `broadcast` only `true`) is added here, so
+/// the document states precisely what the handlers accept.
+pub fn openapi_document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(push) = doc.pointer_mut("/components/schemas/PushBody") {
+        const TARGETS: [&str; 4] = ["userId", "roomId", "socketId", "broadcast"];
+        let only = |field: &str| {
+            let others: Vec<_> =
+                TARGETS.iter().filter(|t| **t != field).map(|t| serde_json::json!({ "required": [t] })).collect();
+            let mut alt = serde_json::json!({ "required": [field], "not": { "anyOf": others } });
+            if field != "userId" {
+                alt["properties"] = serde_json::json!({ "options": { "not": { "required": ["ttl"] } } });
+            }
+            alt
+        };
+        push["oneOf"] = TARGETS.iter().map(|t| only(t)).collect();
+        push["properties"]["broadcast"] = serde_json::json!({ "type": "boolean", "enum": [true] });
+        push["properties"]["event"]["pattern"] = serde_json::json!(EVENT_PATTERN);
+    }
+    if let Some(options) = doc.pointer_mut("/components/schemas/PushBodyOptions/properties") {
+        options["exceptRooms"]["items"] = serde_json::json!({
+            "type": "string", "minLength": 1, "maxLength": 256, "pattern": ROOM_PATTERN
+        });
+        options["exceptSocketIds"]["items"] = serde_json::json!({ "type": "string", "pattern": SOCKET_ID_PATTERN });
+    }
+    doc
+}
+
+/// A room callers may name: no control characters, not an internal `user:` room.
+const ROOM_PATTERN: &str = r"^(?!user:)[^\x00-\x1f\x7f-\x9f]*$";
+/// An event name: no control characters, none of the names the Socket.IO client reserves.
+const EVENT_PATTERN: &str =
+    r"^(?!(connect|connect_error|disconnect|disconnecting|newListener|removeListener)$)[^\x00-\x1f\x7f-\x9f]*$";
+/// A Socket.IO socket id.
+const SOCKET_ID_PATTERN: &str = r"^[A-Za-z0-9_-]{16}$";
+
+async fn openapi() -> Json<serde_json::Value> {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Json(DOC.get_or_init(openapi_document).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// 500 cannot be provoked from outside (that would be a bug); this drives the real
+    /// error layers with a handler that panics.
+    #[tokio::test]
+    async fn status_500_a_panicking_handler_answers_in_the_error_format() {
+        async fn boom() -> &'static str {
+            panic!("handler bug")
+        }
+        let router = Router::new().route("/boom", get(boom));
+        let app = with_error_layers(router, Duration::from_secs(5));
+        let request = axum::http::Request::get("/boom").header("x-request-id", "req-500").body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()["x-request-id"], "req-500");
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
+        assert_eq!(body["error"]["message"], "internal error; it has been logged");
+        assert_eq!(body["error"]["requestId"], "req-500");
+        assert!(body["error"]["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(body["error"].get("details").is_none());
+    }
+
+    #[tokio::test]
+    async fn slow_handlers_time_out_with_503() {
+        let router = Router::new().route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }));
+        let app = with_error_layers(router, Duration::from_millis(50));
+        let response = app.oneshot(axum::http::Request::get("/slow").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body_json(response).await["error"]["code"], "TIMEOUT");
+    }
 }

@@ -5,7 +5,11 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
 
-use crate::config::{AuthConfig, AuthMode};
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+
+use crate::config::{AuthConfig, AuthMode, Secret};
 
 pub use jsonwebtoken::AlgorithmFamily as KeyFamily;
 
@@ -13,7 +17,7 @@ pub fn key_family(alg: Algorithm) -> KeyFamily {
     alg.family()
 }
 
-/// Longest user id accepted, in bytes.
+/// Longest user id accepted, in characters.
 pub const MAX_USER_ID_LEN: usize = 128;
 /// Longest token accepted, in bytes: a cheap refusal before any parsing.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -51,7 +55,7 @@ pub enum AuthError {
     WrongAudience,
     #[error("token lacks the required claim {0:?}")]
     MissingClaim(String),
-    #[error("user id must be 1 to {MAX_USER_ID_LEN} bytes of printable text")]
+    #[error("user id must be 1 to {MAX_USER_ID_LEN} characters of printable text")]
     InvalidUserId,
     #[error("rooms claim is invalid: {0}")]
     InvalidRooms(String),
@@ -194,10 +198,35 @@ fn map_jwt_error(kind: ErrorKind) -> AuthError {
 }
 
 fn valid_user_id(id: &str) -> Result<String, AuthError> {
-    if id.is_empty() || id.len() > MAX_USER_ID_LEN || id.chars().any(char::is_control) {
+    if id.is_empty() || id.chars().count() > MAX_USER_ID_LEN || id.chars().any(char::is_control) {
         return Err(AuthError::InvalidUserId);
     }
     Ok(id.to_owned())
+}
+
+/// The backend's credentials: `authorization: Bearer <key>`, the same keys for gRPC and REST.
+/// With no keys configured (dev mode only; config refuses it otherwise) every call passes.
+#[derive(Clone)]
+pub struct ApiKeys(Arc<Vec<Secret>>);
+
+impl ApiKeys {
+    pub fn new(keys: &[Secret]) -> Self {
+        Self(Arc::new(keys.to_vec()))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when `header` (the whole `authorization` value) carries a configured key.
+    pub fn accepts(&self, header: Option<&str>) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else { return false };
+        // No early exit: every key is compared, so timing does not tell which one matched.
+        self.0.iter().fold(false, |found, key| found | bool::from(key.expose().as_bytes().ct_eq(presented.as_bytes())))
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +281,16 @@ mod tests {
         assert_eq!(a.authenticate(&json!({"token": no_exp})), Err(AuthError::MissingClaim("exp".into())));
         let internal = token(json!({"sub": "a", "exp": now() + 60, "rooms": ["user:b"]}), SECRET);
         assert!(matches!(a.authenticate(&json!({"token": internal})), Err(AuthError::InvalidRooms(_))));
+    }
+
+    #[test]
+    fn api_keys_need_the_bearer_scheme_and_an_exact_match() {
+        let keys = ApiKeys::new(&[Secret::new("key-one-0123456789"), Secret::new("key-two-0123456789")]);
+        assert!(keys.accepts(Some("Bearer key-two-0123456789")));
+        assert!(!keys.accepts(Some("key-two-0123456789")));
+        assert!(!keys.accepts(Some("Bearer key-two-012345678")));
+        assert!(!keys.accepts(None));
+        assert!(ApiKeys::new(&[]).accepts(None));
     }
 
     #[test]

@@ -106,9 +106,39 @@ impl Hub {
                 connected_at: conn.connected_at,
             })),
         );
-        if let Some(user) = &identity.user_id {
+    }
+
+    /// The client has its CONNECT packet: it can now receive what was kept for it.
+    pub fn after_connect(&self, socket: &SocketRef) {
+        if let Some(conn) = self.registry.get(&socket.id.to_string())
+            && let Some(user) = &conn.user_id
+        {
             self.deliver_offline(socket, user);
         }
+    }
+
+    /// Registry entries whose socket socketioxide no longer knows (it failed between the
+    /// middleware and the CONNECT packet, where no disconnect handler runs) are removed
+    /// as disconnected, so presence never sticks.
+    pub fn reconcile_registry(&self) -> usize {
+        let stale: Vec<String> = self
+            .registry
+            .older_than(std::time::Duration::from_secs(5))
+            .into_iter()
+            .filter(|c| {
+                let known = c
+                    .socket_id
+                    .parse()
+                    .ok()
+                    .and_then(|sid| self.io.of(c.namespace.as_str()).and_then(|op| op.get_socket(sid)));
+                known.is_none()
+            })
+            .map(|c| c.socket_id.clone())
+            .collect();
+        for socket_id in &stale {
+            self.on_disconnect(socket_id, "transport error");
+        }
+        stale.len()
     }
 
     pub fn on_disconnect(&self, socket_id: &str, reason: &str) {

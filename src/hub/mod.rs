@@ -38,8 +38,11 @@ pub use stats::Stats;
 /// Prefix of the internal per-user rooms. Clients can neither join them nor be granted
 /// them by a token; the backend reaches them with a user target.
 pub const USER_ROOM_PREFIX: &str = "user:";
-/// Longest room, event or group name accepted, in bytes.
+/// Longest room, event or group name accepted, in characters (so the REST schema can state
+/// it exactly).
 pub const MAX_NAME_LEN: usize = 256;
+/// Longest namespace name, in characters.
+pub const MAX_NAMESPACE_LEN: usize = 128;
 /// Most rooms or sockets named in one request.
 pub const MAX_LIST_LEN: usize = 256;
 /// Event names the Socket.IO client reserves for itself; a push under one of them would
@@ -93,8 +96,9 @@ fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
     }
-    if name.len() > MAX_NAME_LEN {
-        return Err(format!("is {} bytes, over the limit of {MAX_NAME_LEN}", name.len()));
+    let chars = name.chars().count();
+    if chars > MAX_NAME_LEN {
+        return Err(format!("is {chars} characters, over the limit of {MAX_NAME_LEN}"));
     }
     if name.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
@@ -225,13 +229,20 @@ impl Hub {
     }
 
     fn check_namespace(&self, namespace: &str) -> Result<(), HubError> {
+        let chars = namespace.chars().count();
+        if chars == 0 || chars > MAX_NAMESPACE_LEN {
+            return Err(HubError::invalid("namespace", format!("must be 1 to {MAX_NAMESPACE_LEN} characters")));
+        }
+        // An unknown namespace is a missing resource, not a malformed request: its name
+        // may be perfectly valid, just not configured here.
         if self.settings.namespaces.iter().any(|n| n == namespace) {
             Ok(())
         } else {
-            Err(HubError::invalid(
-                "namespace",
-                format!("{namespace:?} is not configured (configured: {})", self.settings.namespaces.join(", ")),
-            ))
+            Err(HubError::NotFound(format!(
+                "namespace {:?} is not configured (configured: {})",
+                namespace.chars().take(128).collect::<String>(),
+                self.settings.namespaces.join(", ")
+            )))
         }
     }
 
@@ -239,10 +250,18 @@ impl Hub {
     pub async fn run_maintenance(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.wait() => return,
+            }
+            ticks += 1;
+            if ticks.is_multiple_of(30) {
+                let removed = self.reconcile_registry();
+                if removed > 0 {
+                    tracing::warn!(removed, "removed registry entries of sockets that never finished connecting");
+                }
             }
             self.stats.sample_rates();
             let expired = self.router.expire_undelivered();

@@ -12,6 +12,8 @@ use super::offline::OfflineMessage;
 use super::payload::ClientAckArgs;
 use super::{Hub, HubError, MAX_LIST_LEN, Payload, Stats, user_room, validate_event, validate_room};
 
+/// Most pushes in one batch.
+pub const MAX_BATCH: usize = 1000;
 /// Longest ack wait a push may ask for.
 pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest a message may be kept for an offline user.
@@ -74,8 +76,10 @@ fn parse_sid(field: &str, id: &str) -> Result<Sid, HubError> {
 
 fn validate_target(target: &Target, field: &str) -> Result<(), HubError> {
     match target {
-        Target::User(u) if u.is_empty() || u.len() > super::auth::MAX_USER_ID_LEN => {
-            Err(HubError::invalid(format!("{field}.user_id"), "must be 1 to 128 bytes"))
+        Target::User(u)
+            if u.is_empty() || u.chars().count() > super::auth::MAX_USER_ID_LEN || u.chars().any(char::is_control) =>
+        {
+            Err(HubError::invalid(format!("{field}.user_id"), "must be 1 to 128 characters of printable text"))
         }
         Target::Room(r) => validate_room(r).map_err(|e| rename_field(e, &format!("{field}.room"))),
         Target::Socket(s) => parse_sid(&format!("{field}.socket_id"), s).map(|_| ()),
@@ -240,9 +244,19 @@ impl Hub {
         Ok(report)
     }
 
-    /// Many pushes, each with its own result, run concurrently.
-    pub async fn push_batch(&self, cmds: Vec<PushCommand>) -> Vec<Result<DeliveryReport, HubError>> {
-        join_all(cmds.into_iter().map(|c| self.push(c))).await
+    /// Many pushes run concurrently, each with its own result. The batch is validated whole
+    /// first: one malformed push refuses the batch (naming `pushes[i].field`), so a caller
+    /// never has half a batch delivered because of a typo.
+    pub async fn push_batch(&self, cmds: Vec<PushCommand>) -> Result<Vec<Result<DeliveryReport, HubError>>, HubError> {
+        if cmds.is_empty() || cmds.len() > MAX_BATCH {
+            return Err(HubError::invalid("pushes", format!("send 1 to {MAX_BATCH} pushes")));
+        }
+        for (i, cmd) in cmds.iter().enumerate() {
+            if let Err(HubError::InvalidArgument { field, message }) = self.validate_push(cmd) {
+                return Err(HubError::invalid(format!("pushes[{i}].{field}"), message));
+            }
+        }
+        Ok(join_all(cmds.into_iter().map(|c| self.push(c))).await)
     }
 
     pub async fn join_rooms(&self, namespace: &str, target: &Target, rooms: &[String]) -> Result<u32, HubError> {

@@ -134,6 +134,15 @@ impl Registry {
         self.sockets.read().ok()?.get(socket_id).cloned()
     }
 
+    /// Connections registered longer ago than `age`.
+    pub fn older_than(&self, age: std::time::Duration) -> Vec<Arc<Connection>> {
+        let Some(cutoff) = SystemTime::now().checked_sub(age) else { return Vec::new() };
+        self.sockets
+            .read()
+            .map(|s| s.values().filter(|c| c.connected_at < cutoff).cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn len(&self) -> usize {
         self.sockets.read().map(|s| s.len()).unwrap_or(0)
     }

@@ -14,7 +14,6 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{ParserConfig, SocketIo, TransportType};
 
 use crate::config::Config;
-use crate::hub::auth::Identity;
 use crate::hub::registry::Handshake;
 use crate::hub::{ConnectRefusal, Hub, Payload};
 
@@ -38,13 +37,6 @@ pub fn build(config: &Config) -> (SocketIoLayer, SocketIo) {
         .build_layer()
 }
 
-/// Handshake data kept from the middleware for the connect handler.
-#[derive(Clone)]
-struct Admitted {
-    identity: Identity,
-    auth_json: String,
-}
-
 /// Registers every configured namespace with authentication and the hub's handlers.
 pub fn register_namespaces(io: &SocketIo, hub: &Arc<Hub>, namespaces: &[String]) {
     for ns in namespaces {
@@ -52,34 +44,26 @@ pub fn register_namespaces(io: &SocketIo, hub: &Arc<Hub>, namespaces: &[String])
             let hub = hub.clone();
             move |socket: SocketRef| {
                 let hub = hub.clone();
-                async move { connected(&hub, socket) }
+                async move { hub.after_connect(&socket) }
             }
         };
-        let authenticate = {
+        let admit = {
             let hub = hub.clone();
             move |socket: SocketRef, TryData(auth): TryData<serde_json::Value>| {
                 let hub = hub.clone();
-                async move { admit(&hub, &socket, auth.unwrap_or(serde_json::Value::Null)) }
+                async move { admit(&hub, socket, auth.unwrap_or(serde_json::Value::Null)) }
             }
         };
-        io.ns(ns.clone(), on_connect.with(authenticate));
+        io.ns(ns.clone(), on_connect.with(admit));
     }
 }
 
-/// Connect middleware: refusals become the client's `connect_error` with the reason.
-fn admit(hub: &Hub, socket: &SocketRef, auth: serde_json::Value) -> Result<(), ConnectRefusal> {
+/// Connect middleware: authenticates, then registers the socket and its handlers. This
+/// runs before socketioxide sends the client its CONNECT packet (the connect handler runs
+/// after, in its own task), so no event the client sends once connected can arrive before
+/// its handler is in place. Refusals become the client's `connect_error` with the reason.
+fn admit(hub: &Arc<Hub>, socket: SocketRef, auth: serde_json::Value) -> Result<(), ConnectRefusal> {
     let identity = hub.authorize(&auth)?;
-    let auth_json = hub.redact_auth(&auth);
-    socket.extensions.insert(Admitted { identity, auth_json });
-    Ok(())
-}
-
-fn connected(hub: &Arc<Hub>, socket: SocketRef) {
-    let Some(Admitted { identity, auth_json }) = socket.extensions.remove::<Admitted>() else {
-        // The middleware always runs first; without its record the socket is not ours.
-        let _ = socket.disconnect();
-        return;
-    };
     let parts = socket.req_parts();
     let header = |name: &str| {
         parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(512).collect::<String>()
@@ -88,7 +72,7 @@ fn connected(hub: &Arc<Hub>, socket: SocketRef) {
         user_agent: header("user-agent"),
         origin: header("origin"),
         remote_address: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default(),
-        auth_json,
+        auth_json: hub.redact_auth(&auth),
         transport: match socket.transport_type() {
             TransportType::Websocket => "websocket".into(),
             TransportType::Polling => "polling".into(),
@@ -104,6 +88,7 @@ fn connected(hub: &Arc<Hub>, socket: SocketRef) {
     };
     socket.on_disconnect(on_disconnect);
     hub.on_connect(&socket, identity, handshake);
+    Ok(())
 }
 
 /// Receives every client event. Implemented as a `MessageHandler` (rather than an async

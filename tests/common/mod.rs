@@ -101,6 +101,28 @@ impl Bridge {
         Bridge { child, http: http.parse().expect("http addr"), grpc: grpc.parse().expect("grpc addr"), logs }
     }
 
+    /// A REST call; returns status, headers and the JSON body (Null if not JSON).
+    pub async fn rest(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let client = reqwest::Client::new();
+        let mut req = client.request(method.parse().unwrap(), format!("{}{path}", self.url()));
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = tokio::time::timeout(WAIT, req.send()).await.expect("REST answer in time").expect("REST call");
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        let text = resp.text().await.unwrap_or_default();
+        (status, headers, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.http)
     }
@@ -130,6 +152,17 @@ impl Bridge {
 
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         tokio::time::timeout(limit, self.child.wait()).await.ok().and_then(Result::ok)
+    }
+}
+
+impl Drop for Bridge {
+    /// Keeps every bridge's log for the test command's whole-run credential scan.
+    fn drop(&mut self) {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-logs");
+        if std::fs::create_dir_all(dir).is_ok() {
+            let name = format!("{dir}/{}-{}.log", std::process::id(), self.http.port());
+            let _ = std::fs::write(name, self.logs().join("\n"));
+        }
     }
 }
 

@@ -59,6 +59,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    pub dashboard: DashboardConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,7 +186,33 @@ pub enum LogFormat {
 pub struct LogConfig {
     /// Filter in `RUST_LOG` syntax; `RUST_LOG` itself wins when set.
     pub level: String,
+    /// Console format.
     pub format: LogFormat,
+    /// Also write JSON lines to this file, rotated (see below). None: console only.
+    pub file: Option<PathBuf>,
+    /// Rotate the file when it reaches this size, in bytes.
+    pub file_max_bytes: u64,
+    /// Also rotate at midnight (UTC).
+    pub file_rotate_daily: bool,
+    /// Rotated files kept; older ones are deleted.
+    pub file_keep: usize,
+    /// Recent entries kept in memory for the log viewer and `GET /api/v1/logs`.
+    pub ring_capacity: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Admin user for `/dashboard` and `GET /api/v1/logs` (HTTP Basic).
+    pub username: String,
+    /// Admin password. Unset: the dashboard and the logs API refuse every request.
+    pub password: Option<Secret>,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self { username: "admin".into(), password: None }
+    }
 }
 
 impl Default for HttpConfig {
@@ -262,7 +289,15 @@ impl Default for ShutdownConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Human }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Human,
+            file: None,
+            file_max_bytes: 10 << 20,
+            file_rotate_daily: true,
+            file_keep: 7,
+            ring_capacity: 1000,
+        }
     }
 }
 
@@ -418,6 +453,20 @@ impl Config {
         if self.events.stream_queue == 0 {
             err("events.stream_queue", "must be greater than 0");
         }
+        if self.log.file_max_bytes < 1024 {
+            err("log.file_max_bytes", "must be at least 1024");
+        }
+        if self.log.file_keep == 0 {
+            err("log.file_keep", "must be at least 1");
+        }
+        if self.log.ring_capacity == 0 || self.log.ring_capacity > 100_000 {
+            err("log.ring_capacity", "must be 1 to 100000");
+        }
+        if let Some(p) = &self.dashboard.password
+            && p.expose().len() < 8
+        {
+            err("dashboard.password", "must be at least 8 characters");
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             err("log.level", &e.to_string());
         }
@@ -542,6 +591,9 @@ impl Config {
         let mut copy = self.clone();
         for key in &mut copy.grpc.api_keys {
             *key = Secret::new("<redacted>");
+        }
+        if copy.dashboard.password.is_some() {
+            copy.dashboard.password = Some(Secret::new("<redacted>"));
         }
         if copy.auth.jwt.secret.is_some() {
             copy.auth.jwt.secret = Some(Secret::new("<redacted>"));

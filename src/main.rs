@@ -17,7 +17,13 @@ async fn main() -> ExitCode {
         println!("{}", config.to_redacted_toml());
         return ExitCode::SUCCESS;
     }
-    socket_bridge::telemetry::init(&config.log);
+    let _telemetry = match socket_bridge::telemetry::init(&config.log) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     match socket_bridge::run(config, socket_bridge::shutdown::os_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -75,6 +75,7 @@ pub fn push_command(req: pb::PushRequest, limits: PayloadLimits) -> Result<PushC
             ack_timeout: duration(options.ack_timeout, "options.ack_timeout")?,
             ttl: duration(options.ttl, "options.ttl")?,
         },
+        door: crate::hub::Door::Grpc,
     })
 }
 

@@ -225,6 +225,7 @@ impl PushBody {
                 ack_timeout: o.timeout.map(Duration::from_millis),
                 ttl: o.ttl.map(Duration::from_millis),
             },
+            door: crate::hub::Door::Rest,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! the REST routes: per-IP rate limit, API key, per-key rate limit.
 
 mod api;
+mod dashboard;
 mod error;
 mod request_id;
 
@@ -30,11 +31,11 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::OpenApi;
 
-pub use error::{ApiError, ErrorBody, ErrorResponse, FieldError};
+pub use error::{ApiError, ErrorBody, ErrorResponse, FieldError, rfc3339_now};
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::hub::auth::ApiKeys;
+use crate::hub::auth::{AdminCredentials, ApiKeys};
 
 /// The whole HTTP app. socketioxide wraps the router exactly once, as the fallback
 /// service: wrapping it per route would create one engine per method and break
@@ -53,7 +54,16 @@ pub fn app(config: &Config, hub: Arc<Hub>, socketio: SocketIoLayer) -> Router {
         .route_layer(per_key)
         .route_layer(middleware::from_fn_with_state(keys, require_api_key))
         .route_layer(per_ip);
+    let admin = AdminCredentials::new(&config.dashboard.username, config.dashboard.password.as_ref());
+    let operator = Router::new()
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/api/snapshot", get(dashboard::snapshot))
+        .route("/dashboard/api/stream", get(dashboard::stream))
+        .route("/api/v1/logs", get(dashboard::logs))
+        .route_layer(middleware::from_fn_with_state(admin, dashboard::require_admin));
     let app = rest
+        .merge(operator)
+        .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -133,6 +143,12 @@ async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "TIMEOUT", "the request took too long").into_response()
         }
     }
+}
+
+/// Prometheus scrape endpoint (open, like `/health`: no credentials and no per-user data).
+async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    hub.refresh_gauges().await;
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], hub.metrics().render())
 }
 
 async fn not_found() -> ApiError {

@@ -229,6 +229,37 @@ impl ApiKeys {
     }
 }
 
+/// The operator's credentials for the dashboard and the logs API (HTTP Basic). With no
+/// password configured nothing is accepted.
+#[derive(Clone)]
+pub struct AdminCredentials {
+    username: String,
+    password: Option<Secret>,
+}
+
+impl AdminCredentials {
+    pub fn new(username: &str, password: Option<&Secret>) -> Self {
+        Self { username: username.to_owned(), password: password.cloned() }
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// True when `header` (the whole `authorization` value) is `Basic` with these
+    /// credentials. Both parts are compared in constant time.
+    pub fn accepts(&self, header: Option<&str>) -> bool {
+        let Some(password) = &self.password else { return false };
+        let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ")) else { return false };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
+        let Some(colon) = decoded.iter().position(|b| *b == b':') else { return false };
+        let (user, pass) = (&decoded[..colon], &decoded[colon + 1..]);
+        let user_ok = user.ct_eq(self.username.as_bytes());
+        let pass_ok = pass.ct_eq(password.expose().as_bytes());
+        bool::from(user_ok & pass_ok)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +322,18 @@ mod tests {
         assert!(!keys.accepts(Some("Bearer key-two-012345678")));
         assert!(!keys.accepts(None));
         assert!(ApiKeys::new(&[]).accepts(None));
+    }
+
+    #[test]
+    fn admin_credentials_are_basic_and_exact() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let admin = AdminCredentials::new("admin", Some(&Secret::new("s3cret-pass")));
+        assert!(admin.accepts(Some(&format!("Basic {}", b64("admin:s3cret-pass")))));
+        assert!(!admin.accepts(Some(&format!("Basic {}", b64("admin:s3cret-pas")))));
+        assert!(!admin.accepts(Some(&format!("Basic {}", b64("root:s3cret-pass")))));
+        assert!(!admin.accepts(Some("Bearer s3cret-pass")));
+        assert!(!admin.accepts(None));
+        assert!(!AdminCredentials::new("admin", None).accepts(Some(&format!("Basic {}", b64("admin:")))));
     }
 
     #[test]

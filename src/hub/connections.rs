@@ -9,7 +9,7 @@ use super::auth::{AuthError, Identity};
 use super::pattern::any_matches;
 use super::registry::{Connection, Handshake, Presence};
 use super::router::{AckReply, BackendMessage, ClientEvent, DispatchOutcome, SocketConnected, SocketDisconnected};
-use super::{Hub, Payload, Stats, is_internal_room, user_room, validate_name};
+use super::{ErrorKind, Hub, Payload, is_internal_room, user_room, validate_name};
 
 /// Client event that asks the bridge to join a room (allowed by `client_room_patterns`).
 pub const JOIN_EVENT: &str = "bridge:join";
@@ -35,12 +35,11 @@ impl Hub {
             return Err(ConnectRefusal::Draining);
         }
         if self.registry.len() >= self.settings.max_connections {
-            Stats::add(&self.stats.connections_refused, 1);
+            self.metrics.error(ErrorKind::ConnectionLimit);
             return Err(ConnectRefusal::Full);
         }
         self.authenticator.authenticate(auth).map_err(|e| {
-            Stats::add(&self.stats.auth_failures, 1);
-            self.stats.error();
+            self.metrics.error(ErrorKind::Auth);
             tracing::info!(reason = %e, "connection refused");
             ConnectRefusal::Auth(e)
         })
@@ -82,6 +81,7 @@ impl Hub {
             self.settings.event_burst,
         ));
         let presence = self.registry.register(conn.clone());
+        self.metrics.connects.inc();
         tracing::debug!(
             socket_id,
             namespace = conn.namespace,
@@ -143,6 +143,7 @@ impl Hub {
 
     pub fn on_disconnect(&self, socket_id: &str, reason: &str) {
         let Some((conn, presence)) = self.registry.unregister(socket_id) else { return };
+        self.metrics.disconnects.with_label_values(&[reason]).inc();
         tracing::debug!(socket_id, reason, "socket disconnected");
         let key = conn.user_id.clone().unwrap_or_else(|| socket_id.to_owned());
         self.router.publish_lifecycle(
@@ -171,12 +172,12 @@ impl Hub {
         payload: Payload,
         ack: Option<AckSender>,
     ) {
-        Stats::add(&self.stats.messages_in, 1);
         let socket_id = socket.id.to_string();
         let Some(conn) = self.registry.get(&socket_id) else { return };
+        self.metrics.messages_received.with_label_values(&[conn.namespace.as_str(), "socketio"]).inc();
+        tracing::debug!(socket_id, event = %event, "client event");
         if !conn.take_event_token() {
-            Stats::add(&self.stats.rate_limited, 1);
-            self.stats.error();
+            self.metrics.error(ErrorKind::RateLimited);
             answer(ack, AckReply::error("rate_limited", "too many events; slow down"));
             return;
         }
@@ -205,21 +206,27 @@ impl Hub {
         self.count_outcome(self.router.dispatch(seq, client_event, Some(tx)));
         let hub = self.clone();
         let timeout = self.settings.ack_timeout;
+        let started = std::time::Instant::now();
         tokio::spawn(async move {
             let reply = match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(reply)) => reply,
+                Ok(Ok(reply)) => {
+                    hub.metrics.backend_ack_duration.observe(started.elapsed().as_secs_f64());
+                    reply
+                }
                 Ok(Err(_)) => AckReply::error("backend_unavailable", "the backend went away before answering"),
-                Err(_) => {
-                    Stats::add(&hub.stats.ack_timeouts, 1);
-                    hub.stats.error();
-                    match hub.router.forget_ack(seq) {
-                        Some(true) => AckReply::error("no_backend", "no backend is subscribed to this event"),
-                        _ => AckReply::error(
+                Err(_) => match hub.router.forget_ack(seq) {
+                    Some(true) => {
+                        hub.metrics.error(ErrorKind::NoBackend);
+                        AckReply::error("no_backend", "no backend is subscribed to this event")
+                    }
+                    _ => {
+                        hub.metrics.error(ErrorKind::AckTimeout);
+                        AckReply::error(
                             "ack_timeout",
                             format!("the backend did not answer within {} ms", timeout.as_millis()),
-                        ),
+                        )
                     }
-                }
+                },
             };
             answer(Some(ack), reply);
         });
@@ -228,11 +235,8 @@ impl Hub {
     fn count_outcome(&self, outcome: DispatchOutcome) {
         match outcome {
             DispatchOutcome::Delivered | DispatchOutcome::Buffered => {}
-            DispatchOutcome::Overloaded => {
-                Stats::add(&self.stats.backend_overloaded, 1);
-                self.stats.error();
-            }
-            DispatchOutcome::Dropped => self.stats.add_undeliverable_dropped(1),
+            DispatchOutcome::Overloaded => self.metrics.error(ErrorKind::BackendOverloaded),
+            DispatchOutcome::Dropped => self.metrics.undeliverable_dropped.inc(),
         }
     }
 
@@ -250,7 +254,7 @@ impl Hub {
         }
         let patterns = &self.settings.client_room_patterns;
         if is_internal_room(&room) || patterns.is_empty() || !any_matches(patterns, &room) {
-            self.stats.error();
+            self.metrics.error(ErrorKind::ForbiddenRoom);
             return AckReply::error("forbidden_room", "this room cannot be joined or left by clients");
         }
         if join {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::registry::Connection;
 use super::router::GroupInfo;
-use super::{Hub, HubError, Stats, is_internal_room, user_room};
+use super::{Hub, HubError, is_internal_room, user_room};
 
 /// Largest page a caller may ask for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -170,7 +170,8 @@ impl Hub {
         Ok(Page { items, next_page_token })
     }
 
-    pub async fn status(&self) -> StatusReport {
+    /// Rooms over all namespaces, internal per-user rooms excluded.
+    pub async fn count_rooms(&self) -> u64 {
         let mut rooms = 0u64;
         for ns in &self.settings.namespaces {
             if let Some(op) = self.io.of(ns.as_str())
@@ -179,7 +180,12 @@ impl Hub {
                 rooms += list.iter().filter(|r| !is_internal_room(r)).count() as u64;
             }
         }
-        let rates = self.stats.rates();
+        rooms
+    }
+
+    pub async fn status(&self) -> StatusReport {
+        let rooms = self.count_rooms().await;
+        let rates = self.metrics.rates();
         StatusReport {
             instance_id: self.instance_id.clone(),
             version: env!("CARGO_PKG_VERSION"),
@@ -190,9 +196,9 @@ impl Hub {
             messages_in_per_second: rates.in_per_second,
             messages_out_per_second: rates.out_per_second,
             errors_per_second: rates.errors_per_second,
-            messages_in_total: Stats::get(&self.stats.messages_in),
-            messages_out_total: Stats::get(&self.stats.messages_out),
-            errors_total: Stats::get(&self.stats.errors),
+            messages_in_total: self.metrics.messages_in_total(),
+            messages_out_total: self.metrics.messages_out_total(),
+            errors_total: self.metrics.errors_total(),
             rss_bytes: rss_bytes(),
             backend_groups: self.router.groups(),
             undelivered_events: self.router.undelivered_len() as u64,

@@ -17,7 +17,6 @@ pub mod payload;
 mod push;
 pub mod registry;
 pub mod router;
-mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use socketioxide::SocketIo;
 
 use crate::config::Config;
+pub use crate::telemetry::metrics::{Door, ErrorKind, Metrics};
 pub use connections::{ConnectRefusal, JOIN_EVENT, LEAVE_EVENT};
 pub use listing::{ConnectionFilter, Page, RoomSummary, StatusReport};
 use offline::OfflineStore;
@@ -33,7 +33,6 @@ pub use payload::{Payload, PayloadError, PayloadLimits};
 pub use push::{AckOutcome, DeliveryReport, PushCommand, PushOptions, SocketAck, Target};
 use registry::Registry;
 use router::EventRouter;
-pub use stats::Stats;
 
 /// Prefix of the internal per-user rooms. Clients can neither join them nor be granted
 /// them by a token; the backend reaches them with a user target.
@@ -161,7 +160,7 @@ pub struct Hub {
     registry: Registry,
     router: EventRouter,
     offline: OfflineStore,
-    stats: Stats,
+    metrics: Arc<Metrics>,
     instance_id: String,
     started_at: Instant,
     started_at_wall: SystemTime,
@@ -179,7 +178,7 @@ impl Hub {
             settings,
             authenticator,
             registry: Registry::default(),
-            stats: Stats::default(),
+            metrics: Arc::new(Metrics::new()),
             instance_id,
             started_at: Instant::now(),
             started_at_wall: SystemTime::now(),
@@ -191,8 +190,8 @@ impl Hub {
         &self.settings
     }
 
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn router(&self) -> &EventRouter {
@@ -226,6 +225,25 @@ impl Hub {
     /// First step of shutdown: refuse new connections, report not ready.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
+        self.metrics.draining.set(1);
+    }
+
+    /// Brings the state-mirroring gauges up to date (each second, and before a scrape).
+    pub async fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        m.connections.set(self.registry.len() as i64);
+        m.unique_users.set(self.registry.unique_users() as i64);
+        m.rooms.set(self.count_rooms().await as i64);
+        let groups = self.router.groups();
+        m.backend_streams.reset();
+        for g in &groups {
+            m.backend_streams.with_label_values(&[g.group.as_str()]).set(i64::from(g.streams));
+        }
+        m.event_queue_depth.set(groups.iter().map(|g| g.queued_events as i64).sum());
+        m.undelivered_events.set(self.router.undelivered_len() as i64);
+        let lifecycle = self.router.lifecycle_dropped();
+        let counted = m.dropped_messages.with_label_values(&["lifecycle_queue_full"]);
+        counted.inc_by(lifecycle.saturating_sub(counted.get()));
     }
 
     fn check_namespace(&self, namespace: &str) -> Result<(), HubError> {
@@ -263,11 +281,12 @@ impl Hub {
                     tracing::warn!(removed, "removed registry entries of sockets that never finished connecting");
                 }
             }
-            self.stats.sample_rates();
+            self.metrics.sample_rates();
             let expired = self.router.expire_undelivered();
-            self.stats.add_undeliverable_dropped(expired);
+            self.metrics.undeliverable_dropped.inc_by(expired);
             let dropped = self.offline.expire(Instant::now());
-            self.stats.add_offline_expired(dropped);
+            self.metrics.dropped("offline_expired", dropped);
+            self.refresh_gauges().await;
         }
     }
 }

@@ -10,7 +10,7 @@ use socketioxide::socket::Sid;
 
 use super::offline::OfflineMessage;
 use super::payload::ClientAckArgs;
-use super::{Hub, HubError, MAX_LIST_LEN, Payload, Stats, user_room, validate_event, validate_room};
+use super::{Door, ErrorKind, Hub, HubError, MAX_LIST_LEN, Payload, user_room, validate_event, validate_room};
 
 /// Most pushes in one batch.
 pub const MAX_BATCH: usize = 1000;
@@ -44,6 +44,8 @@ pub struct PushCommand {
     pub event: String,
     pub payload: Payload,
     pub options: PushOptions,
+    /// The door the push came through, for metrics.
+    pub door: Door,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,11 +150,29 @@ impl Hub {
 
     /// Emits one event and reports who got it (and, with `ack_timeout`, what they answered).
     pub async fn push(&self, cmd: PushCommand) -> Result<DeliveryReport, HubError> {
+        let started = Instant::now();
+        let door = cmd.door.as_str();
+        let result = self.run_push(cmd).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(HubError::InvalidArgument { .. }) => {
+                self.metrics.error(ErrorKind::InvalidRequest);
+                "invalid"
+            }
+            Err(HubError::NotFound(_)) => "not_found",
+            Err(HubError::Unavailable(_)) => "unavailable",
+            Err(HubError::ResourceExhausted(_)) => "exhausted",
+        };
+        self.metrics.push_requests.with_label_values(&[door, outcome]).inc();
+        self.metrics.push_duration.with_label_values(&[door]).observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn run_push(&self, cmd: PushCommand) -> Result<DeliveryReport, HubError> {
         self.validate_push(&cmd)?;
         if self.is_draining() {
             return Err(HubError::Unavailable("the bridge is shutting down".into()));
         }
-        Stats::add(&self.stats.pushes, 1);
         let (_, message_id) = self.router.next_event_id();
         let wire = cmd.payload.wire_args().map_err(|e| HubError::invalid("payload", e.to_string()))?;
         let o = &cmd.options;
@@ -180,7 +200,7 @@ impl Hub {
                             expires_at: Instant::now() + ttl,
                         },
                     );
-                    Stats::add(&self.stats.offline_stored, 1);
+                    self.metrics.offline_stored.inc();
                     true
                 }
                 _ => false,
@@ -226,9 +246,12 @@ impl Hub {
                 let acks = results
                     .into_iter()
                     .map(|(socket_id, _, outcome)| {
-                        if outcome == AckOutcome::Timeout {
-                            Stats::add(&self.stats.ack_timeouts, 1);
-                        }
+                        let label = match outcome {
+                            AckOutcome::Acked(_) => "acked",
+                            AckOutcome::Timeout => "timeout",
+                            AckOutcome::Failed(_) => "failed",
+                        };
+                        self.metrics.client_acks.with_label_values(&[label]).inc();
                         SocketAck { socket_id, outcome }
                     })
                     .collect();
@@ -240,7 +263,10 @@ impl Hub {
                 }
             }
         };
-        Stats::add(&self.stats.messages_out, u64::from(report.sockets_reached));
+        self.metrics
+            .messages_sent
+            .with_label_values(&[cmd.namespace.as_str(), cmd.door.as_str()])
+            .inc_by(u64::from(report.sockets_reached));
         Ok(report)
     }
 
@@ -313,8 +339,8 @@ impl Hub {
             if let Ok(wire) = msg.payload.wire_args()
                 && socket.emit(&msg.event, &wire).is_ok()
             {
-                Stats::add(&self.stats.offline_delivered, 1);
-                Stats::add(&self.stats.messages_out, 1);
+                self.metrics.offline_delivered.inc();
+                self.metrics.messages_sent.with_label_values(&[namespace.as_str(), "offline"]).inc();
             }
         }
     }

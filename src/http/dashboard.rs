@@ -1,0 +1,198 @@
+//! The operator's view: `/dashboard` (one embedded page), its data (`snapshot`, and a
+//! server-sent `stream` of snapshots and log lines), and `GET /api/v1/logs`. All behind
+//! the admin credentials (HTTP Basic).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
+
+use super::error::ApiError;
+use crate::hub::Hub;
+use crate::hub::auth::AdminCredentials;
+use crate::telemetry::logs::{self, LogEntry};
+
+const PAGE: &str = include_str!("dashboard.html");
+/// Most rooms listed in a snapshot.
+const SNAPSHOT_ROOMS: u32 = 200;
+
+pub async fn require_admin(State(admin): State<AdminCredentials>, request: Request, next: Next) -> Response {
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if admin.accepts(header) {
+        return next.run(request).await;
+    }
+    let message = if admin.is_configured() {
+        "admin credentials required"
+    } else {
+        "the dashboard is disabled: set dashboard.password"
+    };
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"socket-bridge\""));
+    response
+}
+
+pub async fn page() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline' 'self'; img-src 'self' data:",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Html(PAGE),
+    )
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    instance_id: String,
+    version: &'static str,
+    uptime_seconds: f64,
+    active_connections: u64,
+    unique_users: u64,
+    room_count: u64,
+    message_rate: super::api::MessageRate,
+    error_rate: f64,
+    messages_in_total: u64,
+    messages_out_total: u64,
+    errors_total: u64,
+    memory: super::api::MemoryUsage,
+    draining: bool,
+    backend_groups: Vec<super::api::BackendGroupStatus>,
+    nodes: Vec<Node>,
+    rooms: Vec<RoomRow>,
+    undelivered_events: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Node {
+    instance_id: String,
+    connections: u64,
+    last_seen: String,
+}
+
+#[derive(Debug, Serialize)]
+struct RoomRow {
+    namespace: String,
+    name: String,
+    members: u32,
+}
+
+async fn snapshot_of(hub: &Hub) -> Snapshot {
+    let s = hub.status().await;
+    let mut rooms = Vec::new();
+    for ns in &hub.settings().namespaces {
+        let remaining = SNAPSHOT_ROOMS.saturating_sub(rooms.len() as u32);
+        if remaining == 0 {
+            break;
+        }
+        if let Ok(page) = hub.list_rooms(ns, remaining, "", false).await {
+            rooms.extend(page.items.into_iter().map(|r| RoomRow {
+                namespace: ns.clone(),
+                name: r.name,
+                members: r.members,
+            }));
+        }
+    }
+    Snapshot {
+        nodes: vec![Node {
+            instance_id: s.instance_id.clone(),
+            connections: s.connections,
+            last_seen: crate::telemetry::rfc3339_now(),
+        }],
+        instance_id: s.instance_id,
+        version: s.version,
+        uptime_seconds: s.uptime.as_secs_f64(),
+        active_connections: s.connections,
+        unique_users: s.unique_users,
+        room_count: s.rooms,
+        message_rate: super::api::MessageRate {
+            incoming: s.messages_in_per_second,
+            outgoing: s.messages_out_per_second,
+        },
+        error_rate: s.errors_per_second,
+        messages_in_total: s.messages_in_total,
+        messages_out_total: s.messages_out_total,
+        errors_total: s.errors_total,
+        memory: super::api::MemoryUsage { rss: s.rss_bytes },
+        draining: s.draining,
+        backend_groups: s
+            .backend_groups
+            .into_iter()
+            .map(|g| super::api::BackendGroupStatus {
+                group: g.group,
+                streams: g.streams,
+                queued_events: g.queued_events,
+            })
+            .collect(),
+        rooms,
+        undelivered_events: s.undelivered_events,
+    }
+}
+
+pub async fn snapshot(State(hub): State<Arc<Hub>>) -> Json<Snapshot> {
+    Json(snapshot_of(&hub).await)
+}
+
+/// Snapshots once a second and every new log line, until the client goes away.
+pub async fn stream(State(hub): State<Arc<Hub>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let ticks = IntervalStream::new(tokio::time::interval(Duration::from_secs(1))).then(move |_| {
+        let hub = hub.clone();
+        async move { Event::default().event("snapshot").json_data(snapshot_of(&hub).await).ok() }
+    });
+    // A lagging viewer skips lines rather than holding memory: the ring still has them.
+    let lines = BroadcastStream::new(logs::ring().subscribe())
+        .filter_map(|entry| entry.ok())
+        .map(|entry: LogEntry| Event::default().event("log").json_data(entry).ok());
+    let merged = ticks.merge(lines).filter_map(|e| e.map(Ok));
+    Sse::new(merged).keep_alive(KeepAlive::default())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    level: Option<String>,
+    limit: Option<usize>,
+    q: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogPage {
+    entries: Vec<LogEntry>,
+}
+
+/// Most entries one call returns.
+const MAX_LOG_LIMIT: usize = 1000;
+
+pub async fn logs(
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<LogPage>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
+    let level = match query.level.as_deref() {
+        None | Some("") => tracing::Level::INFO,
+        Some(name) => logs::parse_level(name)
+            .ok_or_else(|| ApiError::validation("level", "one of error, warn, info, debug, trace"))?,
+    };
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LOG_LIMIT {
+        return Err(ApiError::validation("limit", format!("must be 1 to {MAX_LOG_LIMIT}")));
+    }
+    let q = query.q.unwrap_or_default();
+    if q.len() > 256 {
+        return Err(ApiError::validation("q", "at most 256 bytes"));
+    }
+    Ok(Json(LogPage { entries: logs::ring().query(level, &q, limit) }))
+}

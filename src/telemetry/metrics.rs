@@ -1,0 +1,261 @@
+//! Prometheus metrics, `socket_bridge_*`, base units, `_total` on counters. Labels are
+//! bounded: namespaces (from config), doors, results, reasons and error kinds (fixed
+//! sets), backend groups (chosen by the operator's own backends). Never event names or ids.
+//!
+//! The hub bumps these as things happen; gauges that mirror state (connections, rooms,
+//! queues) are refreshed once a second and before every scrape.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Which door a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Grpc,
+    Rest,
+}
+
+impl Door {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Grpc => "grpc",
+            Door::Rest => "rest",
+        }
+    }
+}
+
+/// Error kinds counted in `socket_bridge_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Auth,
+    ConnectionLimit,
+    RateLimited,
+    BackendOverloaded,
+    AckTimeout,
+    NoBackend,
+    ForbiddenRoom,
+    InvalidRequest,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Auth => "auth",
+            ErrorKind::ConnectionLimit => "connection_limit",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::BackendOverloaded => "backend_overloaded",
+            ErrorKind::AckTimeout => "ack_timeout",
+            ErrorKind::NoBackend => "no_backend",
+            ErrorKind::ForbiddenRoom => "forbidden_room",
+            ErrorKind::InvalidRequest => "invalid_request",
+        }
+    }
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections: IntGauge,
+    pub unique_users: IntGauge,
+    pub connects: IntCounter,
+    pub disconnects: IntCounterVec,
+    pub messages_received: IntCounterVec,
+    pub messages_sent: IntCounterVec,
+    pub push_requests: IntCounterVec,
+    pub push_duration: HistogramVec,
+    pub backend_ack_duration: Histogram,
+    pub backend_streams: IntGaugeVec,
+    pub rooms: IntGauge,
+    pub event_queue_depth: IntGauge,
+    pub undelivered_events: IntGauge,
+    pub undeliverable_dropped: IntCounter,
+    pub dropped_messages: IntCounterVec,
+    pub offline_stored: IntCounter,
+    pub offline_delivered: IntCounter,
+    pub errors: IntCounterVec,
+    pub client_acks: IntCounterVec,
+    pub draining: IntGauge,
+    rates: Mutex<Rates>,
+}
+
+#[derive(Default)]
+struct Rates {
+    last: Option<(Instant, u64, u64, u64)>,
+    snapshot: RateSnapshot,
+}
+
+/// Rates over the last sampling window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RateSnapshot {
+    pub in_per_second: f64,
+    pub out_per_second: f64,
+    pub errors_per_second: f64,
+}
+
+const PREFIX: &str = "socket_bridge";
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help).namespace(PREFIX)).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help).namespace(PREFIX), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::with_opts(Opts::new(name, help).namespace(PREFIX)).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+/// Latency buckets from 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Builds the registry. Metric definitions are static, so registration cannot fail at
+    /// run time; the `expect`s above only guard against a programming error at start.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let push_duration = HistogramVec::new(
+            HistogramOpts::new("push_duration_seconds", "Time to run a push, acks included, by door.")
+                .namespace(PREFIX)
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["door"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(push_duration.clone())).expect("unique metric");
+        let backend_ack_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "backend_ack_duration_seconds",
+                "Time from a client event to the backend's ack reaching the bridge.",
+            )
+            .namespace(PREFIX)
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        r.register(Box::new(backend_ack_duration.clone())).expect("unique metric");
+        let backend_streams = IntGaugeVec::new(
+            Opts::new("backend_streams", "Backend Events streams subscribed, by group.").namespace(PREFIX),
+            &["group"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(backend_streams.clone())).expect("unique metric");
+        #[cfg(target_os = "linux")]
+        {
+            let _ = r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        }
+        Self {
+            connections: gauge(&r, "connections", "Sockets connected to this instance."),
+            unique_users: gauge(&r, "unique_users", "Distinct users with at least one socket."),
+            connects: counter(&r, "connects_total", "Sockets that connected."),
+            disconnects: counter_vec(&r, "disconnects_total", "Sockets that disconnected, by reason.", &["reason"]),
+            messages_received: counter_vec(
+                &r,
+                "messages_received_total",
+                "Events received from clients, by namespace and door.",
+                &["namespace", "door"],
+            ),
+            messages_sent: counter_vec(
+                &r,
+                "messages_sent_total",
+                "Events delivered to client sockets, by namespace and the door that pushed them.",
+                &["namespace", "door"],
+            ),
+            push_requests: counter_vec(
+                &r,
+                "push_requests_total",
+                "Push requests, by door and result.",
+                &["door", "result"],
+            ),
+            push_duration,
+            backend_ack_duration,
+            backend_streams,
+            rooms: gauge(&r, "rooms", "Rooms (internal per-user rooms excluded)."),
+            event_queue_depth: gauge(&r, "event_queue_depth", "Client events queued to backend streams, unread."),
+            undelivered_events: gauge(&r, "undelivered_events", "Client events waiting for a backend subscriber."),
+            undeliverable_dropped: counter(
+                &r,
+                "undeliverable_dropped_total",
+                "Client events dropped because no backend subscribed in time or the buffer was full.",
+            ),
+            dropped_messages: counter_vec(&r, "dropped_messages_total", "Messages dropped, by reason.", &["reason"]),
+            offline_stored: counter(&r, "offline_stored_total", "Pushes kept for offline users."),
+            offline_delivered: counter(&r, "offline_delivered_total", "Kept pushes delivered on connect."),
+            errors: counter_vec(&r, "errors_total", "Errors, by kind.", &["kind"]),
+            client_acks: counter_vec(
+                &r,
+                "client_acks_total",
+                "Client acknowledgements awaited by pushes, by outcome.",
+                &["outcome"],
+            ),
+            draining: gauge(&r, "draining", "1 while the instance is shutting down."),
+            registry: r,
+            rates: Mutex::default(),
+        }
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    pub fn dropped(&self, reason: &str, n: u64) {
+        self.dropped_messages.with_label_values(&[reason]).inc_by(n);
+    }
+
+    fn total(vec: &IntCounterVec) -> u64 {
+        use prometheus::core::Collector;
+        vec.collect().iter().flat_map(|family| family.get_metric()).map(|m| m.get_counter().value() as u64).sum()
+    }
+
+    pub fn messages_in_total(&self) -> u64 {
+        Self::total(&self.messages_received)
+    }
+
+    pub fn messages_out_total(&self) -> u64 {
+        Self::total(&self.messages_sent)
+    }
+
+    pub fn errors_total(&self) -> u64 {
+        Self::total(&self.errors)
+    }
+
+    /// Called once a second.
+    pub fn sample_rates(&self) {
+        let now = Instant::now();
+        let (i, o, e) = (self.messages_in_total(), self.messages_out_total(), self.errors_total());
+        let Ok(mut rates) = self.rates.lock() else { return };
+        if let Some((then, pi, po, pe)) = rates.last {
+            let secs = now.duration_since(then).as_secs_f64().max(0.001);
+            rates.snapshot = RateSnapshot {
+                in_per_second: i.saturating_sub(pi) as f64 / secs,
+                out_per_second: o.saturating_sub(po) as f64 / secs,
+                errors_per_second: e.saturating_sub(pe) as f64 / secs,
+            };
+        }
+        rates.last = Some((now, i, o, e));
+    }
+
+    pub fn rates(&self) -> RateSnapshot {
+        self.rates.lock().map(|r| r.snapshot).unwrap_or_default()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new().encode_to_string(&families).unwrap_or_default()
+    }
+}

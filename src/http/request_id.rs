@@ -39,7 +39,15 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
                 tracing::info!(status = status.as_u16(), code = error.code, "request refused");
             }
         });
+        // Re-rendered with the request id; headers set on the way out (Retry-After,
+        // WWW-Authenticate …) are kept.
+        let (parts, _) = response.into_parts();
         response = error.into_response_with(Some(&request_id));
+        for (name, value) in &parts.headers {
+            if name != axum::http::header::CONTENT_LENGTH && name != axum::http::header::CONTENT_TYPE {
+                response.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, v);

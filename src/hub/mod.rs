@@ -171,14 +171,15 @@ pub struct Hub {
 impl Hub {
     pub fn new(io: SocketIo, settings: HubSettings, authenticator: auth::Authenticator) -> Arc<Self> {
         let instance_id = format!("{:016x}", rand::random::<u64>());
+        let metrics = Arc::new(Metrics::new(&settings.namespaces));
         Arc::new(Self {
             io,
+            metrics,
             router: EventRouter::new(&settings, instance_id.clone()),
             offline: OfflineStore::default(),
             settings,
             authenticator,
             registry: Registry::default(),
-            metrics: Arc::new(Metrics::new()),
             instance_id,
             started_at: Instant::now(),
             started_at_wall: SystemTime::now(),
@@ -239,6 +240,7 @@ impl Hub {
         for g in &groups {
             m.backend_streams.with_label_values(&[g.group.as_str()]).set(i64::from(g.streams));
         }
+        m.backend_subscribers.set(groups.iter().map(|g| i64::from(g.streams)).sum());
         m.event_queue_depth.set(groups.iter().map(|g| g.queued_events as i64).sum());
         m.undelivered_events.set(self.router.undelivered_len() as i64);
         let lifecycle = self.router.lifecycle_dropped();

@@ -41,7 +41,29 @@ pub enum ErrorKind {
     InvalidRequest,
 }
 
+/// The reasons a socket leaves (Socket.IO's own reason strings).
+pub const DISCONNECT_REASONS: [&str; 7] = [
+    "transport close",
+    "transport error",
+    "parse error",
+    "ping timeout",
+    "client namespace disconnect",
+    "server namespace disconnect",
+    "server shutting down",
+];
+
 impl ErrorKind {
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::Auth,
+        ErrorKind::ConnectionLimit,
+        ErrorKind::RateLimited,
+        ErrorKind::BackendOverloaded,
+        ErrorKind::AckTimeout,
+        ErrorKind::NoBackend,
+        ErrorKind::ForbiddenRoom,
+        ErrorKind::InvalidRequest,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Auth => "auth",
@@ -68,6 +90,7 @@ pub struct Metrics {
     pub push_duration: HistogramVec,
     pub backend_ack_duration: Histogram,
     pub backend_streams: IntGaugeVec,
+    pub backend_subscribers: IntGauge,
     pub rooms: IntGauge,
     pub event_queue_depth: IntGauge,
     pub undelivered_events: IntGauge,
@@ -119,16 +142,40 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 const LATENCY_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    /// Builds the registry. Metric definitions are static, so registration cannot fail at
-    /// run time; the `expect`s above only guard against a programming error at start.
-    pub fn new() -> Self {
+    /// Builds the registry, with every known label combination at zero so that rates and
+    /// alerts work from the first scrape. Metric definitions are static, so registration
+    /// cannot fail at run time; the `expect`s only guard against a programming error.
+    pub fn new(namespaces: &[String]) -> Self {
+        let metrics = Self::unlabelled();
+        for ns in namespaces {
+            metrics.messages_received.with_label_values(&[ns.as_str(), "socketio"]);
+            for door in ["grpc", "rest", "offline"] {
+                metrics.messages_sent.with_label_values(&[ns.as_str(), door]);
+            }
+        }
+        for door in [Door::Grpc, Door::Rest] {
+            for result in ["ok", "invalid", "not_found", "unavailable", "exhausted"] {
+                metrics.push_requests.with_label_values(&[door.as_str(), result]);
+            }
+            metrics.push_duration.with_label_values(&[door.as_str()]);
+        }
+        for kind in ErrorKind::ALL {
+            metrics.errors.with_label_values(&[kind.as_str()]);
+        }
+        for reason in DISCONNECT_REASONS {
+            metrics.disconnects.with_label_values(&[reason]);
+        }
+        for outcome in ["acked", "timeout", "failed"] {
+            metrics.client_acks.with_label_values(&[outcome]);
+        }
+        for reason in ["lifecycle_queue_full", "offline_expired"] {
+            metrics.dropped_messages.with_label_values(&[reason]);
+        }
+        metrics
+    }
+
+    fn unlabelled() -> Self {
         let r = Registry::new();
         let push_duration = HistogramVec::new(
             HistogramOpts::new("push_duration_seconds", "Time to run a push, acks included, by door.")
@@ -184,6 +231,7 @@ impl Metrics {
             push_duration,
             backend_ack_duration,
             backend_streams,
+            backend_subscribers: gauge(&r, "backend_subscribers", "Backend Events streams subscribed, all groups."),
             rooms: gauge(&r, "rooms", "Rooms (internal per-user rooms excluded)."),
             event_queue_depth: gauge(&r, "event_queue_depth", "Client events queued to backend streams, unread."),
             undelivered_events: gauge(&r, "undelivered_events", "Client events waiting for a backend subscriber."),

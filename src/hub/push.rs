@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use socketioxide::extract::SocketRef;
+use socketioxide::BroadcastError;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 
@@ -209,6 +210,33 @@ impl Hub {
         }
 
         let report = match o.ack_timeout {
+            // One encode for the whole selection: socketioxide's broadcast serializes the
+            // packet once and hands the same bytes to every socket.
+            None if o.except_sockets.is_empty() && !matches!(cmd.target, Target::Socket(_)) => {
+                let ops = self.operators(&cmd.namespace)?;
+                let mut op = match &cmd.target {
+                    Target::User(u) => ops.to(user_room(u)),
+                    Target::Room(r) => ops.to(r.clone()),
+                    _ => ops,
+                };
+                if !o.except_rooms.is_empty() {
+                    op = op.except(o.except_rooms.clone());
+                }
+                if o.volatile {
+                    op = op.volatile();
+                }
+                let failed = match op.emit(&cmd.event, &wire).await {
+                    Ok(()) => 0,
+                    Err(BroadcastError::Socket(errors)) => errors.len(),
+                    Err(e) => return Err(HubError::Unavailable(format!("push could not be sent: {e}"))),
+                };
+                let reached = sockets.len().saturating_sub(failed);
+                DeliveryReport {
+                    message_id,
+                    sockets_reached: u32::try_from(reached).unwrap_or(u32::MAX),
+                    ..Default::default()
+                }
+            }
             None => {
                 let mut reached = 0u32;
                 for s in &sockets {

@@ -71,6 +71,8 @@ pub struct HttpConfig {
     /// Longest a REST request may take, in milliseconds (pushes with an ack timeout wait
     /// for acks within it).
     pub request_timeout_ms: u64,
+    /// A connection must send its request head within this time (slowloris defence).
+    pub header_read_timeout_ms: u64,
     /// REST requests per second allowed per API key, and the burst above it.
     pub rate_per_key_per_second: u32,
     pub burst_per_key: u32,
@@ -152,6 +154,8 @@ pub struct SocketIoSettings {
     pub events_per_second: f64,
     /// Burst of events one socket may send above the sustained rate.
     pub event_burst: u32,
+    /// A socket whose events are refused this many times in a row is disconnected.
+    pub flood_disconnect_after: u32,
     /// Origins allowed by CORS for polling; empty allows any origin.
     pub cors_origins: Vec<String>,
 }
@@ -221,6 +225,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:3000".into(),
             max_body_bytes: 1 << 20,
             request_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
             rate_per_key_per_second: 200,
             burst_per_key: 400,
             rate_per_ip_per_second: 400,
@@ -270,6 +275,7 @@ impl Default for SocketIoSettings {
             redacted_auth_fields: vec!["token".into(), "password".into(), "secret".into()],
             events_per_second: 100.0,
             event_burst: 200,
+            flood_disconnect_after: 200,
             cors_origins: Vec::new(),
         }
     }
@@ -431,6 +437,9 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             err("http.max_body_bytes", "must be at least 1024");
         }
+        if self.http.header_read_timeout_ms == 0 {
+            err("http.header_read_timeout_ms", "must be greater than 0");
+        }
         if self.http.request_timeout_ms == 0 {
             err("http.request_timeout_ms", "must be greater than 0");
         }
@@ -439,6 +448,9 @@ impl Config {
         }
         if !(s.events_per_second > 0.0 && s.events_per_second.is_finite()) {
             err("socketio.events_per_second", "must be a positive number");
+        }
+        if s.flood_disconnect_after == 0 {
+            err("socketio.flood_disconnect_after", "must be greater than 0");
         }
         if s.event_burst == 0 {
             err("socketio.event_burst", "must be greater than 0");
@@ -527,6 +539,9 @@ impl Config {
     }
     pub fn ack_timeout(&self) -> Duration {
         Duration::from_millis(self.socketio.ack_timeout_ms)
+    }
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.http.header_read_timeout_ms)
     }
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.http.request_timeout_ms)

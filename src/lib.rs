@@ -94,14 +94,9 @@ pub async fn start(config: Config) -> Result<Server, RunError> {
 
     let (trigger_http, http_shutdown) = shutdown::channel();
     let app = http::app(&config, hub.clone(), socketio_layer);
-    let http_task = tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        let result =
-            axum::serve(http_listener, service).with_graceful_shutdown(async move { http_shutdown.wait().await }).await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let header_timeout = config.header_read_timeout();
+    let grace = config.grace_period();
+    let http_task = tokio::spawn(http::serve(http_listener, app, http_shutdown, header_timeout, grace));
 
     Ok(Server {
         http_addr,

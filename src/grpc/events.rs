@@ -49,8 +49,13 @@ pub async fn open(hub: Arc<Hub>, mut inbound: Streaming<pb::EventsRequest>) -> R
         loop {
             match inbound.message().await {
                 Ok(Some(pb::EventsRequest { kind: Some(pb::events_request::Kind::Ack(ack)) })) => {
-                    let result = convert::ack_reply(ack.result, limits)
-                        .and_then(|reply| reader_hub.router().complete_ack(&ack.event_id, reply));
+                    // A malformed answer still ends the client's wait, with an error it can
+                    // act on, and the backend's bug is logged.
+                    let reply = convert::ack_reply(ack.result, limits).unwrap_or_else(|e| {
+                        tracing::warn!(subscriber = id, error = %e, "backend sent a malformed ack");
+                        crate::hub::router::AckReply::error("backend_error", "the backend's answer was malformed")
+                    });
+                    let result = reader_hub.router().complete_ack(&ack.event_id, reply);
                     if let Err(e) = result {
                         // Late acks are normal (the client timed out); nothing to tell the backend.
                         tracing::debug!(subscriber = id, error = %e, "ack not applied");

@@ -149,6 +149,12 @@ pub async fn snapshot(State(hub): State<Arc<Hub>>) -> Json<Snapshot> {
 
 /// Snapshots once a second and every new log line, until the client goes away.
 pub async fn stream(State(hub): State<Arc<Hub>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // Ends when the bridge starts draining, so an open dashboard never holds up shutdown
+    // (the browser's EventSource reconnects to whichever instance is up).
+    let stop = {
+        let hub = hub.clone();
+        async move { hub.draining_started().await }
+    };
     let ticks = IntervalStream::new(tokio::time::interval(Duration::from_secs(1))).then(move |_| {
         let hub = hub.clone();
         async move { Event::default().event("snapshot").json_data(snapshot_of(&hub).await).ok() }
@@ -157,7 +163,7 @@ pub async fn stream(State(hub): State<Arc<Hub>>) -> Sse<impl Stream<Item = Resul
     let lines = BroadcastStream::new(logs::ring().subscribe())
         .filter_map(|entry| entry.ok())
         .map(|entry: LogEntry| Event::default().event("log").json_data(entry).ok());
-    let merged = ticks.merge(lines).filter_map(|e| e.map(Ok));
+    let merged = futures::StreamExt::take_until(ticks.merge(lines).filter_map(|e| e.map(Ok)), stop);
     Sse::new(merged).keep_alive(KeepAlive::default())
 }
 

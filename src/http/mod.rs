@@ -8,6 +8,9 @@ mod api;
 mod dashboard;
 mod error;
 mod request_id;
+mod serve;
+
+pub use serve::serve;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;

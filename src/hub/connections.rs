@@ -25,12 +25,18 @@ pub enum ConnectRefusal {
     Full,
     #[error("the server is shutting down; reconnect to another instance")]
     Draining,
+    #[error("the auth payload must be a JSON object")]
+    InvalidAuth,
 }
 
 impl Hub {
     /// Decides whether a handshake may connect. Runs in the connect middleware, before the
     /// socket is part of any namespace.
     pub fn authorize(&self, auth: &serde_json::Value) -> Result<Identity, ConnectRefusal> {
+        if !matches!(auth, serde_json::Value::Object(_) | serde_json::Value::Null) {
+            self.metrics.error(ErrorKind::InvalidRequest);
+            return Err(ConnectRefusal::InvalidAuth);
+        }
         if self.is_draining() {
             return Err(ConnectRefusal::Draining);
         }
@@ -110,7 +116,7 @@ impl Hub {
 
     /// The client has its CONNECT packet: it can now receive what was kept for it.
     pub fn after_connect(&self, socket: &SocketRef) {
-        if let Some(conn) = self.registry.get(&socket.id.to_string())
+        if let Some(conn) = self.registry.get(socket.ns(), &socket.id.to_string())
             && let Some(user) = &conn.user_id
         {
             self.deliver_offline(socket, user);
@@ -121,7 +127,7 @@ impl Hub {
     /// middleware and the CONNECT packet, where no disconnect handler runs) are removed
     /// as disconnected, so presence never sticks.
     pub fn reconcile_registry(&self) -> usize {
-        let stale: Vec<String> = self
+        let stale: Vec<(String, String)> = self
             .registry
             .older_than(std::time::Duration::from_secs(5))
             .into_iter()
@@ -133,16 +139,16 @@ impl Hub {
                     .and_then(|sid| self.io.of(c.namespace.as_str()).and_then(|op| op.get_socket(sid)));
                 known.is_none()
             })
-            .map(|c| c.socket_id.clone())
+            .map(|c| (c.namespace.clone(), c.socket_id.clone()))
             .collect();
-        for socket_id in &stale {
-            self.on_disconnect(socket_id, "transport error");
+        for (namespace, socket_id) in &stale {
+            self.on_disconnect(namespace, socket_id, "transport error");
         }
         stale.len()
     }
 
-    pub fn on_disconnect(&self, socket_id: &str, reason: &str) {
-        let Some((conn, presence)) = self.registry.unregister(socket_id) else { return };
+    pub fn on_disconnect(&self, namespace: &str, socket_id: &str, reason: &str) {
+        let Some((conn, presence)) = self.registry.unregister(namespace, socket_id) else { return };
         self.metrics.disconnects.with_label_values(&[reason]).inc();
         tracing::debug!(socket_id, reason, "socket disconnected");
         let key = conn.user_id.clone().unwrap_or_else(|| socket_id.to_owned());
@@ -173,11 +179,20 @@ impl Hub {
         ack: Option<AckSender>,
     ) {
         let socket_id = socket.id.to_string();
-        let Some(conn) = self.registry.get(&socket_id) else { return };
+        let Some(conn) = self.registry.get(socket.ns(), &socket_id) else { return };
         self.metrics.messages_received.with_label_values(&[conn.namespace.as_str(), "socketio"]).inc();
         tracing::debug!(socket_id, event = %event, "client event");
-        if !conn.take_event_token() {
+        if let Err(strikes) = conn.take_event_token() {
             self.metrics.error(ErrorKind::RateLimited);
+            // Exactly at the limit, so a socket whose queued events keep arriving while it
+            // closes is disconnected (and counted) once.
+            if strikes == self.settings.flood_disconnect_after {
+                self.metrics.error(ErrorKind::Flood);
+                tracing::info!(socket_id, strikes, "socket disconnected for flooding");
+                let _ = socket.emit(super::push::DISCONNECT_EVENT, &serde_json::json!({ "reason": "flooding" }));
+                let _ = socket.clone().disconnect();
+                return;
+            }
             answer(ack, AckReply::error("rate_limited", "too many events; slow down"));
             return;
         }

@@ -124,6 +124,7 @@ pub struct HubSettings {
     pub redacted_auth_fields: Vec<String>,
     pub events_per_second: f64,
     pub event_burst: u32,
+    pub flood_disconnect_after: u32,
     pub stream_queue: usize,
     pub undelivered_capacity: usize,
     pub undelivered_max_age: Duration,
@@ -144,6 +145,7 @@ impl HubSettings {
             redacted_auth_fields: s.redacted_auth_fields.clone(),
             events_per_second: s.events_per_second,
             event_burst: s.event_burst,
+            flood_disconnect_after: s.flood_disconnect_after,
             stream_queue: config.events.stream_queue,
             undelivered_capacity: config.events.undelivered_capacity,
             undelivered_max_age: config.undelivered_max_age(),
@@ -166,6 +168,8 @@ pub struct Hub {
     started_at_wall: SystemTime,
     /// Set on SIGTERM: new connections are refused and readiness turns false.
     draining: AtomicBool,
+    /// The same, for tasks that wait on it (dashboard streams end when it fires).
+    drain_signal: tokio::sync::watch::Sender<bool>,
 }
 
 impl Hub {
@@ -184,6 +188,7 @@ impl Hub {
             started_at: Instant::now(),
             started_at_wall: SystemTime::now(),
             draining: AtomicBool::new(false),
+            drain_signal: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -227,6 +232,13 @@ impl Hub {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
         self.metrics.draining.set(1);
+        self.drain_signal.send_replace(true);
+    }
+
+    /// Resolves once draining has started.
+    pub async fn draining_started(&self) {
+        let mut rx = self.drain_signal.subscribe();
+        let _ = rx.wait_for(|draining| *draining).await;
     }
 
     /// Brings the state-mirroring gauges up to date (each second, and before a scrape).

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use socketioxide::extract::SocketRef;
 use socketioxide::BroadcastError;
+use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 

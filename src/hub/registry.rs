@@ -26,6 +26,8 @@ pub struct Connection {
     pub handshake: Arc<Handshake>,
     /// Per-socket event rate limit.
     bucket: Mutex<TokenBucket>,
+    /// Events refused in a row for going over the rate; a flood past a limit disconnects.
+    strikes: std::sync::atomic::AtomicU32,
 }
 
 impl Connection {
@@ -44,12 +46,20 @@ impl Connection {
             connected_at: SystemTime::now(),
             handshake: Arc::new(handshake),
             bucket: Mutex::new(TokenBucket::new(rate, f64::from(burst))),
+            strikes: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
-    /// Takes one event's token; false when the socket is over its rate.
-    pub fn take_event_token(&self) -> bool {
-        self.bucket.lock().map(|mut b| b.take(Instant::now())).unwrap_or(true)
+    /// Takes one event's token. `Err(n)` when the socket is over its rate, with the number
+    /// of events refused in a row.
+    pub fn take_event_token(&self) -> Result<(), u32> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.bucket.lock().map(|mut b| b.take(Instant::now())).unwrap_or(true) {
+            self.strikes.store(0, Relaxed);
+            Ok(())
+        } else {
+            Err(self.strikes.fetch_add(1, Relaxed) + 1)
+        }
     }
 }
 
@@ -90,9 +100,13 @@ pub enum Presence {
     WentOffline,
 }
 
+/// socketioxide gives one client's sockets in different namespaces the same id, so a
+/// socket is known by its namespace and id together.
+type Key = (String, String);
+
 #[derive(Default)]
 pub struct Registry {
-    sockets: RwLock<HashMap<String, Arc<Connection>>>,
+    sockets: RwLock<HashMap<Key, Arc<Connection>>>,
     /// Live socket count per user. Changed under one lock with `sockets`' updates so each
     /// online/offline transition is seen exactly once, however sockets race.
     users: Mutex<HashMap<String, usize>>,
@@ -102,7 +116,7 @@ impl Registry {
     pub fn register(&self, conn: Arc<Connection>) -> Presence {
         let user = conn.user_id.clone();
         if let Ok(mut sockets) = self.sockets.write() {
-            sockets.insert(conn.socket_id.clone(), conn);
+            sockets.insert((conn.namespace.clone(), conn.socket_id.clone()), conn);
         }
         let Some(user) = user else { return Presence::Unchanged };
         let Ok(mut users) = self.users.lock() else { return Presence::Unchanged };
@@ -111,8 +125,8 @@ impl Registry {
         if *count == 1 { Presence::CameOnline } else { Presence::Unchanged }
     }
 
-    pub fn unregister(&self, socket_id: &str) -> Option<(Arc<Connection>, Presence)> {
-        let conn = self.sockets.write().ok()?.remove(socket_id)?;
+    pub fn unregister(&self, namespace: &str, socket_id: &str) -> Option<(Arc<Connection>, Presence)> {
+        let conn = self.sockets.write().ok()?.remove(&(namespace.to_owned(), socket_id.to_owned()))?;
         let Some(user) = &conn.user_id else { return Some((conn, Presence::Unchanged)) };
         let mut users = self.users.lock().ok()?;
         let presence = match users.get_mut(user) {
@@ -130,8 +144,8 @@ impl Registry {
         Some((conn, presence))
     }
 
-    pub fn get(&self, socket_id: &str) -> Option<Arc<Connection>> {
-        self.sockets.read().ok()?.get(socket_id).cloned()
+    pub fn get(&self, namespace: &str, socket_id: &str) -> Option<Arc<Connection>> {
+        self.sockets.read().ok()?.get(&(namespace.to_owned(), socket_id.to_owned())).cloned()
     }
 
     /// Connections registered longer ago than `age`.
@@ -192,10 +206,24 @@ mod tests {
         assert_eq!(r.register(conn("b", Some("u"))), Presence::Unchanged);
         assert_eq!(r.register(conn("c", None)), Presence::Unchanged);
         assert_eq!(r.unique_users(), 1);
-        assert_eq!(r.unregister("a").unwrap().1, Presence::Unchanged);
-        assert_eq!(r.unregister("b").unwrap().1, Presence::WentOffline);
-        assert!(r.unregister("b").is_none());
+        assert_eq!(r.unregister("/", "a").unwrap().1, Presence::Unchanged);
+        assert_eq!(r.unregister("/", "b").unwrap().1, Presence::WentOffline);
+        assert!(r.unregister("/", "b").is_none());
         assert!(!r.is_online("u"));
+    }
+
+    #[test]
+    fn one_id_in_two_namespaces_is_two_sockets() {
+        let r = Registry::default();
+        let other =
+            Arc::new(Connection::new("a".into(), "/chat".into(), Some("u".into()), Handshake::default(), 1.0, 1));
+        assert_eq!(r.register(conn("a", Some("u"))), Presence::CameOnline);
+        assert_eq!(r.register(other), Presence::Unchanged);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.get("/chat", "a").unwrap().namespace, "/chat");
+        assert_eq!(r.unregister("/chat", "a").unwrap().1, Presence::Unchanged);
+        assert_eq!(r.get("/", "a").unwrap().namespace, "/");
+        assert_eq!(r.unregister("/", "a").unwrap().1, Presence::WentOffline);
     }
 
     #[test]

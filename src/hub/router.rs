@@ -476,6 +476,7 @@ mod tests {
             redacted_auth_fields: vec![],
             events_per_second: 10.0,
             event_burst: 10,
+            flood_disconnect_after: 100,
             stream_queue: queue,
             undelivered_capacity: 2,
             undelivered_max_age: Duration::from_secs(60),

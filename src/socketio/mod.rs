@@ -26,6 +26,9 @@ pub fn build(config: &Config) -> (SocketIoLayer, SocketIo) {
         .connect_timeout(config.connect_timeout())
         .ack_timeout(config.ack_timeout())
         .max_payload(s.max_payload_bytes)
+        // max_payload covers polling only; websocket messages have their own limits.
+        .ws_max_message_size(usize::try_from(s.max_payload_bytes).unwrap_or(usize::MAX))
+        .ws_max_frame_size(usize::try_from(s.max_payload_bytes).unwrap_or(usize::MAX))
         // Small read buffers: most client messages are tiny, and each idle websocket keeps
         // its buffer for life (see PERF-NOTES).
         .ws_read_buffer_size(1024)
@@ -83,7 +86,7 @@ fn admit(hub: &Arc<Hub>, socket: SocketRef, auth: serde_json::Value) -> Result<(
         let hub = hub.clone();
         move |socket: SocketRef, reason: DisconnectReason| {
             let hub = hub.clone();
-            async move { hub.on_disconnect(&socket.id.to_string(), reason_text(reason)) }
+            async move { hub.on_disconnect(socket.ns(), &socket.id.to_string(), reason_text(reason)) }
         }
     };
     socket.on_disconnect(on_disconnect);
@@ -112,7 +115,16 @@ impl MessageHandler<LocalAdapter, Forwarded> for EventForwarder {
         let Some((event, args)) = items.split_first() else { return };
         let Ok(event) = serde_json::from_str::<String>(event.get()) else { return };
         let payload = Payload::from_client(args, attachments.map(Vec::from).unwrap_or_default());
-        self.0.on_client_event(&SocketRef::from(socket), event, payload, ack);
+        let socket = SocketRef::from(socket);
+        // Placeholders must name attachments that arrived (and every attachment must be
+        // named); a packet that lies about them is malformed, as the reference server
+        // treats it: the connection is closed.
+        if let Err(e) = payload.wire_args() {
+            tracing::info!(socket_id = %socket.id, error = %e, "malformed client event; closing the connection");
+            socket.disconnect().ok();
+            return;
+        }
+        self.0.on_client_event(&socket, event, payload, ack);
     }
 }
 

@@ -39,6 +39,7 @@ pub enum ErrorKind {
     NoBackend,
     ForbiddenRoom,
     InvalidRequest,
+    Flood,
 }
 
 /// The reasons a socket leaves (Socket.IO's own reason strings).
@@ -53,7 +54,7 @@ pub const DISCONNECT_REASONS: [&str; 7] = [
 ];
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::Auth,
         ErrorKind::ConnectionLimit,
         ErrorKind::RateLimited,
@@ -62,6 +63,7 @@ impl ErrorKind {
         ErrorKind::NoBackend,
         ErrorKind::ForbiddenRoom,
         ErrorKind::InvalidRequest,
+        ErrorKind::Flood,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +76,7 @@ impl ErrorKind {
             ErrorKind::NoBackend => "no_backend",
             ErrorKind::ForbiddenRoom => "forbidden_room",
             ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Flood => "flood_disconnect",
         }
     }
 }

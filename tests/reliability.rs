@@ -1,0 +1,400 @@
+//! Issue "Reliability and security": faults, hostile clients and auth attacks against the
+//! real binary. Each test names what it shows.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use socket_bridge::proto;
+use socket_bridge::proto::target::Kind as T;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+fn set(pairs: &[&str]) -> Vec<String> {
+    pairs.iter().flat_map(|p| ["--set".to_string(), p.to_string()]).collect()
+}
+
+async fn metric(bridge: &Bridge, series: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", bridge.url())).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// A raw Engine.IO v4 websocket client connected to namespace "/" (no Socket.IO library).
+async fn raw_socket(
+    bridge: &Bridge,
+    auth: Value,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", bridge.http);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
+    let open = ws.next().await.unwrap().unwrap();
+    assert!(open.to_text().unwrap().starts_with("0{"), "{open:?}");
+    ws.send(Message::text(format!("40{auth}"))).await.unwrap();
+    loop {
+        let m = ws.next().await.unwrap().unwrap();
+        let text = m.to_text().unwrap_or_default();
+        if text == "2" {
+            // engineioxide sends its first ping right after the handshake.
+            ws.send(Message::text("3".to_string())).await.unwrap();
+            continue;
+        }
+        assert!(text.starts_with("40{\"sid\""), "{m:?}");
+        return ws;
+    }
+}
+
+/// Reads until the server closes the connection; true if it did within `limit`.
+async fn closed_within<S>(ws: &mut S, limit: Duration) -> bool
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    tokio::time::timeout(limit, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+// ---- hostile clients ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn hostile_event_flood_is_throttled_then_disconnected_and_counted() {
+    let bridge = Bridge::start(&set(&[
+        "socketio.events_per_second=20",
+        "socketio.event_burst=10",
+        "socketio.flood_disconnect_after=40",
+    ]))
+    .await;
+    let mut client = bridge.client_with_key(None).await;
+    let _backend = Backend::subscribe(&mut client, subscribe_all("g", false)).await;
+    let mut d = Driver::spawn().await;
+    d.connect("flood", &bridge.url(), json!({"userId": "fred"}), Some(&["websocket"])).await;
+    d.connect("calm", &bridge.url(), json!({"userId": "carl"}), Some(&["websocket"])).await;
+    d.send(json!({"cmd": "emit_many", "id": "flood", "event": "spam", "count": 200, "ack": true})).await;
+    let throttled = d
+        .expect("a rate_limited answer", |v| {
+            v["type"] == "ack" && v["id"] == "flood" && v["args"][0]["error"]["code"] == "rate_limited"
+        })
+        .await;
+    assert_eq!(throttled["args"][0]["error"]["message"], "too many events; slow down");
+    let gone = d.expect("flooder disconnected", |v| v["type"] == "disconnect" && v["id"] == "flood").await;
+    assert_eq!(gone["reason"], "io server disconnect");
+    assert_eq!(metric(&bridge, r#"socket_bridge_errors_total{kind="flood_disconnect"}"#).await, 1.0);
+    // The calm client is unaffected.
+    let r = client.push(push_request(T::UserId("carl".into()), "still-here", "[]")).await.unwrap().into_inner();
+    assert_eq!(r.sockets_reached, 1);
+    d.event("calm", "still-here").await;
+    d.exit().await;
+}
+
+#[tokio::test]
+async fn hostile_oversized_payload_and_too_many_attachments_close_only_that_connection() {
+    let bridge = Bridge::start(&set(&["socketio.max_payload_bytes=2000", "socketio.max_attachments=2"])).await;
+    let mut client = bridge.client_with_key(None).await;
+    let mut backend = Backend::subscribe(&mut client, subscribe_all("g", false)).await;
+    let mut bystander = raw_socket(&bridge, json!({"userId": "bob"})).await;
+
+    let mut big = raw_socket(&bridge, json!({"userId": "mallory"})).await;
+    big.send(Message::text(format!("42[\"big\",\"{}\"]", "x".repeat(5000)))).await.unwrap();
+    assert!(closed_within(&mut big, Duration::from_secs(5)).await, "oversized message closes the connection");
+
+    let mut bins = raw_socket(&bridge, json!({"userId": "mallory"})).await;
+    bins.send(Message::text("453-[\"bins\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1},{\"_placeholder\":true,\"num\":2}]".to_string())).await.unwrap();
+    assert!(closed_within(&mut bins, Duration::from_secs(5)).await, "too many attachments close the connection");
+
+    // The bystander still works both ways.
+    bystander.send(Message::text("42[\"hello\",1]".to_string())).await.unwrap();
+    let e = backend.next_event().await;
+    assert_eq!(
+        (e.event.as_str(), e.user_id.as_str()),
+        ("hello", "bob"),
+        "no event of the hostile clients reached the backend"
+    );
+    client.push(push_request(T::UserId("bob".into()), "ok", "[]")).await.unwrap();
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            let m = bystander.next().await.unwrap().unwrap();
+            if m.to_text().unwrap_or("").starts_with("42[\"ok\"") {
+                return m;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok());
+}
+
+#[tokio::test]
+async fn hostile_malformed_packets_close_the_connection_and_change_nothing() {
+    let bridge = Bridge::start(&[]).await;
+    let mut client = bridge.client_with_key(None).await;
+    let mut backend = Backend::subscribe(&mut client, subscribe_all("g", true)).await;
+    let cases = [
+        "9",                        // unknown Engine.IO packet type
+        "4Z[\"x\"]",                // unknown Socket.IO packet type
+        "42{\"not\":\"an array\"}", // event payload not an array
+        "42[1,2]",                  // event name not a string
+        "43abc[\"x\"]",             // ack with an invalid id
+        "42[\"unterminated",        // broken JSON
+    ];
+    for case in cases {
+        let mut ws = raw_socket(&bridge, json!({"userId": "mal"})).await;
+        ws.send(Message::text(case.to_string())).await.unwrap();
+        assert!(closed_within(&mut ws, Duration::from_secs(5)).await, "{case:?} should close the connection");
+    }
+    // Only lifecycle messages reached the backend: no event from a malformed packet.
+    while let Some(kind) = backend.quiet_for(Duration::from_millis(300)).await {
+        assert!(!matches!(kind, proto::events_response::Kind::ClientEvent(_)), "{kind:?}");
+    }
+    let s = client.status(proto::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(s.connections, 0, "every malformed connection is gone");
+}
+
+#[tokio::test]
+async fn hostile_slowloris_connections_are_cut_and_others_are_served() {
+    let bridge = Bridge::start(&set(&["http.header_read_timeout_ms=500"])).await;
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(bridge.http).await.unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        slow.push(s);
+    }
+    let (status, _, _) = bridge.rest("GET", "/health", None, None).await;
+    assert_eq!(status, 200, "served while slow clients hang");
+    let started = Instant::now();
+    for mut s in slow {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("server ends the slow connection");
+        // Either a 408 response or a plain close; never a served request.
+        let text = String::from_utf8_lossy(&buf[..n.unwrap_or(0)]).into_owned();
+        assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn hostile_rapid_connect_disconnect_cycles_leave_no_state_and_memory_returns() {
+    let bridge = Bridge::start(&[]).await;
+    let mut client = bridge.client_with_key(None).await;
+    let warm = |n: usize| {
+        let bridge = &bridge;
+        async move {
+            for i in 0..n {
+                let mut ws = raw_socket(bridge, json!({"userId": format!("u{}", i % 50)})).await;
+                ws.send(Message::text("41".to_string())).await.unwrap();
+                let _ = ws.close(None).await;
+            }
+        }
+    };
+    warm(200).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = client.status(proto::StatusRequest {}).await.unwrap().into_inner().rss_bytes;
+    warm(2000).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let s = client.status(proto::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((s.connections, s.unique_users), (0, 0), "no socket or user left behind");
+    let rooms = client
+        .list_rooms(proto::ListRoomsRequest { include_internal: true, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rooms.rooms.is_empty(), "no room left behind: {:?}", rooms.rooms);
+    let growth = s.rss_bytes.saturating_sub(baseline);
+    eprintln!("RSS after warm-up {baseline} B, after 2000 more cycles {} B (+{growth} B)", s.rss_bytes);
+    assert!(growth < 8 << 20, "memory grew by {growth} bytes over 2000 cycles");
+}
+
+// ---- faults --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn fault_backend_stream_killed_midflight_fails_pending_acks_at_once() {
+    let bridge = Bridge::start(&set(&["socketio.ack_timeout_ms=10000"])).await;
+    let mut client = bridge.client_with_key(None).await;
+    let mut backend = Backend::subscribe(&mut client, subscribe_all("g", false)).await;
+    let mut d = Driver::spawn().await;
+    d.connect("c", &bridge.url(), json!({"userId": "cy"}), Some(&["websocket"])).await;
+    for req in 0..5u64 {
+        d.send(json!({"cmd": "emit", "id": "c", "event": "work", "req": req, "ack": true, "args": [req]})).await;
+    }
+    for _ in 0..5 {
+        backend.next_event().await;
+    }
+    let killed = Instant::now();
+    drop(backend);
+    for req in 0..5u64 {
+        let ack = d.ack("c", req).await;
+        assert_eq!(ack["args"][0]["error"]["code"], "backend_unavailable", "{ack}");
+    }
+    assert!(
+        killed.elapsed() < Duration::from_secs(3),
+        "answered in {:?}, not after the 10 s timeout",
+        killed.elapsed()
+    );
+    d.exit().await;
+}
+
+#[tokio::test]
+async fn fault_backend_that_stops_reading_fills_its_queue_and_other_groups_keep_flowing() {
+    let bridge = Bridge::start(&set(&[
+        "events.stream_queue=8",
+        "socketio.events_per_second=10000",
+        "socketio.event_burst=10000",
+        "socketio.ack_timeout_ms=3000",
+    ]))
+    .await;
+    let mut client = bridge.client_with_key(None).await;
+    let slow_sub =
+        proto::Subscribe { group: "slow".into(), event_patterns: vec!["slow.*".into()], ..Default::default() };
+    let _stuck = Backend::subscribe(&mut client, slow_sub).await; // never read again
+    let fast_sub =
+        proto::Subscribe { group: "fast".into(), event_patterns: vec!["fast.*".into()], ..Default::default() };
+    let mut fast = Backend::subscribe(&mut client, fast_sub).await;
+    let mut d = Driver::spawn().await;
+    d.connect("c", &bridge.url(), json!({"userId": "cleo"}), Some(&["websocket"])).await;
+    // Big events: the stream's transport buffers (HTTP/2 send buffer and window, about
+    // about 2 MB measured) fill first, then the bridge's own bounded queue refuses the rest.
+    let filler = "x".repeat(16 * 1024);
+    let total = 200u64;
+    for req in 0..total {
+        d.send(json!({"cmd": "emit", "id": "c", "event": "slow.job", "req": req, "ack": true, "args": [filler]})).await;
+    }
+    let mut overloaded = 0;
+    for req in 0..total {
+        let ack = d.ack("c", req).await;
+        if ack["args"][0]["error"]["code"] == "backend_overloaded" {
+            overloaded += 1;
+        }
+    }
+    eprintln!("{overloaded} of {total} events refused with backend_overloaded");
+    assert!(overloaded >= 40, "only {overloaded} of {total} events were refused while the backend read nothing");
+    assert!(metric(&bridge, "socket_bridge_event_queue_depth").await <= 8.0 + 1.0, "queue stays bounded");
+    // The other group still flows and answers.
+    d.send(json!({"cmd": "emit", "id": "c", "event": "fast.job", "req": 100, "ack": true, "args": []})).await;
+    let e = fast.next_event().await;
+    fast.ack(&e.id, "[\"done\"]", vec![]).await;
+    assert_eq!(d.ack("c", 100).await["args"], json!(["done"]));
+    d.exit().await;
+}
+
+#[tokio::test]
+async fn fault_connection_limit_refuses_new_clients_and_keeps_existing_ones() {
+    let bridge = Bridge::start(&set(&["socketio.max_connections=3"])).await;
+    let mut client = bridge.client_with_key(None).await;
+    let mut d = Driver::spawn().await;
+    for i in 0..3 {
+        d.connect(&format!("s{i}"), &bridge.url(), json!({"userId": format!("u{i}")}), Some(&["websocket"])).await;
+    }
+    let refused = d.connect_error("extra", &bridge.url(), json!({"userId": "late"})).await;
+    assert_eq!(refused, "the server is at its connection limit; retry later");
+    let r = client.push(push_request(T::Everyone(true), "all", "[]")).await.unwrap().into_inner();
+    assert_eq!(r.sockets_reached, 3);
+    for i in 0..3 {
+        d.event(&format!("s{i}"), "all").await;
+    }
+    assert_eq!(metric(&bridge, r#"socket_bridge_errors_total{kind="connection_limit"}"#).await, 1.0);
+    d.exit().await;
+}
+
+// ---- auth attacks ----------------------------------------------------------------------------
+
+fn rsa_args(extra: &[&str]) -> Vec<String> {
+    let public = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa_public.pem");
+    let mut a =
+        set(&["auth.mode=jwt", "auth.jwt.algorithms=[\"RS256\"]", &format!("auth.jwt.public_key_file=\"{public}\"")]);
+    a.extend(set(&[&format!("grpc.api_keys=[\"{API_KEY}\"]")]));
+    a.extend(set(extra));
+    a
+}
+
+fn rs256(claims: Value) -> String {
+    let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa_private.pem")).unwrap();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn auth_attacks_key_confusion_claims_and_time_are_refused() {
+    let bridge =
+        Bridge::start(&rsa_args(&["auth.jwt.issuer=\"https://issuer.test\"", "auth.jwt.audience=\"bridge\""])).await;
+    let mut d = Driver::spawn().await;
+    let url = bridge.url();
+    let now = jsonwebtoken::get_current_timestamp();
+    let good = json!({"sub": "ann", "exp": now + 300, "iss": "https://issuer.test", "aud": "bridge"});
+    d.connect("ok", &url, json!({"token": rs256(good.clone())}), Some(&["websocket"])).await;
+
+    // HS256 signed with the RSA public key as the HMAC secret: the classic key confusion.
+    let public = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa_public.pem")).unwrap();
+    let confused =
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &good, &jsonwebtoken::EncodingKey::from_secret(&public))
+            .unwrap();
+    assert_eq!(
+        d.connect_error("hs", &url, json!({"token": confused})).await,
+        "token algorithm \"HS256\" is not allowed"
+    );
+    let mut wrong_aud = good.clone();
+    wrong_aud["aud"] = json!("someone-else");
+    assert_eq!(
+        d.connect_error("aud", &url, json!({"token": rs256(wrong_aud)})).await,
+        "token audience is not accepted"
+    );
+    let mut wrong_iss = good.clone();
+    wrong_iss["iss"] = json!("https://evil.test");
+    assert_eq!(d.connect_error("iss", &url, json!({"token": rs256(wrong_iss)})).await, "token issuer is not accepted");
+    let mut early = good.clone();
+    early["nbf"] = json!(now + 600);
+    assert_eq!(d.connect_error("nbf", &url, json!({"token": rs256(early)})).await, "token is not valid yet");
+    let mut expired = good.clone();
+    expired["exp"] = json!(now - 600);
+    assert_eq!(d.connect_error("exp", &url, json!({"token": rs256(expired)})).await, "token has expired");
+    let none = format!("{}.{}.", b64url(r#"{"alg":"none"}"#), b64url(&good.to_string()));
+    assert_eq!(d.connect_error("none", &url, json!({"token": none})).await, "token algorithm \"none\" is not allowed");
+    // Ann's token cannot get her into Bob's room.
+    d.send(json!({"cmd": "emit", "id": "ok", "event": "bridge:join", "req": 1, "ack": true, "args": ["user:bob"]}))
+        .await;
+    assert_eq!(d.ack("ok", 1).await["args"][0]["error"]["code"], "forbidden_room");
+    let mut client = bridge.client().await;
+    let r = client.push(push_request(T::UserId("bob".into()), "private", "[]")).await.unwrap().into_inner();
+    assert_eq!(r.sockets_reached, 0);
+    d.exit().await;
+}
+
+fn b64url(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+#[tokio::test]
+async fn cors_refuses_origins_not_on_the_list() {
+    let bridge = Bridge::start(&set(&["socketio.cors_origins=[\"http://app.example\"]"])).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/socket.io/?EIO=4&transport=polling", bridge.url());
+    let good = http.get(&url).header("origin", "http://app.example").send().await.unwrap();
+    assert_eq!(
+        good.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()),
+        Some("http://app.example")
+    );
+    let bad = http.get(&url).header("origin", "http://evil.example").send().await.unwrap();
+    assert!(bad.headers().get("access-control-allow-origin").is_none(), "{:?}", bad.headers());
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "http://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.headers().get("access-control-allow-origin").is_none());
+}

@@ -34,6 +34,26 @@ cargo test --all-targets
 step "REST API against its OpenAPI document (schemathesis)"
 bash tests/openapi/run.sh target/debug/socket-bridge
 
+# Six conformance cases and one Python case expect behaviour that needs changes inside
+# socketioxide/engineioxide (first ping timing, socket id = Engine.IO sid, closing the
+# transport on a bad placeholder, a refused polling connect waiting for the next ping).
+# They run and are reported as "todo"/"xfail", never counted as passing; see README
+# "Known differences from the reference server".
+export KNOWN_BRIDGE_BUGS=todo
+export SOCKET_BRIDGE_BIN="$PWD/target/debug/socket-bridge"
+
+step "Socket.IO / Engine.IO protocol conformance (bridge and reference server)"
+bash tests/conformance/run.sh
+
+step "browser end to end (Debian Chromium, stock socket.io-client)"
+bash tests/browser/run.sh
+
+step "Python client (python-socketio)"
+bash tests/python/run.sh
+
+step "dashboard in Chromium"
+bash tests/dashboard/run.sh
+
 step "no credential in any log line of the whole run"
 # Every bridge the tests started left its log in target/test-logs. The tests' API keys,
 # JWT secret and signed tokens (base64url of '{"alg":"HS…' starts "eyJhbGciOiJIUz") must

@@ -31,6 +31,9 @@ rm -rf target/test-logs
 step "cargo test (unit and end-to-end)"
 cargo test --all-targets
 
+step "Go client: buf lint, generated-code freshness, gofmt, go vet, go test (grpcurl commands of the README)"
+bash go-client/check.sh
+
 step "REST API against its OpenAPI document (schemathesis)"
 bash tests/openapi/run.sh target/debug/socket-bridge
 

@@ -4,7 +4,7 @@
 //! Layers, outermost first: request id (and its log span), panic → 500, timeout; then on
 //! the REST routes: per-IP rate limit, API key, per-key rate limit.
 
-mod api;
+pub mod api;
 mod dashboard;
 mod error;
 mod request_id;

@@ -84,7 +84,7 @@ impl Payload {
 
     /// Builds a payload from what a client sent: `raw_args` are the arguments' JSON texts as
     /// they appeared on the wire (placeholders included) and `attachments` the binary frames.
-    pub(crate) fn from_client(raw_args: &[&RawValue], attachments: Vec<Bytes>) -> Self {
+    pub fn from_client(raw_args: &[&RawValue], attachments: Vec<Bytes>) -> Self {
         let mut args_json = String::with_capacity(2 + raw_args.iter().map(|a| a.get().len() + 1).sum::<usize>());
         args_json.push('[');
         for (i, arg) in raw_args.iter().enumerate() {

@@ -110,11 +110,8 @@ impl MessageHandler<LocalAdapter, Forwarded> for EventForwarder {
             None => None,
         };
         let Value::Str(text, attachments) = value else { return };
-        // `[event, ...args]`, each argument kept as the raw JSON the client sent.
-        let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text.as_str()) else { return };
-        let Some((event, args)) = items.split_first() else { return };
-        let Ok(event) = serde_json::from_str::<String>(event.get()) else { return };
-        let payload = Payload::from_client(args, attachments.map(Vec::from).unwrap_or_default());
+        let Some((event, args)) = split_event(text.as_str()) else { return };
+        let payload = Payload::from_client(&args, attachments.map(Vec::from).unwrap_or_default());
         let socket = SocketRef::from(socket);
         // Placeholders must name attachments that arrived (and every attachment must be
         // named); a packet that lies about them is malformed, as the reference server
@@ -126,6 +123,15 @@ impl MessageHandler<LocalAdapter, Forwarded> for EventForwarder {
         }
         self.0.on_client_event(&socket, event, payload, ack);
     }
+}
+
+/// `[event, ...args]` → the event name and each argument as the raw JSON the client sent.
+/// None for anything else (socketioxide has already checked the packet's framing).
+pub fn split_event(text: &str) -> Option<(String, Vec<&RawValue>)> {
+    let items = serde_json::from_str::<Vec<&RawValue>>(text).ok()?;
+    let (event, args) = items.split_first()?;
+    let event = serde_json::from_str::<String>(event.get()).ok()?;
+    Some((event, args.to_vec()))
 }
 
 /// The reason strings the reference Socket.IO server uses, so backends see familiar text.

@@ -19,7 +19,12 @@ pub struct Telemetry {
 }
 
 pub fn init(config: &LogConfig) -> Result<Telemetry, String> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    // An empty RUST_LOG counts as unset: it would otherwise silence every line.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(&config.level));
     let console = match config.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()

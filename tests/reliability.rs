@@ -398,3 +398,72 @@ async fn cors_refuses_origins_not_on_the_list() {
         .unwrap();
     assert!(preflight.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn fault_sigterm_under_load_drains_inflight_pushes_and_exits_zero_in_the_grace_period() {
+    let mut bridge = Bridge::start(&set(&["shutdown.grace_period_ms=5000"])).await;
+    let mut d = Driver::spawn().await;
+    for i in 0..20 {
+        d.connect(&format!("s{i}"), &bridge.url(), json!({"userId": format!("u{}", i % 5)}), Some(&["websocket"]))
+            .await;
+        d.send(json!({"cmd": "on_ack_reply", "id": format!("s{i}"), "event": "job", "reply": ["ok"], "delay_ms": 300}))
+            .await;
+    }
+    // Four pushers keep pushes with acks in flight the whole time.
+    let mut pushers = Vec::new();
+    for p in 0..4 {
+        let mut client = bridge.client_with_key(None).await;
+        pushers.push(tokio::spawn(async move {
+            let (mut completed, mut refused) = (0u32, 0u32);
+            for n in 0..1000 {
+                let mut req = push_request(T::UserId(format!("u{}", (p + n) % 5)), "job", "[]");
+                req.options = Some(proto::PushOptions {
+                    ack_timeout: Some(prost_types::Duration { seconds: 3, nanos: 0 }),
+                    ..Default::default()
+                });
+                match client.push(req).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        assert!(
+                            r.acks.iter().all(|a| a.status == proto::AckStatus::Acked as i32),
+                            "an in-flight push lost its acks: {r:?}"
+                        );
+                        completed += 1;
+                    }
+                    // After the drain starts: refused cleanly, or the listener is gone.
+                    Err(s)
+                        if matches!(
+                            s.code(),
+                            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+                        ) =>
+                    {
+                        refused += 1;
+                        break;
+                    }
+                    Err(s) => panic!("unexpected error during drain: {s:?}"),
+                }
+            }
+            (completed, refused)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let signalled = Instant::now();
+    bridge.signal(libc::SIGTERM);
+    let status = bridge.wait_exit(Duration::from_secs(8)).await.expect("exits");
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(5) + Duration::from_millis(500), "took {took:?}");
+    let mut completed = 0;
+    for p in pushers {
+        let (c, r) = p.await.unwrap();
+        assert_eq!(r, 1, "each pusher was refused once, after the drain began");
+        completed += c;
+    }
+    assert!(completed >= 4, "pushes completed before and during the drain: {completed}");
+    eprintln!("{completed} pushes with acks completed, drain took {took:?}");
+    for i in 0..20 {
+        let v = d.expect("told to go", |v| v["type"] == "disconnect" && v["id"] == format!("s{i}")).await;
+        assert_eq!(v["reason"], "transport close");
+    }
+    d.exit().await;
+}

@@ -314,20 +314,20 @@ impl Hub {
     }
 
     pub async fn join_rooms(&self, namespace: &str, target: &Target, rooms: &[String]) -> Result<u32, HubError> {
-        self.check_namespace(namespace)?;
-        validate_target(target, "target")?;
-        if rooms.is_empty() {
-            return Err(HubError::invalid("rooms", "name at least one room"));
-        }
-        validate_rooms(rooms, "rooms")?;
-        let sockets = self.select(namespace, target)?;
-        for s in &sockets {
-            s.join(rooms.to_vec());
-        }
-        Ok(u32::try_from(sockets.len()).unwrap_or(u32::MAX))
+        self.change_rooms(namespace, target, rooms, RoomChange::Join)
     }
 
     pub async fn leave_rooms(&self, namespace: &str, target: &Target, rooms: &[String]) -> Result<u32, HubError> {
+        self.change_rooms(namespace, target, rooms, RoomChange::Leave)
+    }
+
+    fn change_rooms(
+        &self,
+        namespace: &str,
+        target: &Target,
+        rooms: &[String],
+        change: RoomChange,
+    ) -> Result<u32, HubError> {
         self.check_namespace(namespace)?;
         validate_target(target, "target")?;
         if rooms.is_empty() {
@@ -336,7 +336,10 @@ impl Hub {
         validate_rooms(rooms, "rooms")?;
         let sockets = self.select(namespace, target)?;
         for s in &sockets {
-            s.leave(rooms.to_vec());
+            match change {
+                RoomChange::Join => s.join(rooms.to_vec()),
+                RoomChange::Leave => s.leave(rooms.to_vec()),
+            }
         }
         Ok(u32::try_from(sockets.len()).unwrap_or(u32::MAX))
     }
@@ -372,6 +375,12 @@ impl Hub {
             }
         }
     }
+}
+
+#[derive(Clone, Copy)]
+enum RoomChange {
+    Join,
+    Leave,
 }
 
 /// Event a client receives just before a backend-requested disconnect.

@@ -10,26 +10,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$here"
 
-export SOCKET_BRIDGE_BIN="${SOCKET_BRIDGE_BIN:-$root/target/debug/socket-bridge}"
-if [ ! -x "$SOCKET_BRIDGE_BIN" ]; then
-  echo "socket-bridge binary not found at $SOCKET_BRIDGE_BIN (build it first, or set SOCKET_BRIDGE_BIN)" >&2
-  exit 1
-fi
+. "$root/tests/lib.sh"
+require_bridge_bin
 
-# Chromium from Debian, never a downloaded browser build.
-export CHROMIUM_BIN="${CHROMIUM_BIN:-/usr/bin/chromium}"
-if [ ! -x "$CHROMIUM_BIN" ]; then
-  sudo_cmd=""
-  if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
-  $sudo_cmd apt-get update
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y chromium
-fi
-
-npm_ci() { # $1 = folder with package.json + package-lock.json
-  if [ ! -f "$1/node_modules/.package-lock.json" ] || [ "$1/package-lock.json" -nt "$1/node_modules/.package-lock.json" ]; then
-    npm ci --prefix "$1" --no-audit --no-fund --loglevel=error
-  fi
-}
+ensure_chromium
 npm_ci "$here"                   # playwright-core, socket.io-client (the page's bundle)
 npm_ci "$root/tests/conformance" # shared bridge/backend helpers and their gRPC packages
 

@@ -11,16 +11,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$here"
 
-export SOCKET_BRIDGE_BIN="${SOCKET_BRIDGE_BIN:-$root/target/debug/socket-bridge}"
-if [ ! -x "$SOCKET_BRIDGE_BIN" ]; then
-  echo "socket-bridge binary not found at $SOCKET_BRIDGE_BIN (build it first, or set SOCKET_BRIDGE_BIN)" >&2
-  exit 1
-fi
+. "$root/tests/lib.sh"
+require_bridge_bin
 
-# npm packages (idempotent: only when the lock file changed or nothing is installed).
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error
-fi
+npm_ci "$here"
 
 # Every server a case starts is a child of the node test process; the harness stops them
 # after each file. The trap covers an interrupted run: it kills the whole process group of

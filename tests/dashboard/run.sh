@@ -13,29 +13,12 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$here"
 
-export SOCKET_BRIDGE_BIN="${SOCKET_BRIDGE_BIN:-$root/target/debug/socket-bridge}"
-if [ ! -x "$SOCKET_BRIDGE_BIN" ]; then
-  echo "socket-bridge binary not found at $SOCKET_BRIDGE_BIN (build it first, or set SOCKET_BRIDGE_BIN)" >&2
-  exit 1
-fi
+. "$root/tests/lib.sh"
+require_bridge_bin
 
-# Chromium from Debian, only if it is missing (never a downloaded browser).
-export CHROMIUM_BIN="${CHROMIUM_BIN:-/usr/bin/chromium}"
-if [ ! -x "$CHROMIUM_BIN" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing Debian's chromium" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
-  else
-    echo "Chromium not found at $CHROMIUM_BIN: install Debian's chromium (apt-get install chromium) or set CHROMIUM_BIN" >&2
-    exit 1
-  fi
-fi
+ensure_chromium
 
-# npm packages (idempotent: only when the lock file changed or nothing is installed).
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error
-fi
+npm_ci "$here"
 
 mkdir -p "$root/tests/artifacts"
 

@@ -8,17 +8,12 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$here"
 
-export SOCKET_BRIDGE_BIN="${SOCKET_BRIDGE_BIN:-$root/target/debug/socket-bridge}"
-if [ ! -x "$SOCKET_BRIDGE_BIN" ]; then
-  echo "socket-bridge binary not found at $SOCKET_BRIDGE_BIN (build it first, or set SOCKET_BRIDGE_BIN)" >&2
-  exit 1
-fi
+. "$root/tests/lib.sh"
+require_bridge_bin
 
 # The harness uses the shared bridge/backend helpers of tests/conformance and their npm packages.
 conf="$root/tests/conformance"
-if [ ! -f "$conf/node_modules/.package-lock.json" ] || [ "$conf/package-lock.json" -nt "$conf/node_modules/.package-lock.json" ]; then
-  npm ci --prefix "$conf" --no-audit --no-fund --loglevel=error
-fi
+npm_ci "$conf"
 
 # A venv with the pinned packages, reinstalled only when requirements.txt changes.
 if [ ! -x .venv/bin/python ]; then

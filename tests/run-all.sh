@@ -27,6 +27,11 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
+step "cargo build (what the README's start command, cargo run, builds)"
+# cargo test unifies dev-dependency features into the build, so `cargo run` (run by a test,
+# exactly as the README says) needs this plain build to start without recompiling.
+cargo build
+
 rm -rf target/test-logs
 step "cargo test (unit and end-to-end)"
 cargo test --all-targets

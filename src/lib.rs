@@ -126,6 +126,11 @@ impl Server {
         if tokio::time::timeout(remaining(), self.grpc_task).await.is_err() {
             tracing::warn!("gRPC calls still running at the end of the grace period");
         }
+        // Pushes from either door may still wait for client acks: clients stay connected
+        // until those are in.
+        if tokio::time::timeout(remaining(), self.hub.pushes_finished()).await.is_err() {
+            tracing::warn!("pushes still waiting for acks at the end of the grace period");
+        }
         if tokio::time::timeout(remaining(), self.io.close()).await.is_err() {
             tracing::warn!("client transports still open at the end of the grace period");
         }

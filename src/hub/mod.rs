@@ -170,6 +170,19 @@ pub struct Hub {
     draining: AtomicBool,
     /// The same, for tasks that wait on it (dashboard streams end when it fires).
     drain_signal: tokio::sync::watch::Sender<bool>,
+    /// Pushes running now, whichever door started them. Shutdown waits for them to reach
+    /// zero (within the grace period) before closing client transports, so a push waiting
+    /// for acks gets them.
+    pushes_in_flight: tokio::sync::watch::Sender<usize>,
+}
+
+/// Counts one running push; dropping it (however the push ends) uncounts it.
+pub(crate) struct InFlight<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Hub {
@@ -189,6 +202,7 @@ impl Hub {
             started_at_wall: SystemTime::now(),
             draining: AtomicBool::new(false),
             drain_signal: tokio::sync::watch::channel(false).0,
+            pushes_in_flight: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -233,6 +247,17 @@ impl Hub {
         self.draining.store(true, Ordering::Release);
         self.metrics.draining.set(1);
         self.drain_signal.send_replace(true);
+    }
+
+    pub(crate) fn push_started(&self) -> InFlight<'_> {
+        self.pushes_in_flight.send_modify(|n| *n += 1);
+        InFlight(&self.pushes_in_flight)
+    }
+
+    /// Resolves when no push is running.
+    pub async fn pushes_finished(&self) {
+        let mut rx = self.pushes_in_flight.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Resolves once draining has started.

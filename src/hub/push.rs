@@ -153,6 +153,7 @@ impl Hub {
     pub async fn push(&self, cmd: PushCommand) -> Result<DeliveryReport, HubError> {
         let started = Instant::now();
         let door = cmd.door.as_str();
+        let _in_flight = self.push_started();
         let result = self.run_push(cmd).await;
         let outcome = match &result {
             Ok(_) => "ok",

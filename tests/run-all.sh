@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+steps=0
+step() { steps=$((steps + 1)); printf '\n==> %s\n' "$*"; }
 
 step "system packages (Debian): promtool, chromium"
 missing=()
@@ -70,3 +71,7 @@ if grep -rlE 'test-api-key-0123456789|second-api-key-0123456789|wrong-key|not-th
   echo "credentials found in the logs above"; exit 1
 fi
 echo "$(ls target/test-logs | wc -l) bridge logs scanned, no credentials"
+
+# Every step above exits non-zero on failure (set -e), so reaching here means all passed.
+echo
+echo "run-all: $steps passed, 0 failed"

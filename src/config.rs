@@ -90,6 +90,11 @@ pub struct GrpcConfig {
     pub api_keys: Vec<Secret>,
     /// Largest gRPC message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// PEM certificate chain and private key: serve gRPC over TLS (rustls).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA: also require client certificates signed by it (mutual TLS).
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,7 +241,14 @@ impl Default for HttpConfig {
 
 impl Default for GrpcConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:50051".into(), api_keys: Vec::new(), max_message_bytes: 4 << 20 }
+        Self {
+            listen: "127.0.0.1:50051".into(),
+            api_keys: Vec::new(),
+            max_message_bytes: 4 << 20,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+        }
     }
 }
 
@@ -395,6 +407,14 @@ impl Config {
             if key.expose().len() < 16 {
                 err(&format!("grpc.api_keys[{i}]"), "must be at least 16 characters");
             }
+        }
+        match (&self.grpc.tls_cert_file, &self.grpc.tls_key_file) {
+            (Some(_), None) => err("grpc.tls_key_file", "required with grpc.tls_cert_file"),
+            (None, Some(_)) => err("grpc.tls_cert_file", "required with grpc.tls_key_file"),
+            _ => {}
+        }
+        if self.grpc.tls_client_ca_file.is_some() && self.grpc.tls_cert_file.is_none() {
+            err("grpc.tls_client_ca_file", "mutual TLS needs grpc.tls_cert_file and grpc.tls_key_file");
         }
         if self.grpc.max_message_bytes < 1024 {
             err("grpc.max_message_bytes", "must be at least 1024");

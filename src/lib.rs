@@ -44,6 +44,8 @@ pub enum RunError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("authentication setup failed: {0}")]
     Auth(String),
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
 }
 
 /// A started bridge. Dropping it does not stop it; call [`Server::shutdown`].
@@ -66,6 +68,7 @@ pub async fn start(config: Config) -> Result<Server, RunError> {
     if authenticator.is_dev() {
         tracing::warn!("dev auth mode: clients choose their own user id; never expose this to untrusted networks");
     }
+    let grpc_tls = grpc::tls_config(&config).map_err(RunError::Tls)?;
     let (socketio_layer, io) = socketio::build(&config);
     let hub = Hub::new(io.clone(), HubSettings::from_config(&config), authenticator);
     socketio::register_namespaces(&io, &hub, &config.socketio.namespaces);
@@ -86,7 +89,7 @@ pub async fn start(config: Config) -> Result<Server, RunError> {
     let grpc_task = {
         let (config, hub) = (config.clone(), hub.clone());
         tokio::spawn(async move {
-            if let Err(e) = grpc::serve(&config, hub, grpc_listener, grpc_shutdown).await {
+            if let Err(e) = grpc::serve(&config, grpc_tls, hub, grpc_listener, grpc_shutdown).await {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         })

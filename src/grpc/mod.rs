@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
 use crate::config::Config;
@@ -34,9 +35,25 @@ impl KeyCheck {
     }
 }
 
+/// The TLS settings, read and checked at start (None: plaintext).
+pub fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, String> {
+    let g = &config.grpc;
+    let (Some(cert), Some(key)) = (&g.tls_cert_file, &g.tls_key_file) else { return Ok(None) };
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("{field} {}: {e}", path.display()))
+    };
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read("grpc.tls_cert_file", cert)?, read("grpc.tls_key_file", key)?));
+    if let Some(ca) = &g.tls_client_ca_file {
+        tls = tls.client_ca_root(Certificate::from_pem(read("grpc.tls_client_ca_file", ca)?));
+    }
+    Ok(Some(tls))
+}
+
 /// Serves gRPC until shutdown, then lets in-flight calls finish.
 pub async fn serve(
     config: &Config,
+    tls: Option<ServerTlsConfig>,
     hub: Arc<Hub>,
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
@@ -59,7 +76,11 @@ pub async fn serve(
             e
         });
 
-    let mut router = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    let mut router = server
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_nodelay(true)

@@ -150,7 +150,7 @@ async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response
 
 /// Prometheus scrape endpoint (open, like `/health`: no credentials and no per-user data).
 async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
-    hub.refresh_gauges().await;
+    hub.refresh_gauges(true).await;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], hub.metrics().render())
 }
 

@@ -266,12 +266,17 @@ impl Hub {
         let _ = rx.wait_for(|draining| *draining).await;
     }
 
-    /// Brings the state-mirroring gauges up to date (each second, and before a scrape).
-    pub async fn refresh_gauges(&self) {
+    /// Brings the state-mirroring gauges up to date: each second without the room count,
+    /// and with it before a scrape. Counting rooms walks every socket's rooms under the
+    /// adapter's locks (about 20 ms at 10,000 sockets, measured as a p99 stall of pushes
+    /// when it ran every second), so it only runs when someone asks.
+    pub async fn refresh_gauges(&self, with_rooms: bool) {
         let m = &self.metrics;
         m.connections.set(self.registry.len() as i64);
         m.unique_users.set(self.registry.unique_users() as i64);
-        m.rooms.set(self.count_rooms().await as i64);
+        if with_rooms {
+            m.rooms.set(self.count_rooms().await as i64);
+        }
         let groups = self.router.groups();
         m.backend_streams.reset();
         for g in &groups {
@@ -325,7 +330,7 @@ impl Hub {
             self.metrics.undeliverable_dropped.inc_by(expired);
             let dropped = self.offline.expire(Instant::now());
             self.metrics.dropped("offline_expired", dropped);
-            self.refresh_gauges().await;
+            self.refresh_gauges(false).await;
         }
     }
 }

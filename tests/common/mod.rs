@@ -243,6 +243,7 @@ pub struct Driver {
     stdin: ChildStdin,
     rx: mpsc::UnboundedReceiver<Value>,
     backlog: Vec<Value>,
+    syncs: u64,
 }
 
 impl Driver {
@@ -267,13 +268,24 @@ impl Driver {
                 }
             }
         });
-        Driver { child, stdin, rx, backlog: Vec::new() }
+        Driver { child, stdin, rx, backlog: Vec::new(), syncs: 0 }
     }
 
     pub async fn send(&mut self, cmd: Value) {
+        let is_rule = cmd["cmd"] == "on_ack_reply";
         let mut line = cmd.to_string();
         line.push('\n');
         self.stdin.write_all(line.as_bytes()).await.expect("driver stdin");
+        if is_rule {
+            // The rule must be in place before a push can reach the socket.
+            self.syncs += 1;
+            let req = self.syncs;
+            self.stdin
+                .write_all(format!("{}\n", json!({"cmd": "sync", "req": req})).as_bytes())
+                .await
+                .expect("driver stdin");
+            self.expect("driver sync", |v| v["type"] == "synced" && v["req"] == req).await;
+        }
     }
 
     /// The first report matching `pred`, from the backlog or within the time limit.

@@ -9,7 +9,7 @@
 //   on_ack_reply {id, event, reply: [...] | null, delay_ms=0}
 //   emit {id, event, args, req?, ack=false, timeout_ms?}
 //   emit_many {id, event, count, ack=false, timeout_ms?}   (args are [i])
-//   disconnect {id} | connect_again {id} | exit
+//   disconnect {id} | connect_again {id} | sync {req} | exit
 // Reports ({"type": ...}): connect {id, sid, transport}, connect_error {id,
 // message, data}, disconnect {id, reason}, event {id, event, args, has_ack},
 // ack {id, req, args | error}, emitted {id, req}, emitted_many {id, count},
@@ -177,6 +177,11 @@ const commands = {
     getEntry(c.id).socket.connect();
   },
 
+  // Reports back once every earlier command has been handled, so a test can be sure a
+  // rule (on_ack_reply) is in place before the server's event can arrive.
+  sync(c) {
+    report({ type: "synced", req: c.req });
+  },
   exit() {
     shutdown();
   },

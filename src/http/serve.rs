@@ -36,9 +36,27 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: Shutdown, heade
             _ = shutdown.wait() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = app.clone().map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            request.map(axum::body::Body::new)
+        let service = app.clone().map_request(move |request: hyper::Request<hyper::body::Incoming>| {
+            // socketioxide keeps the request parts for the socket's whole life; their URI and
+            // header values point into hyper's 8 KiB read buffer, which then stays allocated.
+            // Owned copies let it go: idle memory 28.0 → 19.8 KB per connection at 10k
+            // (release build, bench/results/ANALYSIS.md).
+            let (mut parts, body) = request.into_parts();
+            let mut headers = axum::http::HeaderMap::with_capacity(parts.headers.len());
+            for (name, value) in parts.headers.iter() {
+                if let (Ok(n), Ok(v)) = (
+                    axum::http::HeaderName::from_bytes(name.as_str().as_bytes()),
+                    axum::http::HeaderValue::from_bytes(value.as_bytes()),
+                ) {
+                    headers.append(n, v);
+                }
+            }
+            parts.headers = headers;
+            if let Ok(uri) = parts.uri.to_string().parse() {
+                parts.uri = uri;
+            }
+            parts.extensions.insert(ConnectInfo::<SocketAddr>(peer));
+            hyper::Request::from_parts(parts, axum::body::Body::new(body))
         });
         let connection =
             builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));

@@ -69,7 +69,9 @@ impl Driver {
                 push_path: "/api/v1/push",
                 join_path: "/api/v1/join",
             }),
-            Kind::Sioxide => Ok(Driver::Http { pool: HttpPool::new(http, pool), push_path: "/push", join_path: "/join" }),
+            Kind::Sioxide => {
+                Ok(Driver::Http { pool: HttpPool::new(http, pool), push_path: "/push", join_path: "/join" })
+            }
         }
     }
 

@@ -73,9 +73,17 @@ enum Cmd {
     },
     /// Client events with acks at `rate` per second for `duration`, round robin over the
     /// open sockets.
-    Emit { rate: f64, duration: Duration, reply: oneshot::Sender<()> },
-    TakeStats { reply: oneshot::Sender<Stats> },
-    CloseAll { reply: oneshot::Sender<()> },
+    Emit {
+        rate: f64,
+        duration: Duration,
+        reply: oneshot::Sender<()>,
+    },
+    TakeStats {
+        reply: oneshot::Sender<Stats>,
+    },
+    CloseAll {
+        reply: oneshot::Sender<()>,
+    },
     Stop,
 }
 
@@ -222,11 +230,7 @@ impl Loop {
                 libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
             ))
         };
-        let _ = poll.registry().register(
-            &mut mio::unix::SourceFd(&timer.as_raw_fd()),
-            TIMER,
-            Interest::READABLE,
-        );
+        let _ = poll.registry().register(&mut mio::unix::SourceFd(&timer.as_raw_fd()), TIMER, Interest::READABLE);
         Self {
             poll,
             rx,
@@ -380,13 +384,23 @@ impl Loop {
             let (target, salt) = (job.target, job.salt);
             match open_socket(target, user, salt) {
                 Ok(sock) => {
-                    let mut conn =
-                        Conn { sock, state: State::Connecting, user, rbuf: Vec::new(), wbuf: Vec::new(), want_write: true };
+                    let mut conn = Conn {
+                        sock,
+                        state: State::Connecting,
+                        user,
+                        rbuf: Vec::new(),
+                        wbuf: Vec::new(),
+                        want_write: true,
+                    };
                     let idx = self.free.pop().unwrap_or_else(|| {
                         self.conns.push(None);
                         self.conns.len() - 1
                     });
-                    if self.poll.registry().register(&mut conn.sock, Token(idx), Interest::READABLE | Interest::WRITABLE).is_err()
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut conn.sock, Token(idx), Interest::READABLE | Interest::WRITABLE)
+                        .is_err()
                     {
                         job.failed += 1;
                         self.free.push(idx);
@@ -436,14 +450,14 @@ impl Loop {
             self.out.clear();
             let _ = write!(&mut self.out, "42{due}[\"bench\",{{\"n\":{}}}]", job.k);
             let frame = ws_frame(&self.out);
-            if let Some(Some(conn)) = self.conns.get_mut(idx) {
-                if conn.state == State::Open {
-                    if !conn.wbuf.is_empty() {
-                        self.counters.emit_blocked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    write_or_queue(&self.poll, Token(idx), conn, &frame);
-                    self.counters.emitted.fetch_add(1, Ordering::Relaxed);
+            if let Some(Some(conn)) = self.conns.get_mut(idx)
+                && conn.state == State::Open
+            {
+                if !conn.wbuf.is_empty() {
+                    self.counters.emit_blocked.fetch_add(1, Ordering::Relaxed);
                 }
+                write_or_queue(&self.poll, Token(idx), conn, &frame);
+                self.counters.emitted.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.arm(arm_in);

@@ -231,7 +231,13 @@ async fn suite_cmd(args: &Args) -> anyhow::Result<()> {
                 log_dir: raw.clone(),
                 bridge_sets: sets.clone(),
             };
-            eprintln!("run {}/{}: {} ({:.0}s so far)", run + 1, plan.runs, kind.name(), started.elapsed().as_secs_f64());
+            eprintln!(
+                "run {}/{}: {} ({:.0}s so far)",
+                run + 1,
+                plan.runs,
+                kind.name(),
+                started.elapsed().as_secs_f64()
+            );
             let salt = (run * 8 + i) as u8;
             match suite::run_server(&plan, &spec, &engine, run, salt).await {
                 Ok(r) => runs.push(r),

@@ -224,7 +224,9 @@ pub fn core_busy_ms(core: usize) -> f64 {
 }
 
 pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// Sum of the run time (ns) of every live thread of `pid`, in ms. Threads that exit take

@@ -59,7 +59,7 @@ impl Plan {
             ping_interval_ms: 3000,
             ping_timeout_ms: 10000,
             connect_inflight: 64,
-            fanout_rates: vec![50e3, 100e3, 200e3, 400e3, 800e3],
+            fanout_rates: vec![50e3, 100e3, 200e3, 400e3, 800e3, 1600e3],
             fanout_sweep_room: 1000,
             fanout_rooms: vec![5000, 10000, 19000],
             fanout_room_rate: 400e3,
@@ -171,6 +171,7 @@ pub struct RunResult {
 
 struct Snap {
     at: Instant,
+    ack_errors: u64,
     /// Busy time of the server's core, all processes.
     core: f64,
     events: u64,
@@ -182,6 +183,7 @@ struct Snap {
 fn snap(server: &Server, engine: &Engine) -> Snap {
     Snap {
         at: Instant::now(),
+        ack_errors: engine.counters.ack_errors.load(Ordering::Relaxed),
         core: procs::core_busy_ms(0),
         events: engine.counters.events.load(Ordering::Relaxed),
         acks: engine.counters.acks.load(Ordering::Relaxed),
@@ -323,6 +325,7 @@ pub async fn run_server(
     notes.push(format!("load average at start: {}", procs::loadavg()));
     let target: SocketAddr = spec.http;
     let c = &engine.counters;
+    let closed_at_start = c.closed.load(Ordering::Relaxed);
 
     // ---- connections, handshake CPU, idle memory ----
     let mut tiers = Vec::new();
@@ -567,7 +570,9 @@ pub async fn run_server(
         let p = RttPoint {
             rate,
             emitted,
-            acked_per_s: (s1.acks - s0.acks) as f64 / dt.as_secs_f64(),
+            // Successful round trips only: error answers (backend_overloaded, ack_timeout, ...)
+            // are counted in ack_errors.
+            acked_per_s: ((s1.acks - s0.acks).saturating_sub(s1.ack_errors - s0.ack_errors)) as f64 / dt.as_secs_f64(),
             ack_errors: c.ack_errors.load(Ordering::Relaxed) - errors0,
             p50_us: p50,
             p99_us: p99,
@@ -601,6 +606,10 @@ pub async fn run_server(
 
     if !server.alive() {
         notes.push("server exited before the end of the run".into());
+    }
+    let closed = c.closed.load(Ordering::Relaxed) - closed_at_start;
+    if closed > 0 {
+        notes.push(format!("{closed} client connection(s) were closed by the server during the run (pushes to them count as not delivered)"));
     }
     engine.close_all().await;
     server.stop().await;

@@ -15,9 +15,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Json;
-use axum::serve::ListenerExt;
 use axum::extract::State;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;

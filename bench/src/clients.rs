@@ -85,6 +85,10 @@ enum Cmd {
         reply: oneshot::Sender<()>,
     },
     Stop,
+    /// User indices of the sockets open now.
+    OpenUsers {
+        reply: oneshot::Sender<Vec<u32>>,
+    },
 }
 
 pub struct Engine {
@@ -139,6 +143,13 @@ impl Engine {
         let (reply, rx) = oneshot::channel();
         self.send(Cmd::TakeStats { reply });
         rx.await.unwrap_or_else(|_| Stats { push_latency: new_hist(), rtt: new_hist() })
+    }
+
+    /// User indices (`u<i>`) of the connections open now, in the order they opened.
+    pub async fn open_users(&self) -> Vec<u32> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::OpenUsers { reply });
+        rx.await.unwrap_or_default()
     }
 
     pub async fn close_all(&self) {
@@ -347,6 +358,14 @@ impl Loop {
                         rtt: std::mem::replace(&mut self.rtt, new_hist()),
                     };
                     let _ = reply.send(stats);
+                }
+                Cmd::OpenUsers { reply } => {
+                    let users = self
+                        .open_list
+                        .iter()
+                        .filter_map(|&i| self.conns.get(i).and_then(|c| c.as_ref()).map(|c| c.user))
+                        .collect();
+                    let _ = reply.send(users);
                 }
                 Cmd::CloseAll { reply } => {
                     for slot in self.conns.iter_mut() {

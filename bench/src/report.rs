@@ -280,20 +280,21 @@ pub fn write(results: &Results, out: &Path, md_path: &Path) -> anyhow::Result<()
          `ping_timeout_ms`, the per-socket event rate limit lifted for the throughput scenarios, \
          `log.level=warn`); the Node peer (`bench/node-peer/server.js`: Socket.IO 4.8 + Express push \
          endpoint + connection manager, as the seed describes the original service); the socketioxide peer \
-         (`bench/src/bin/sioxide_peer.rs`: bare socketioxide with the same engine settings as the bridge). \
+         (`bench/src/bin/sioxide_peer.rs`: bare socketioxide with the same engine settings as the bridge and TCP_NODELAY, as the bridge and Node's `ws` set it). \
          Websocket transport only; same pings ({} ms interval, {} ms timeout) everywhere.\n\
          - Clients: raw Engine.IO v4 / Socket.IO v5 websocket clients on one `mio` event loop, \
          each bound to its own 127.x.y.z source address before connecting; each authenticates with \
          `{{\"userId\":\"u<i>\"}}` and every server puts it in room `user:u<i>`. Handshakes run at most {} at a time.\n\
          - Connections grow in tiers {:?}. At each tier: server CPU over the tier's handshakes (less the \
          ping background of the connections already open) ÷ handshakes; then every socket answers one more \
-         ping, and idle memory = (RSS − RSS before the first connection) ÷ connections. After measuring, \
+         ping, and idle memory = (RSS − RSS before the first connection) ÷ connections (the Node peer runs with \
+         `--expose-gc` and collects garbage before each RSS reading, so garbage does not inflate its figure). After measuring, \
          every connected socket joins room `r<tier>` (so `r1000` holds 1,000 sockets, `r19000` all).\n\
          - Room fan-out: the backend pushes a 1-argument event `{{\"t\":…}}` to a room, open loop at a fixed \
          offered rate of deliveries (pushes/s = rate ÷ room size, at most {} pushes in flight), {} ms warm-up \
          then {} ms measured; deliveries are counted as they arrive at the clients, and server CPU is read \
          from /proc over the same window. The sweep stops at the first rate delivering < 80% of the offer.\n\
-         - Push latency: one push per user (round robin over all connected users), open loop at fixed rates, \
+         - Push latency: one push per user (round robin over the connected users), open loop at fixed rates, \
          at most {} requests in flight; latency from the intended send time (so queueing in front of a slow \
          server counts) to the client's receipt; pushes never delivered count at the time they had waited \
          (the percentile is then a lower bound, marked ≥). Backend call: gRPC `Push` for the bridge, \

@@ -463,13 +463,23 @@ pub async fn run_server(
     let lat_measure = Duration::from_millis(plan.latency_measure_ms);
     let latency_rates = if plan.scenarios.iter().any(|x| x == "latency") { plan.latency_rates.clone() } else { vec![] };
     for &rate in &latency_rates {
-        let users = connected.max(1) as u64;
+        // Only users whose connection is still open (a server may have closed some under
+        // the fan-out overload before; those would count as undelivered pushes).
+        let open_users = Arc::new(engine.open_users().await);
+        if open_users.len() < connected {
+            notes.push(format!(
+                "push latency at {rate:.0}/s: {} of {connected} users still connected",
+                open_users.len()
+            ));
+        }
+        let users = open_users.clone();
         let d = driver.clone();
         let e0 = c.events.load(Ordering::Relaxed);
         let handle = tokio::spawn(async move {
             open_loop(rate, warm + lat_measure, 64, move |k, t| {
                 let d = d.clone();
-                async move { d.push_user((k % users) as u32, t).await }
+                let user = users.get((k as usize) % users.len().max(1)).copied().unwrap_or(0);
+                async move { d.push_user(user, t).await }
             })
             .await
         });

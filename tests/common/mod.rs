@@ -75,7 +75,9 @@ impl Bridge {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        cmd.kill_on_drop(true);
+        // Its own process group, so dropping the Bridge also ends a bridge started through
+        // `sh -c "cargo run"` (killing only the shell would orphan it).
+        cmd.kill_on_drop(true).process_group(0);
         let mut child = cmd.spawn().expect("spawn bridge");
         let stderr = child.stderr.take().expect("stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -159,6 +161,10 @@ impl Bridge {
 impl Drop for Bridge {
     /// Keeps every bridge's log for the test command's whole-run credential scan.
     fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signalling the process group this test created.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-logs");
         if std::fs::create_dir_all(dir).is_ok() {
             let name = format!("{dir}/{}-{}.log", std::process::id(), self.http.port());

@@ -60,6 +60,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     pub dashboard: DashboardConfig,
+    pub redis: RedisConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +175,44 @@ pub struct EventsConfig {
     pub undelivered_capacity: usize,
     /// How long such an event waits for a subscriber before it is dropped and counted.
     pub undelivered_max_age_ms: u64,
+}
+
+/// Cluster mode: several instances behind a load balancer share rooms, presence, events
+/// and offline messages through Redis (7 or newer, RESP3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`. None: embedded mode, one instance.
+    /// Kept secret because it may carry a password.
+    pub url: Option<Secret>,
+    /// Prefix of every key and channel, so several clusters can share one Redis.
+    pub prefix: String,
+    /// Longest wait for other instances' answers (listings, cross-instance acks).
+    pub request_timeout_ms: u64,
+    /// Event stream partitions: a socket's events stay in order within its partition.
+    pub partitions: u32,
+    /// Entries kept per partition stream (approximately); older ones are trimmed even if a
+    /// group has not read them, so a group that never returns cannot fill Redis.
+    pub stream_max_len: u64,
+    /// Events handed to another instance's consumer and unacknowledged this long are
+    /// taken over (that instance or its backend is gone).
+    pub claim_idle_ms: u64,
+    /// An instance that has not reported for this long is considered gone.
+    pub node_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefix: "socket-bridge".into(),
+            request_timeout_ms: 2_000,
+            partitions: 8,
+            stream_max_len: 100_000,
+            claim_idle_ms: 30_000,
+            node_timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -499,10 +538,51 @@ impl Config {
         {
             err("dashboard.password", "must be at least 8 characters");
         }
+        self.validate_redis(&mut err);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             err("log.level", &e.to_string());
         }
         if errors.is_empty() { Ok(()) } else { Err(ConfigError(errors)) }
+    }
+
+    fn validate_redis(&self, err: &mut impl FnMut(&str, &str)) {
+        let r = &self.redis;
+        if let Some(url) = &r.url {
+            let u = url.expose();
+            if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("redis+unix://")) {
+                err("redis.url", "must start with redis://, rediss:// or redis+unix://");
+            }
+        }
+        if r.prefix.is_empty()
+            || r.prefix.len() > 64
+            || r.prefix.contains(['#', ' '])
+            || r.prefix.contains(char::is_control)
+        {
+            err("redis.prefix", "must be 1 to 64 bytes without spaces, '#' or control characters");
+        }
+        if !(1..=256).contains(&r.partitions) {
+            err("redis.partitions", "must be 1 to 256");
+        }
+        if r.stream_max_len < 1000 {
+            err("redis.stream_max_len", "must be at least 1000");
+        }
+        for (field, value) in [
+            ("redis.request_timeout_ms", r.request_timeout_ms),
+            ("redis.claim_idle_ms", r.claim_idle_ms),
+            ("redis.node_timeout_ms", r.node_timeout_ms),
+        ] {
+            if value == 0 {
+                err(field, "must be greater than 0");
+            }
+        }
+        if r.node_timeout_ms < 2_000 {
+            err("redis.node_timeout_ms", "must be at least 2000 (instances report every second)");
+        }
+        for ns in &self.socketio.namespaces {
+            if r.url.is_some() && ns.contains('#') {
+                err("socketio.namespaces", &format!("{ns:?}: '#' is not allowed in cluster mode"));
+            }
+        }
     }
 
     fn validate_jwt(&self, err: &mut impl FnMut(&str, &str)) {
@@ -632,6 +712,9 @@ impl Config {
         }
         if copy.auth.jwt.secret.is_some() {
             copy.auth.jwt.secret = Some(Secret::new("<redacted>"));
+        }
+        if copy.redis.url.is_some() {
+            copy.redis.url = Some(Secret::new("<redacted>"));
         }
         toml::to_string_pretty(&copy).unwrap_or_default()
     }

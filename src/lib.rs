@@ -12,6 +12,7 @@
 //! - [`run`] wires it together: two listeners (HTTP with Socket.IO, and gRPC), the hub's
 //!   maintenance task, and an orderly shutdown.
 
+pub mod cluster;
 pub mod config;
 pub mod grpc;
 pub mod http;
@@ -46,6 +47,8 @@ pub enum RunError {
     Auth(String),
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    #[error("cluster setup failed: {0}")]
+    Cluster(String),
 }
 
 /// A started bridge. Dropping it does not stop it; call [`Server::shutdown`].
@@ -53,7 +56,7 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub hub: Arc<Hub>,
-    io: socketioxide::SocketIo,
+    io: hub::Io,
     grace: Duration,
     trigger_grpc: shutdown::ShutdownTrigger,
     trigger_http: shutdown::ShutdownTrigger,
@@ -69,9 +72,23 @@ pub async fn start(config: Config) -> Result<Server, RunError> {
         tracing::warn!("dev auth mode: clients choose their own user id; never expose this to untrusted networks");
     }
     let grpc_tls = grpc::tls_config(&config).map_err(RunError::Tls)?;
-    let (socketio_layer, io) = socketio::build(&config);
-    let hub = Hub::new(io.clone(), HubSettings::from_config(&config), authenticator);
-    socketio::register_namespaces(&io, &hub, &config.socketio.namespaces);
+    let redis =
+        config.redis.url.as_ref().map(|url| (url.expose(), cluster::ClusterSettings::from_config(&config.redis)));
+    let mut built = None;
+    let hub = Hub::new(HubSettings::from_config(&config), authenticator, redis, |driver| {
+        let (layer, io) = socketio::build(&config, driver);
+        built = Some(layer);
+        io
+    })
+    .map_err(RunError::Cluster)?;
+    let socketio_layer = built.ok_or_else(|| RunError::Cluster("socket.io layer not built".into()))?;
+    let io = hub.io().clone();
+    let (trigger_tasks, tasks_shutdown) = shutdown::channel();
+    hub.start_tasks(tasks_shutdown);
+    socketio::register_namespaces(&io, &hub, &config.socketio.namespaces).await.map_err(RunError::Cluster)?;
+    if config.redis.url.is_some() {
+        tracing::info!(prefix = config.redis.prefix, "cluster mode: sharing rooms, presence and events through redis");
+    }
 
     let http_addr = config.http_addr();
     let http_listener =
@@ -81,9 +98,6 @@ pub async fn start(config: Config) -> Result<Server, RunError> {
         TcpListener::bind(grpc_addr).await.map_err(|source| RunError::Bind { addr: grpc_addr, source })?;
     let http_addr = http_listener.local_addr().unwrap_or(http_addr);
     let grpc_addr = grpc_listener.local_addr().unwrap_or(grpc_addr);
-
-    let (trigger_tasks, tasks_shutdown) = shutdown::channel();
-    tokio::spawn(hub.clone().run_maintenance(tasks_shutdown));
 
     let (trigger_grpc, grpc_shutdown) = shutdown::channel();
     let grpc_task = {
@@ -136,6 +150,10 @@ impl Server {
         }
         if tokio::time::timeout(remaining(), self.io.close()).await.is_err() {
             tracing::warn!("client transports still open at the end of the grace period");
+        }
+        // The other instances and the backends hear of these disconnects through Redis.
+        if tokio::time::timeout(remaining(), self.hub.cluster_flushed()).await.is_err() {
+            tracing::warn!("cluster writes still queued at the end of the grace period");
         }
         self.trigger_http.fire();
         if tokio::time::timeout(remaining(), self.http_task).await.is_err() {

@@ -39,8 +39,9 @@ pub async fn open(hub: Arc<Hub>, mut inbound: Streaming<pb::EventsRequest>) -> R
         event_patterns: subscribe.event_patterns,
         namespaces: subscribe.namespaces,
         wants_lifecycle: subscribe.wants_lifecycle,
+        confirm_all: subscribe.confirm_all,
     };
-    let (id, rx) = hub.router().subscribe(request, &hub.settings().namespaces).map_err(status_from)?;
+    let (id, rx) = hub.subscribe_backend(request).map_err(status_from)?;
     tracing::info!(subscriber = id, "backend subscribed");
 
     let reader_hub = hub.clone();
@@ -55,7 +56,7 @@ pub async fn open(hub: Arc<Hub>, mut inbound: Streaming<pb::EventsRequest>) -> R
                         tracing::warn!(subscriber = id, error = %e, "backend sent a malformed ack");
                         crate::hub::router::AckReply::error("backend_error", "the backend's answer was malformed")
                     });
-                    let result = reader_hub.router().complete_ack(&ack.event_id, reply);
+                    let result = reader_hub.backend_ack(id, &ack.event_id, reply).await;
                     if let Err(e) = result {
                         // Late acks are normal (the client timed out); nothing to tell the backend.
                         tracing::debug!(subscriber = id, error = %e, "ack not applied");
@@ -69,7 +70,7 @@ pub async fn open(hub: Arc<Hub>, mut inbound: Streaming<pb::EventsRequest>) -> R
                 }
             }
         }
-        reader_hub.router().unsubscribe(id);
+        reader_hub.unsubscribe_backend(id);
         tracing::info!(subscriber = id, "backend stream closed");
     });
 
@@ -93,6 +94,6 @@ impl<S: Stream + Unpin> Stream for Unsubscribing<S> {
 
 impl<S> Drop for Unsubscribing<S> {
     fn drop(&mut self) {
-        self.hub.router().unsubscribe(self.id);
+        self.hub.unsubscribe_backend(self.id);
     }
 }

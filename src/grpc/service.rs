@@ -99,7 +99,6 @@ impl BridgeService for Bridge {
 
     async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let s = self.hub.status().await;
-        let now = prost_types::Timestamp::from(std::time::SystemTime::now());
         Ok(Response::new(pb::StatusResponse {
             instance_id: s.instance_id.clone(),
             version: s.version.into(),
@@ -119,11 +118,15 @@ impl BridgeService for Bridge {
                 .into_iter()
                 .map(|g| pb::BackendGroup { group: g.group, streams: g.streams, queued_events: g.queued_events })
                 .collect(),
-            nodes: vec![pb::ClusterNode {
-                instance_id: s.instance_id,
-                connections: s.connections,
-                last_seen: Some(now),
-            }],
+            nodes: s
+                .nodes
+                .into_iter()
+                .map(|n| pb::ClusterNode {
+                    instance_id: n.instance_id,
+                    connections: n.connections,
+                    last_seen: Some(prost_types::Timestamp::from(n.last_seen)),
+                })
+                .collect(),
             undelivered_events: s.undelivered_events,
             draining: s.draining,
         }))
@@ -158,6 +161,7 @@ impl BridgeService for Bridge {
         let page = self
             .hub
             .list_connections(&convert::namespace(r.namespace), &filter, r.page_size, &r.page_token)
+            .await
             .map_err(status_from)?;
         Ok(Response::new(pb::ListConnectionsResponse {
             connections: page

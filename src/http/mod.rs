@@ -43,7 +43,7 @@ use crate::hub::auth::{AdminCredentials, ApiKeys};
 /// The whole HTTP app. socketioxide wraps the router exactly once, as the fallback
 /// service: wrapping it per route would create one engine per method and break
 /// long-polling ("Session ID unknown").
-pub fn app(config: &Config, hub: Arc<Hub>, socketio: SocketIoLayer) -> Router {
+pub fn app(config: &Config, hub: Arc<Hub>, socketio: SocketIoLayer<crate::hub::Adapter>) -> Router {
     let keys = ApiKeys::new(&config.grpc.api_keys);
     let h = &config.http;
     let per_key = limiter(ApiKeyHash, h.rate_per_key_per_second, h.burst_per_key);
@@ -176,6 +176,10 @@ struct Health {
 struct Readiness {
     ready: bool,
     draining: bool,
+    /// Cluster mode's Redis: "up", "down" (this instance still serves its own sockets;
+    /// other instances' pushes do not reach them until it returns), or "disabled".
+    #[schema(example = "up")]
+    redis: &'static str,
 }
 
 /// Liveness: the process answers.
@@ -184,13 +188,15 @@ async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: listeners up and not draining.
+/// Readiness: listeners up and not draining. A lost Redis is reported but does not make
+/// the instance unready: every instance loses Redis at once, and taking them all out of
+/// the load balancer would also cut the clients they can still serve.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, description = "Draining", body = Readiness)))]
 async fn ready(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<Readiness>) {
     let draining = hub.is_draining();
     let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (status, Json(Readiness { ready: !draining, draining }))
+    (status, Json(Readiness { ready: !draining, draining, redis: hub.redis_state() }))
 }
 
 #[derive(OpenApi)]

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use socketioxide::extract::{AckSender, SocketRef};
-
 use super::auth::{AuthError, Identity};
 use super::pattern::any_matches;
 use super::registry::{Connection, Handshake, Presence};
 use super::router::{AckReply, BackendMessage, ClientEvent, DispatchOutcome, SocketConnected, SocketDisconnected};
-use super::{ErrorKind, Hub, Payload, is_internal_room, user_room, validate_name};
+use super::{
+    ClientAck, ErrorKind, Hub, HubError, Payload, Socket, is_internal_room, socket_room, user_room, validate_name,
+};
+use crate::cluster::Outgoing;
 
 /// Client event that asks the bridge to join a room (allowed by `client_room_patterns`).
 pub const JOIN_EVENT: &str = "bridge:join";
@@ -68,12 +69,16 @@ impl Hub {
     }
 
     /// A socket passed its middleware: put it in its rooms, register it, tell the backend.
-    pub fn on_connect(&self, socket: &SocketRef, identity: Identity, handshake: Handshake) {
+    pub fn on_connect(&self, socket: &Socket, identity: Identity, handshake: Handshake) {
         let socket_id = socket.id.to_string();
         let namespace = socket.ns().to_owned();
         let mut rooms = identity.rooms;
         if let Some(user) = &identity.user_id {
             rooms.push(user_room(user));
+        }
+        if self.cluster.is_some() {
+            // Only in cluster mode: a socket on another instance is reached through it.
+            socket.join(socket_room(&socket_id));
         }
         if !rooms.is_empty() {
             socket.join(rooms.clone());
@@ -94,6 +99,15 @@ impl Hub {
             user_id = identity.user_id.as_deref().unwrap_or(""),
             "socket connected"
         );
+        if let Some(cluster) = &self.cluster {
+            // Presence is the cluster's: Redis decides whether this is the user's first
+            // socket anywhere, in order with the socket's events.
+            let connected = Outgoing::Connected { conn, rooms };
+            if cluster.enqueue(&socket_id, connected).is_err() {
+                self.metrics.dropped("cluster_outbox_full", 1);
+            }
+            return;
+        }
         let key = identity.user_id.clone().unwrap_or_else(|| socket_id.clone());
         if presence == Presence::CameOnline
             && let Some(user) = &identity.user_id
@@ -115,11 +129,28 @@ impl Hub {
     }
 
     /// The client has its CONNECT packet: it can now receive what was kept for it.
-    pub fn after_connect(&self, socket: &SocketRef) {
-        if let Some(conn) = self.registry.get(socket.ns(), &socket.id.to_string())
-            && let Some(user) = &conn.user_id
-        {
-            self.deliver_offline(socket, user);
+    pub fn after_connect(&self, socket: &Socket) {
+        let Some(conn) = self.registry.get(socket.ns(), &socket.id.to_string()) else { return };
+        let Some(user) = &conn.user_id else { return };
+        match &self.cluster {
+            None => self.deliver_offline(socket, user),
+            Some(cluster) => {
+                // Queued behind the socket's connect, so the push side's atomic "offline?"
+                // check and this read never both miss a message.
+                let (reply, kept) = tokio::sync::oneshot::channel();
+                let take = Outgoing::TakeOffline { user_id: user.clone(), namespace: conn.namespace.clone(), reply };
+                if cluster.enqueue(&conn.socket_id, take).is_err() {
+                    self.metrics.dropped("cluster_outbox_full", 1);
+                    return;
+                }
+                let socket = socket.clone();
+                let metrics = self.metrics.clone();
+                tokio::spawn(async move {
+                    if let Ok(messages) = kept.await {
+                        super::push::emit_kept(&metrics, &socket, messages);
+                    }
+                });
+            }
         }
     }
 
@@ -151,6 +182,13 @@ impl Hub {
         let Some((conn, presence)) = self.registry.unregister(namespace, socket_id) else { return };
         self.metrics.disconnects.with_label_values(&[reason]).inc();
         tracing::debug!(socket_id, reason, "socket disconnected");
+        if let Some(cluster) = &self.cluster {
+            let gone = Outgoing::Disconnected { conn, reason: reason.to_owned() };
+            if cluster.enqueue(socket_id, gone).is_err() {
+                self.metrics.dropped("cluster_outbox_full", 1);
+            }
+            return;
+        }
         let key = conn.user_id.clone().unwrap_or_else(|| socket_id.to_owned());
         self.router.publish_lifecycle(
             Some(&conn.namespace),
@@ -171,13 +209,7 @@ impl Hub {
 
     /// A client emitted an event. Called synchronously from the socket's read loop, so the
     /// order events are routed in is the order the client sent them.
-    pub fn on_client_event(
-        self: &Arc<Self>,
-        socket: &SocketRef,
-        event: String,
-        payload: Payload,
-        ack: Option<AckSender>,
-    ) {
+    pub fn on_client_event(self: &Arc<Self>, socket: &Socket, event: String, payload: Payload, ack: Option<ClientAck>) {
         let socket_id = socket.id.to_string();
         let Some(conn) = self.registry.get(socket.ns(), &socket_id) else { return };
         self.metrics.messages_received.with_label_values(&[conn.namespace.as_str(), "socketio"]).inc();
@@ -213,12 +245,42 @@ impl Hub {
             received_at: super::now_wall(),
             handshake: conn.handshake.clone(),
         };
+        if let Some(cluster) = &self.cluster {
+            if !cluster.groups_known() {
+                self.metrics.undeliverable_dropped.inc();
+                self.metrics.error(super::ErrorKind::NoBackend);
+                answer(ack, AckReply::error("no_backend", "no backend is subscribed to this event"));
+                return;
+            }
+            let key = client_event.socket_id.clone();
+            let message = BackendMessage::ClientEvent(Arc::new(client_event));
+            let Some(ack) = ack else {
+                if cluster.publish(&key, message, None).is_err() {
+                    self.metrics.error(ErrorKind::BackendOverloaded);
+                }
+                return;
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.router.await_ack(seq, tx);
+            if let Err(HubError::ResourceExhausted(_)) = cluster.publish(&key, message, Some(seq)) {
+                self.metrics.error(ErrorKind::BackendOverloaded);
+                self.router
+                    .fail_ack(seq, AckReply::error("backend_overloaded", "the backend is not keeping up; retry later"));
+            }
+            self.wait_for_ack(seq, rx, ack);
+            return;
+        }
         let Some(ack) = ack else {
             self.count_outcome(self.router.dispatch(seq, client_event, None));
             return;
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.count_outcome(self.router.dispatch(seq, client_event, Some(tx)));
+        self.wait_for_ack(seq, rx, ack);
+    }
+
+    /// Answers the client's callback with the backend's reply, or an error at the timeout.
+    fn wait_for_ack(self: &Arc<Self>, seq: u64, rx: tokio::sync::oneshot::Receiver<AckReply>, ack: ClientAck) {
         let hub = self.clone();
         let timeout = self.settings.ack_timeout;
         let started = std::time::Instant::now();
@@ -256,7 +318,7 @@ impl Hub {
     }
 
     /// `bridge:join` / `bridge:leave` with a room name as first argument.
-    fn client_room_request(&self, socket: &SocketRef, join: bool, payload: &Payload) -> AckReply {
+    fn client_room_request(&self, socket: &Socket, join: bool, payload: &Payload) -> AckReply {
         let room = serde_json::from_str::<Vec<serde_json::Value>>(payload.args_json())
             .ok()
             .and_then(|args| args.into_iter().next())
@@ -282,7 +344,7 @@ impl Hub {
 }
 
 /// Sends an ack answer to the client, if it asked for one and is still there.
-fn answer(ack: Option<AckSender>, reply: AckReply) {
+fn answer(ack: Option<ClientAck>, reply: AckReply) {
     let Some(ack) = ack else { return };
     match reply.into_payload().wire_args() {
         Ok(wire) => {

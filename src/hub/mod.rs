@@ -9,6 +9,7 @@
 //! - `payload`, `auth`, `pattern`: the pure pieces (argument lists, identities, globs).
 
 pub mod auth;
+mod backends;
 mod connections;
 mod listing;
 mod offline;
@@ -22,8 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use socketioxide::SocketIo;
-
+use crate::cluster::Cluster;
 use crate::config::Config;
 pub use crate::telemetry::metrics::{Door, ErrorKind, Metrics};
 pub use connections::{ConnectRefusal, JOIN_EVENT, LEAVE_EVENT};
@@ -34,9 +34,21 @@ pub use push::{AckOutcome, DeliveryReport, PushCommand, PushOptions, SocketAck, 
 use registry::Registry;
 use router::EventRouter;
 
+/// socketioxide's adapter: Redis-backed in cluster mode; in embedded mode the same type
+/// with no Redis behind it, every operation marked local.
+pub type Adapter =
+    socketioxide_redis::CustomRedisAdapter<socketioxide::adapter::Emitter, crate::cluster::link::BridgeDriver>;
+pub type Io = socketioxide::SocketIo<Adapter>;
+pub type Socket = socketioxide::extract::SocketRef<Adapter>;
+pub type ClientAck = socketioxide::extract::AckSender<Adapter>;
+pub type Operators = socketioxide::operators::BroadcastOperators<Adapter>;
+
 /// Prefix of the internal per-user rooms. Clients can neither join them nor be granted
 /// them by a token; the backend reaches them with a user target.
 pub const USER_ROOM_PREFIX: &str = "user:";
+/// Prefix of the internal per-socket rooms (cluster mode), through which pushes reach a
+/// socket on another instance.
+pub const SOCKET_ROOM_PREFIX: &str = "socket:";
 /// Longest room, event or group name accepted, in characters (so the REST schema can state
 /// it exactly).
 pub const MAX_NAME_LEN: usize = 256;
@@ -50,7 +62,11 @@ const RESERVED_EVENTS: &[&str] =
     &["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
 
 pub fn is_internal_room(room: &str) -> bool {
-    room.starts_with(USER_ROOM_PREFIX)
+    room.starts_with(USER_ROOM_PREFIX) || room.starts_with(SOCKET_ROOM_PREFIX)
+}
+
+pub fn socket_room(socket_id: &str) -> String {
+    format!("{SOCKET_ROOM_PREFIX}{socket_id}")
 }
 
 pub fn user_room(user_id: &str) -> String {
@@ -84,7 +100,7 @@ pub fn validate_room(room: &str) -> Result<(), HubError> {
         return Err(HubError::invalid(
             "room",
             format!(
-                "{room:?}: the {USER_ROOM_PREFIX:?} prefix is reserved for per-user rooms; target the user instead"
+                "{room:?}: the {USER_ROOM_PREFIX:?} and {SOCKET_ROOM_PREFIX:?} prefixes are reserved; target the user or socket instead"
             ),
         ));
     }
@@ -156,11 +172,13 @@ impl HubSettings {
 /// The bridge's shared state. One per process, behind an `Arc`.
 pub struct Hub {
     /// socketioxide's handle: the engine that actually writes to browsers.
-    io: SocketIo,
+    io: Io,
     settings: HubSettings,
     authenticator: auth::Authenticator,
-    registry: Registry,
-    router: EventRouter,
+    registry: Arc<Registry>,
+    router: Arc<EventRouter>,
+    /// Cluster mode's Redis side; None in embedded mode.
+    cluster: Option<Arc<Cluster>>,
     offline: OfflineStore,
     metrics: Arc<Metrics>,
     instance_id: String,
@@ -186,24 +204,83 @@ impl Drop for InFlight<'_> {
 }
 
 impl Hub {
-    pub fn new(io: SocketIo, settings: HubSettings, authenticator: auth::Authenticator) -> Arc<Self> {
+    /// Builds the hub. `redis` switches cluster mode on; `build_io` makes socketioxide's
+    /// handle around the adapter driver (the Socket.IO door owns those settings).
+    pub fn new(
+        settings: HubSettings,
+        authenticator: auth::Authenticator,
+        redis: Option<(&str, crate::cluster::ClusterSettings)>,
+        build_io: impl FnOnce(crate::cluster::link::BridgeDriver) -> Io,
+    ) -> Result<Arc<Self>, String> {
         let instance_id = format!("{:016x}", rand::random::<u64>());
         let metrics = Arc::new(Metrics::new(&settings.namespaces));
-        Arc::new(Self {
+        let router = Arc::new(EventRouter::new(&settings, instance_id.clone()));
+        let registry = Arc::new(Registry::default());
+        let cluster = match redis {
+            Some((url, cluster_settings)) => Some(Cluster::new(
+                url,
+                cluster_settings,
+                instance_id.clone(),
+                router.clone(),
+                registry.clone(),
+                metrics.clone(),
+            )?),
+            None => {
+                metrics.redis_up.set(-1);
+                None
+            }
+        };
+        let driver = cluster.as_ref().map(|c| c.driver()).unwrap_or_default();
+        let io = build_io(driver);
+        Ok(Arc::new(Self {
             io,
             metrics,
-            router: EventRouter::new(&settings, instance_id.clone()),
+            router,
+            cluster,
             offline: OfflineStore::default(),
             settings,
             authenticator,
-            registry: Registry::default(),
+            registry,
             instance_id,
             started_at: Instant::now(),
             started_at_wall: SystemTime::now(),
             draining: AtomicBool::new(false),
             drain_signal: tokio::sync::watch::channel(false).0,
             pushes_in_flight: tokio::sync::watch::channel(0).0,
-        })
+        }))
+    }
+
+    /// Starts the background work: upkeep, and in cluster mode the Redis side.
+    pub fn start_tasks(self: &Arc<Self>, shutdown: crate::shutdown::Shutdown) {
+        if let Some(cluster) = &self.cluster {
+            cluster.start(shutdown.clone());
+        }
+        tokio::spawn(self.clone().run_maintenance(shutdown));
+    }
+
+    pub fn io(&self) -> &Io {
+        &self.io
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Redis as readiness reports it: "disabled" (embedded), "up" or "down".
+    pub fn redis_state(&self) -> &'static str {
+        match &self.cluster {
+            None => "disabled",
+            Some(c) if c.is_up() => "up",
+            Some(_) => "down",
+        }
+    }
+
+    /// Waits (bounded by the caller) until cluster writes queued so far reached Redis, so
+    /// the disconnects of shutdown are not lost.
+    pub async fn cluster_flushed(&self) {
+        if let Some(c) = &self.cluster {
+            c.flushed().await;
+        }
     }
 
     pub fn settings(&self) -> &HubSettings {

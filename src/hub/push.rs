@@ -3,15 +3,19 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use futures::future::join_all;
 use socketioxide::BroadcastError;
-use socketioxide::extract::SocketRef;
-use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 
 use super::offline::OfflineMessage;
 use super::payload::ClientAckArgs;
-use super::{Door, ErrorKind, Hub, HubError, MAX_LIST_LEN, Payload, user_room, validate_event, validate_room};
+use super::{
+    Door, ErrorKind, Hub, HubError, MAX_LIST_LEN, Operators, Payload, Socket, socket_room, user_room, validate_event,
+    validate_room,
+};
+use crate::cluster::{Cluster, StoredMessage};
+use crate::telemetry::metrics::Metrics;
 
 /// Most pushes in one batch.
 pub const MAX_BATCH: usize = 1000;
@@ -105,13 +109,45 @@ fn validate_rooms(rooms: &[String], field: &str) -> Result<(), HubError> {
 }
 
 impl Hub {
-    pub(super) fn operators(&self, namespace: &str) -> Result<BroadcastOperators, HubError> {
+    /// Operators over this instance's sockets only.
+    pub(super) fn operators(&self, namespace: &str) -> Result<Operators, HubError> {
+        Ok(self.cluster_operators(namespace)?.local())
+    }
+
+    /// Operators over the namespace's sockets on every instance (in embedded mode the
+    /// same as `operators`).
+    pub(super) fn cluster_operators(&self, namespace: &str) -> Result<Operators, HubError> {
         self.check_namespace(namespace)?;
-        self.io.of(namespace).ok_or_else(|| HubError::Unavailable(format!("namespace {namespace:?} is not ready")))
+        let op = self
+            .io
+            .of(namespace)
+            .ok_or_else(|| HubError::Unavailable(format!("namespace {namespace:?} is not ready")))?;
+        Ok(if self.cluster.is_some() { op } else { op.local() })
+    }
+
+    /// The cluster-wide operators a target selects, excluded rooms and sockets applied.
+    fn targeted(&self, namespace: &str, target: &Target, o: &PushOptions) -> Result<Operators, HubError> {
+        let ops = self.cluster_operators(namespace)?;
+        let mut op = match target {
+            Target::User(u) => ops.to(user_room(u)),
+            Target::Room(r) => ops.to(r.clone()),
+            Target::Socket(s) => ops.to(socket_room(s)),
+            Target::Everyone => ops,
+        };
+        if !o.except_rooms.is_empty() {
+            op = op.except(o.except_rooms.clone());
+        }
+        if !o.except_sockets.is_empty() {
+            op = op.except(o.except_sockets.iter().map(|s| socket_room(s)).collect::<Vec<_>>());
+        }
+        if o.volatile {
+            op = op.volatile();
+        }
+        Ok(op)
     }
 
     /// The local sockets a target selects.
-    fn select(&self, namespace: &str, target: &Target) -> Result<Vec<SocketRef>, HubError> {
+    fn select(&self, namespace: &str, target: &Target) -> Result<Vec<Socket>, HubError> {
         let op = self.operators(namespace)?;
         Ok(match target {
             Target::User(u) => op.within(user_room(u)).sockets(),
@@ -177,6 +213,14 @@ impl Hub {
         }
         let (_, message_id) = self.router.next_event_id();
         let wire = cmd.payload.wire_args().map_err(|e| HubError::invalid("payload", e.to_string()))?;
+        if let Some(cluster) = &self.cluster {
+            let report = self.run_cluster_push(cluster, &cmd, message_id, wire).await?;
+            self.metrics
+                .messages_sent
+                .with_label_values(&[cmd.namespace.as_str(), cmd.door.as_str()])
+                .inc_by(u64::from(report.sockets_reached));
+            return Ok(report);
+        }
         let o = &cmd.options;
 
         let mut sockets = self.select(&cmd.namespace, &cmd.target)?;
@@ -299,6 +343,69 @@ impl Hub {
         Ok(report)
     }
 
+    /// A push in cluster mode: through the Redis adapter to every instance's sockets.
+    /// `sockets_reached` is exact for user and socket targets without exclusions (from
+    /// Redis' presence and index) and for pushes with acks (one answer per socket);
+    /// otherwise it counts this instance's sockets, since a broadcast does not report
+    /// back how many sockets other instances had.
+    async fn run_cluster_push(
+        &self,
+        cluster: &Cluster,
+        cmd: &PushCommand,
+        message_id: String,
+        wire: super::payload::WireArgs,
+    ) -> Result<DeliveryReport, HubError> {
+        let o = &cmd.options;
+        if let (Target::User(user), Some(ttl)) = (&cmd.target, o.ttl)
+            && cluster.store_offline(user, &cmd.namespace, &cmd.event, &cmd.payload, ttl).await?
+        {
+            self.metrics.offline_stored.inc();
+            return Ok(DeliveryReport { message_id, stored_offline: true, ..Default::default() });
+        }
+        let op = self.targeted(&cmd.namespace, &cmd.target, o)?;
+        if let Some(timeout) = o.ack_timeout {
+            let stream = op
+                .timeout(timeout)
+                .emit_with_ack::<_, ClientAckArgs>(&cmd.event, &wire)
+                .await
+                .map_err(|e| HubError::Unavailable(format!("push could not be sent: {e}")))?;
+            let acks: Vec<SocketAck> = stream
+                .map(|(sid, result)| {
+                    let outcome = match result {
+                        Ok(ClientAckArgs(args)) => AckOutcome::Acked(args.into_payload()),
+                        Err(socketioxide::AckError::Timeout) => AckOutcome::Timeout,
+                        Err(e) => AckOutcome::Failed(e.to_string()),
+                    };
+                    SocketAck { socket_id: sid.to_string(), outcome }
+                })
+                .collect()
+                .await;
+            for a in &acks {
+                let label = match a.outcome {
+                    AckOutcome::Acked(_) => "acked",
+                    AckOutcome::Timeout => "timeout",
+                    AckOutcome::Failed(_) => "failed",
+                };
+                self.metrics.client_acks.with_label_values(&[label]).inc();
+            }
+            let reached = u32::try_from(acks.len()).unwrap_or(u32::MAX);
+            return Ok(DeliveryReport { message_id, sockets_reached: reached, acks, ..Default::default() });
+        }
+        let no_exclusions = o.except_rooms.is_empty() && o.except_sockets.is_empty();
+        let reached = match &cmd.target {
+            Target::User(u) if no_exclusions => cluster.user_sockets(u, &cmd.namespace).await.ok(),
+            Target::Socket(s) if no_exclusions => cluster.socket_exists(&cmd.namespace, s).await.ok().map(u32::from),
+            _ => None,
+        };
+        let local = op.clone().local().sockets().len();
+        match op.emit(&cmd.event, &wire).await {
+            Ok(()) | Err(BroadcastError::Socket(_)) => {}
+            Err(e) => return Err(HubError::Unavailable(format!("push could not be sent: {e}"))),
+        }
+        let reached = reached.unwrap_or(u32::try_from(local).unwrap_or(u32::MAX));
+        Ok(DeliveryReport { message_id, sockets_reached: reached, ..Default::default() })
+    }
+
     /// Many pushes run concurrently, each with its own result. The batch is validated whole
     /// first: one malformed push refuses the batch (naming `pushes[i].field`), so a caller
     /// never has half a batch delivered because of a typo.
@@ -315,14 +422,24 @@ impl Hub {
     }
 
     pub async fn join_rooms(&self, namespace: &str, target: &Target, rooms: &[String]) -> Result<u32, HubError> {
-        self.change_rooms(namespace, target, rooms, RoomChange::Join)
+        self.change_rooms(namespace, target, rooms, RoomChange::Join).await
     }
 
     pub async fn leave_rooms(&self, namespace: &str, target: &Target, rooms: &[String]) -> Result<u32, HubError> {
-        self.change_rooms(namespace, target, rooms, RoomChange::Leave)
+        self.change_rooms(namespace, target, rooms, RoomChange::Leave).await
     }
 
-    fn change_rooms(
+    /// Cluster mode: how many sockets a target selects on every instance.
+    async fn count_cluster(&self, op: &Operators) -> Result<u32, HubError> {
+        let sockets = op
+            .clone()
+            .fetch_sockets()
+            .await
+            .map_err(|e| HubError::Unavailable(format!("other instances did not answer: {e}")))?;
+        Ok(u32::try_from(sockets.len()).unwrap_or(u32::MAX))
+    }
+
+    async fn change_rooms(
         &self,
         namespace: &str,
         target: &Target,
@@ -335,6 +452,16 @@ impl Hub {
             return Err(HubError::invalid("rooms", "name at least one room"));
         }
         validate_rooms(rooms, "rooms")?;
+        if self.cluster.is_some() {
+            let op = self.targeted(namespace, target, &PushOptions::default())?;
+            let count = self.count_cluster(&op).await?;
+            let changed = match change {
+                RoomChange::Join => op.join(rooms.to_vec()).await,
+                RoomChange::Leave => op.leave(rooms.to_vec()).await,
+            };
+            changed.map_err(|e| HubError::Unavailable(format!("room change not sent to other instances: {e}")))?;
+            return Ok(count);
+        }
         let sockets = self.select(namespace, target)?;
         for s in &sockets {
             match change {
@@ -353,6 +480,20 @@ impl Hub {
         if reason.len() > MAX_REASON_LEN {
             return Err(HubError::invalid("reason", format!("at most {MAX_REASON_LEN} bytes")));
         }
+        if self.cluster.is_some() {
+            let op = self.targeted(namespace, target, &PushOptions::default())?;
+            let count = self.count_cluster(&op).await?;
+            let unavailable = |e: BroadcastError| HubError::Unavailable(format!("disconnect not sent: {e}"));
+            match op.clone().emit(DISCONNECT_EVENT, &serde_json::json!({ "reason": reason })).await {
+                Ok(()) | Err(BroadcastError::Socket(_)) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            match op.disconnect().await {
+                Ok(()) | Err(BroadcastError::Socket(_)) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            return Ok(count);
+        }
         let sockets = self.select(namespace, target)?;
         let count = sockets.len();
         for s in sockets {
@@ -365,7 +506,7 @@ impl Hub {
     }
 
     /// Delivers what was kept for a user who just connected, oldest first.
-    pub(crate) fn deliver_offline(&self, socket: &SocketRef, user_id: &str) {
+    pub(crate) fn deliver_offline(&self, socket: &Socket, user_id: &str) {
         let namespace = socket.ns().to_owned();
         for msg in self.offline.take(user_id, &namespace, Instant::now()) {
             if let Ok(wire) = msg.payload.wire_args()
@@ -374,6 +515,20 @@ impl Hub {
                 self.metrics.offline_delivered.inc();
                 self.metrics.messages_sent.with_label_values(&[namespace.as_str(), "offline"]).inc();
             }
+        }
+    }
+}
+
+/// Emits what the cluster kept for a user who just connected, oldest first.
+pub(crate) fn emit_kept(metrics: &Metrics, socket: &Socket, messages: Vec<StoredMessage>) {
+    let namespace = socket.ns().to_owned();
+    for m in messages {
+        let payload = Payload::from_trusted_parts(m.args_json, m.attachments);
+        if let Ok(wire) = payload.wire_args()
+            && socket.emit(&m.event, &wire).is_ok()
+        {
+            metrics.offline_delivered.inc();
+            metrics.messages_sent.with_label_values(&[namespace.as_str(), "offline"]).inc();
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
 /// What a client presented when it connected; forwarded to the backend with its events.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Handshake {
     pub user_agent: String,
     pub remote_address: String,
@@ -48,6 +48,17 @@ impl Connection {
             bucket: Mutex::new(TokenBucket::new(rate, f64::from(burst))),
             strikes: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// A socket held by another instance of the cluster, as listings show it.
+    pub fn remote(
+        socket_id: String,
+        namespace: String,
+        user_id: Option<String>,
+        handshake: Handshake,
+        connected_at: SystemTime,
+    ) -> Self {
+        Self { connected_at, ..Self::new(socket_id, namespace, user_id, handshake, 1.0, 1) }
     }
 
     /// Takes one event's token. `Err(n)` when the socket is over its rate, with the number
@@ -155,6 +166,10 @@ impl Registry {
             .read()
             .map(|s| s.values().filter(|c| c.connected_at < cutoff).cloned().collect())
             .unwrap_or_default()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Connection>> {
+        self.sockets.read().map(|s| s.values().cloned().collect()).unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {

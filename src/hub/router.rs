@@ -95,6 +95,15 @@ pub struct SubscribeRequest {
     pub event_patterns: Vec<String>,
     pub namespaces: Vec<String>,
     pub wants_lifecycle: bool,
+    /// Every event counts as delivered only once the backend acks it (cluster mode).
+    pub confirm_all: bool,
+}
+
+/// A local stream chosen for a message read from the cluster.
+pub struct Picked {
+    pub subscriber: u64,
+    pub tx: mpsc::Sender<BackendMessage>,
+    pub confirm_all: bool,
 }
 
 /// What became of a client event.
@@ -115,6 +124,7 @@ struct Subscriber {
     patterns: Vec<Pattern>,
     namespaces: Vec<String>,
     wants_lifecycle: bool,
+    confirm_all: bool,
     tx: mpsc::Sender<BackendMessage>,
 }
 
@@ -238,8 +248,14 @@ impl EventRouter {
             subscriber_id: format!("{}-s{id}", self.instance_id),
             instance_id: self.instance_id.clone(),
         });
-        let subscriber =
-            Subscriber { id, patterns, namespaces: request.namespaces, wants_lifecycle: request.wants_lifecycle, tx };
+        let subscriber = Subscriber {
+            id,
+            patterns,
+            namespaces: request.namespaces,
+            wants_lifecycle: request.wants_lifecycle,
+            confirm_all: request.confirm_all,
+            tx,
+        };
         let mut state = self.lock_state();
         self.flush_undelivered(&mut state, &subscriber);
         state.groups.entry(group).or_default().push(subscriber);
@@ -355,6 +371,76 @@ impl EventRouter {
             }
         }
         outcome
+    }
+
+    /// Cluster mode: remembers a client callback waiting for an event written to Redis.
+    /// No stream holds it here; it ends with the backend's answer, a write failure or
+    /// the timeout.
+    pub fn await_ack(&self, seq: u64, tx: oneshot::Sender<AckReply>) {
+        self.lock_acks().insert(seq, PendingAck { tx, holders: Vec::new(), buffered: false });
+    }
+
+    /// Ends a waiting client callback with an error (its event could not be sent on).
+    pub fn fail_ack(&self, seq: u64, reply: AckReply) {
+        if let Some(p) = self.lock_acks().remove(&seq) {
+            let _ = p.tx.send(reply);
+        }
+    }
+
+    /// Whether an event id was minted by this instance (its client waits here).
+    pub fn is_local_event(&self, event_id: &str) -> bool {
+        self.seq_of(event_id).is_some()
+    }
+
+    /// Cluster mode: the local stream of `group` that should get a message read from
+    /// Redis. Same choice rule as local dispatch: by socket (or user) hash among the
+    /// streams that want it.
+    pub fn pick(&self, group: &str, message: &BackendMessage) -> Option<Picked> {
+        let state = self.lock_state();
+        let members = state.groups.get(group)?;
+        let (key, matching): (&str, Vec<&Subscriber>) = match message {
+            BackendMessage::ClientEvent(e) => {
+                (&e.socket_id, members.iter().filter(|s| s.wants_event(&e.namespace, &e.event)).collect())
+            }
+            BackendMessage::SocketConnected(c) => (
+                c.user_id.as_deref().unwrap_or(&c.socket_id),
+                members.iter().filter(|s| s.wants_lifecycle && s.wants_namespace(&c.namespace)).collect(),
+            ),
+            BackendMessage::SocketDisconnected(d) => (
+                d.user_id.as_deref().unwrap_or(&d.socket_id),
+                members.iter().filter(|s| s.wants_lifecycle && s.wants_namespace(&d.namespace)).collect(),
+            ),
+            BackendMessage::UserOnline(u) | BackendMessage::UserOffline(u) => {
+                (u, members.iter().filter(|s| s.wants_lifecycle).collect())
+            }
+            BackendMessage::Subscribed { .. } => return None,
+        };
+        if matching.is_empty() {
+            return None;
+        }
+        let chosen = matching[(hash_key(key) % matching.len() as u64) as usize];
+        Some(Picked { subscriber: chosen.id, tx: chosen.tx.clone(), confirm_all: chosen.confirm_all })
+    }
+
+    pub fn has_group(&self, group: &str) -> bool {
+        self.lock_state().groups.contains_key(group)
+    }
+
+    pub fn has_groups(&self) -> bool {
+        !self.lock_state().groups.is_empty()
+    }
+
+    pub fn has_subscriber(&self, subscriber_id: u64) -> bool {
+        self.lock_state().groups.values().any(|m| m.iter().any(|s| s.id == subscriber_id))
+    }
+
+    /// The group a stream subscribed under.
+    pub fn group_of(&self, subscriber_id: u64) -> Option<String> {
+        self.lock_state()
+            .groups
+            .iter()
+            .find(|(_, members)| members.iter().any(|s| s.id == subscriber_id))
+            .map(|(g, _)| g.clone())
     }
 
     /// Delivers the backend's answer to the waiting client callback.

@@ -104,6 +104,9 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub client_acks: IntCounterVec,
     pub draining: IntGauge,
+    pub redis_up: IntGauge,
+    pub cluster_nodes: IntGauge,
+    pub cluster_redelivered: IntCounter,
     rates: Mutex<Rates>,
 }
 
@@ -172,7 +175,7 @@ impl Metrics {
         for outcome in ["acked", "timeout", "failed"] {
             metrics.client_acks.with_label_values(&[outcome]);
         }
-        for reason in ["lifecycle_queue_full", "offline_expired"] {
+        for reason in ["lifecycle_queue_full", "offline_expired", "redis_unavailable", "cluster_outbox_full"] {
             metrics.dropped_messages.with_label_values(&[reason]);
         }
         metrics
@@ -254,6 +257,17 @@ impl Metrics {
                 &["outcome"],
             ),
             draining: gauge(&r, "draining", "1 while the instance is shutting down."),
+            redis_up: gauge(
+                &r,
+                "redis_up",
+                "Cluster mode: 1 while Redis answers, 0 when unreachable; -1 in embedded mode.",
+            ),
+            cluster_nodes: gauge(&r, "cluster_nodes", "Cluster mode: live instances, this one included."),
+            cluster_redelivered: counter(
+                &r,
+                "cluster_redelivered_total",
+                "Cluster mode: client events delivered again to a backend (unacknowledged before).",
+            ),
             registry: r,
             rates: Mutex::default(),
         }

@@ -1,0 +1,614 @@
+//! Client events and lifecycle news on their way to backends through Redis Streams.
+//!
+//! Writing: each instance appends to `P:events:<n>`, the partition chosen by socket id, so
+//! one socket's events stay in order (see `Cluster::enqueue`).
+//!
+//! Reading: every backend group is a Redis consumer group on every partition stream. An
+//! instance with streams of a group runs one reader for it, which reads the partitions
+//! assigned to it: the group's live readers, sorted, take partitions round-robin, so each
+//! partition (and so each socket) is read by one instance at a time and order holds.
+//!
+//! At-least-once: an entry stays pending in Redis until the backend has it. An event with
+//! `wants_ack` (or any event, for a stream subscribed with `confirm_all`) is acknowledged
+//! in Redis only when the backend's `Ack` arrives; the rest once handed to a stream. When
+//! the stream holding unacknowledged events goes away they are delivered again, with the
+//! same id: at once to another stream of the group on this instance, or to the first
+//! stream of the group that comes back here; an instance that is gone has its pending
+//! entries claimed by the partition's new reader after `redis.claim_idle_ms`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadReply};
+use serde::{Deserialize, Serialize};
+
+use super::{Cluster, Outgoing, now_ms, wall_ms};
+use crate::hub::registry::Handshake;
+use crate::hub::router::{AckReply, BackendMessage, ClientEvent, SocketConnected, SocketDisconnected};
+use crate::hub::{HubError, Payload};
+
+/// Entries read per call.
+const READ_COUNT: usize = 256;
+/// How long a read waits for new entries; also how often membership is refreshed.
+const READ_BLOCK_MS: usize = 500;
+
+#[derive(Serialize, Deserialize)]
+enum Wire {
+    Event {
+        id: String,
+        socket_id: String,
+        user_id: Option<String>,
+        namespace: String,
+        event: String,
+        args_json: String,
+        attachments: Vec<Bytes>,
+        wants_ack: bool,
+        received_at_ms: u64,
+        handshake: Handshake,
+    },
+    Connected {
+        socket_id: String,
+        user_id: Option<String>,
+        namespace: String,
+        handshake: Handshake,
+        rooms: Vec<String>,
+        connected_at_ms: u64,
+    },
+    Disconnected {
+        socket_id: String,
+        user_id: Option<String>,
+        namespace: String,
+        reason: String,
+    },
+    Online(String),
+    Offline(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    origin: String,
+    body: Wire,
+}
+
+pub(crate) fn encode(origin: &str, message: &BackendMessage) -> Vec<u8> {
+    let body = match message {
+        BackendMessage::ClientEvent(e) => Wire::Event {
+            id: e.id.clone(),
+            socket_id: e.socket_id.clone(),
+            user_id: e.user_id.clone(),
+            namespace: e.namespace.clone(),
+            event: e.event.clone(),
+            args_json: e.payload.args_json().to_owned(),
+            attachments: e.payload.attachments().to_vec(),
+            wants_ack: e.wants_ack,
+            received_at_ms: wall_ms(e.received_at),
+            handshake: (*e.handshake).clone(),
+        },
+        BackendMessage::SocketConnected(c) => Wire::Connected {
+            socket_id: c.socket_id.clone(),
+            user_id: c.user_id.clone(),
+            namespace: c.namespace.clone(),
+            handshake: (*c.handshake).clone(),
+            rooms: c.rooms.clone(),
+            connected_at_ms: wall_ms(c.connected_at),
+        },
+        BackendMessage::SocketDisconnected(d) => Wire::Disconnected {
+            socket_id: d.socket_id.clone(),
+            user_id: d.user_id.clone(),
+            namespace: d.namespace.clone(),
+            reason: d.reason.clone(),
+        },
+        BackendMessage::UserOnline(u) => Wire::Online(u.to_string()),
+        BackendMessage::UserOffline(u) => Wire::Offline(u.to_string()),
+        // Never written: Subscribed is local to a stream.
+        BackendMessage::Subscribed { .. } => Wire::Offline(String::new()),
+    };
+    rmp_serde::to_vec_named(&Envelope { origin: origin.to_owned(), body }).unwrap_or_default()
+}
+
+fn decode(bytes: &[u8]) -> Option<BackendMessage> {
+    let envelope: Envelope = rmp_serde::from_slice(bytes).ok()?;
+    let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+    Some(match envelope.body {
+        Wire::Event {
+            id,
+            socket_id,
+            user_id,
+            namespace,
+            event,
+            args_json,
+            attachments,
+            wants_ack,
+            received_at_ms,
+            handshake,
+        } => BackendMessage::ClientEvent(Arc::new(ClientEvent {
+            id,
+            socket_id,
+            user_id,
+            namespace,
+            event,
+            payload: Payload::from_trusted_parts(args_json, attachments),
+            wants_ack,
+            received_at: at(received_at_ms),
+            handshake: Arc::new(handshake),
+        })),
+        Wire::Connected { socket_id, user_id, namespace, handshake, rooms, connected_at_ms } => {
+            BackendMessage::SocketConnected(Arc::new(SocketConnected {
+                socket_id,
+                user_id,
+                namespace,
+                handshake: Arc::new(handshake),
+                rooms,
+                connected_at: at(connected_at_ms),
+            }))
+        }
+        Wire::Disconnected { socket_id, user_id, namespace, reason } => {
+            BackendMessage::SocketDisconnected(Arc::new(SocketDisconnected { socket_id, user_id, namespace, reason }))
+        }
+        Wire::Online(u) if !u.is_empty() => BackendMessage::UserOnline(u.into()),
+        Wire::Offline(u) if !u.is_empty() => BackendMessage::UserOffline(u.into()),
+        _ => return None,
+    })
+}
+
+/// A backend's answer travelling to the instance that holds the client.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WireAck {
+    event_id: String,
+    args_json: Option<String>,
+    attachments: Vec<Bytes>,
+    error: Option<(String, String)>,
+}
+
+impl WireAck {
+    pub fn new(event_id: &str, reply: AckReply) -> Self {
+        match reply {
+            AckReply::Payload(p) => {
+                let (args_json, attachments) = p.into_parts();
+                Self { event_id: event_id.to_owned(), args_json: Some(args_json), attachments, error: None }
+            }
+            AckReply::Error { code, message } => Self {
+                event_id: event_id.to_owned(),
+                args_json: None,
+                attachments: Vec::new(),
+                error: Some((code, message)),
+            },
+        }
+    }
+
+    pub fn into_parts(self) -> (String, AckReply) {
+        let reply = match (self.error, self.args_json) {
+            (Some((code, message)), _) => AckReply::Error { code, message },
+            (None, args) => AckReply::Payload(Payload::from_trusted_parts(args.unwrap_or_default(), self.attachments)),
+        };
+        (self.event_id, reply)
+    }
+}
+
+/// An entry handed to a local stream that still needs the backend's confirmation.
+struct InFlight {
+    stream: String,
+    entry_id: String,
+    holder: u64,
+    wants_ack: bool,
+}
+
+/// The readers running on this instance and what they have handed out.
+#[derive(Default)]
+pub struct EventBus {
+    readers: Mutex<HashSet<String>>,
+    /// (group, event id) → where it came from and which stream has it.
+    in_flight: Mutex<HashMap<(String, String), InFlight>>,
+}
+
+impl Cluster {
+    /// Writes a client event or lifecycle message for the backends.
+    pub(crate) fn publish(&self, key: &str, message: BackendMessage, pending_ack: Option<u64>) -> Result<(), HubError> {
+        self.enqueue(key, Outgoing::Message { message, pending_ack }).map_err(|_| {
+            self.metrics.dropped("cluster_outbox_full", 1);
+            HubError::ResourceExhausted("too many events waiting for Redis".into())
+        })
+    }
+
+    /// Makes sure this instance reads `group`'s events (a stream of it subscribed here).
+    pub fn ensure_reader(self: &Arc<Self>, group: &str) {
+        self.groups_known.store(true, std::sync::atomic::Ordering::Release);
+        let mut readers = self.events.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if readers.insert(group.to_owned()) {
+            tokio::spawn(self.clone().run_reader(group.to_owned()));
+        }
+    }
+
+    /// The backend confirmed an event: it leaves the group's pending list in Redis.
+    /// Returns whether the event's client wanted an answer, when the event is known here.
+    pub async fn settle(&self, group: &str, event_id: &str) -> Option<bool> {
+        let entry = self
+            .events
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(group.to_owned(), event_id.to_owned()));
+        let wants_ack = entry.as_ref().map(|e| e.wants_ack);
+        if let Some(entry) = entry
+            && let Some(mut redis) = self.link.conn()
+        {
+            let acked: Result<i64, _> =
+                redis::cmd("XACK").arg(&entry.stream).arg(group).arg(&entry.entry_id).query_async(&mut redis).await;
+            if let Err(e) = acked {
+                tracing::debug!(error = %e, "XACK failed; the event may be delivered again");
+            }
+        }
+        wants_ack
+    }
+
+    async fn run_reader(self: Arc<Self>, group: String) {
+        tracing::info!(group, "reading the group's events from redis");
+        let mut reader = Reader::new(self.clone(), group.clone());
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if !self.router.has_group(&group) {
+                let mut readers = self.events.readers.lock().unwrap_or_else(|e| e.into_inner());
+                // Checked again under the lock, so a stream subscribing now either sees
+                // this reader still registered or starts a new one.
+                if !self.router.has_group(&group) {
+                    readers.remove(&group);
+                    break;
+                }
+            }
+            match reader.step().await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::debug!(group, error = %e, "event reader step failed");
+                    reader.reset();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        reader.leave().await;
+        tracing::info!(group, "no stream of the group left here; stopped reading its events");
+    }
+}
+
+struct Reader {
+    cluster: Arc<Cluster>,
+    group: String,
+    conn: Option<redis::aio::MultiplexedConnection>,
+    /// Consumer groups known to exist on every partition stream.
+    created: bool,
+    mine: Vec<usize>,
+    /// Read this consumer's own pending entries before new ones (a stream went away, or
+    /// the reader just started).
+    reread_pending: bool,
+    last_claim: Option<Instant>,
+    last_membership: Option<Instant>,
+}
+
+impl Reader {
+    fn new(cluster: Arc<Cluster>, group: String) -> Self {
+        Self {
+            cluster,
+            group,
+            conn: None,
+            created: false,
+            mine: Vec::new(),
+            reread_pending: true,
+            last_claim: None,
+            last_membership: None,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.conn = None;
+        self.created = false;
+        self.reread_pending = true;
+        self.last_membership = None;
+    }
+
+    fn stream(&self, partition: usize) -> String {
+        self.cluster.key(&["events", &partition.to_string()])
+    }
+
+    fn consumer(&self) -> &str {
+        &self.cluster.instance_id
+    }
+
+    async fn step(&mut self) -> Result<(), redis::RedisError> {
+        if self.conn.is_none() {
+            if !self.cluster.link.is_up() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                return Ok(());
+            }
+            self.conn = Some(self.cluster.link.dedicated().await?);
+        }
+        if !self.created {
+            self.create_groups().await?;
+        }
+        if self.last_membership.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            self.refresh_membership().await?;
+        }
+        if self.release_orphans() {
+            self.reread_pending = true;
+        }
+        if self.reread_pending {
+            self.reread_pending = false;
+            self.read(true).await?;
+        }
+        let claim_every = self.cluster.settings.claim_idle / 2;
+        if self.last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
+            self.last_claim = Some(Instant::now());
+            self.claim().await?;
+        }
+        self.read(false).await
+    }
+
+    async fn create_groups(&mut self) -> Result<(), redis::RedisError> {
+        let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+        for p in 0..self.cluster.settings.partitions {
+            let stream = self.cluster.key(&["events", &p.to_string()]);
+            let created: Result<(), _> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&stream)
+                .arg(&self.group)
+                .arg("$")
+                .arg("MKSTREAM")
+                .query_async(conn)
+                .await;
+            if let Err(e) = created
+                && e.code() != Some("BUSYGROUP")
+            {
+                return Err(e);
+            }
+        }
+        let _: () = redis::cmd("SADD").arg(self.cluster.key(&["groups"])).arg(&self.group).query_async(conn).await?;
+        self.created = true;
+        Ok(())
+    }
+
+    /// Reports this reader and works out which partitions are its own.
+    async fn refresh_membership(&mut self) -> Result<(), redis::RedisError> {
+        let key = self.cluster.key(&["group", &self.group]);
+        let since = now_ms().saturating_sub(self.cluster.settings.node_timeout.as_millis() as u64);
+        let consumer = self.consumer().to_owned();
+        let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+        let (mut live,): (Vec<String>,) = redis::pipe()
+            .zadd(&key, &consumer, now_ms())
+            .ignore()
+            .zrembyscore(&key, "-inf", format!("({since}"))
+            .ignore()
+            .zrangebyscore(&key, since, "+inf")
+            .query_async(conn)
+            .await?;
+        live.sort();
+        let me = live.iter().position(|m| *m == consumer).unwrap_or(0);
+        let n = live.len().max(1);
+        let mine: Vec<usize> = (0..self.cluster.settings.partitions).filter(|p| p % n == me).collect();
+        if mine != self.mine {
+            tracing::debug!(group = self.group, partitions = ?mine, readers = n, "event partitions assigned");
+            self.mine = mine;
+            // New partitions may hold entries the previous reader left pending.
+            self.last_claim = None;
+        }
+        self.last_membership = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Forgets entries whose stream is gone; true if there were any (read them again).
+    fn release_orphans(&self) -> bool {
+        let mut in_flight = self.cluster.events.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let before = in_flight.len();
+        in_flight.retain(|(group, _), entry| *group != self.group || self.cluster.router.has_subscriber(entry.holder));
+        in_flight.len() != before
+    }
+
+    fn is_in_flight(&self, event_id: &str) -> bool {
+        self.cluster
+            .events
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&(self.group.clone(), event_id.to_owned()))
+    }
+
+    /// Reads new entries (`>`), or with `own_pending` this consumer's unacknowledged ones.
+    async fn read(&mut self, own_pending: bool) -> Result<(), redis::RedisError> {
+        if self.mine.is_empty() {
+            tokio::time::sleep(Duration::from_millis(READ_BLOCK_MS as u64)).await;
+            return Ok(());
+        }
+        let streams: Vec<String> = self.mine.iter().map(|p| self.stream(*p)).collect();
+        let mut cursors: Vec<String> = vec![if own_pending { "0".into() } else { ">".into() }; streams.len()];
+        loop {
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP").arg(&self.group).arg(self.consumer()).arg("COUNT").arg(READ_COUNT);
+            if !own_pending {
+                cmd.arg("BLOCK").arg(READ_BLOCK_MS);
+            }
+            cmd.arg("STREAMS").arg(&streams).arg(&cursors);
+            let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+            let reply: Result<Option<StreamReadReply>, _> = cmd.query_async(conn).await;
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    // Redis lost its data (restarted without persistence): start over.
+                    self.created = false;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(reply) = reply else { return Ok(()) };
+            let mut got = 0;
+            for key in reply.keys {
+                let index = streams.iter().position(|s| *s == key.key);
+                for entry in key.ids {
+                    got += 1;
+                    if let Some(i) = index {
+                        cursors[i] = entry.id.clone();
+                    }
+                    self.deliver(&key.key, entry, own_pending).await?;
+                }
+            }
+            if !own_pending || got == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes over entries another consumer has held unacknowledged for too long.
+    async fn claim(&mut self) -> Result<(), redis::RedisError> {
+        let idle = self.cluster.settings.claim_idle.as_millis() as u64;
+        for p in self.mine.clone() {
+            let stream = self.stream(p);
+            let mut start = "0-0".to_owned();
+            let consumer = self.consumer().to_owned();
+            for _ in 0..100 {
+                let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+                let reply: StreamAutoClaimReply = match redis::cmd("XAUTOCLAIM")
+                    .arg(&stream)
+                    .arg(&self.group)
+                    .arg(&consumer)
+                    .arg(idle)
+                    .arg(&start)
+                    .arg(StreamAutoClaimOptions::default().count(READ_COUNT))
+                    .query_async(conn)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) if e.code() == Some("NOGROUP") => {
+                        self.created = false;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
+                if !reply.claimed.is_empty() {
+                    tracing::info!(
+                        group = self.group,
+                        count = reply.claimed.len(),
+                        "claimed events another instance left unacknowledged"
+                    );
+                }
+                for entry in reply.claimed {
+                    self.deliver(&stream, entry, true).await?;
+                }
+                if reply.next_stream_id == "0-0" {
+                    break;
+                }
+                start = reply.next_stream_id;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands one entry to a local stream of the group, waiting while its queue is full
+    /// (the entry waits in Redis meanwhile, not in memory).
+    async fn deliver(&mut self, stream: &str, entry: StreamId, again: bool) -> Result<(), redis::RedisError> {
+        let message = match entry.map.get("m") {
+            Some(redis::Value::BulkString(bytes)) => decode(bytes),
+            _ => None,
+        };
+        let Some(message) = message else {
+            // Trimmed or unreadable: nothing to deliver.
+            return self.ack(stream, &entry.id).await;
+        };
+        let (event_id, wants_ack) = match &message {
+            BackendMessage::ClientEvent(e) => (Some(e.id.clone()), e.wants_ack),
+            _ => (None, false),
+        };
+        if let Some(id) = &event_id
+            && self.is_in_flight(id)
+        {
+            return Ok(());
+        }
+        loop {
+            let Some(picked) = self.cluster.router.pick(&self.group, &message) else {
+                // No stream here wants it (patterns, namespaces, lifecycle): done with it.
+                return self.ack(stream, &entry.id).await;
+            };
+            let confirm = event_id.is_some() && (wants_ack || picked.confirm_all);
+            if let (true, Some(id)) = (confirm, &event_id) {
+                self.cluster.events.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                    (self.group.clone(), id.clone()),
+                    InFlight {
+                        stream: stream.to_owned(),
+                        entry_id: entry.id.clone(),
+                        holder: picked.subscriber,
+                        wants_ack,
+                    },
+                );
+            }
+            if picked.tx.send(message.clone()).await.is_err() {
+                // That stream just closed; pick another (or none).
+                if let Some(id) = &event_id {
+                    self.cluster
+                        .events
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&(self.group.clone(), id.clone()));
+                }
+                continue;
+            }
+            if again {
+                self.cluster.metrics.cluster_redelivered.inc();
+            }
+            return if confirm { Ok(()) } else { self.ack(stream, &entry.id).await };
+        }
+    }
+
+    async fn ack(&mut self, stream: &str, entry_id: &str) -> Result<(), redis::RedisError> {
+        let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+        let _: i64 = redis::cmd("XACK").arg(stream).arg(&self.group).arg(entry_id).query_async(conn).await?;
+        Ok(())
+    }
+
+    /// Stops counting as a reader of the group, so its partitions move at once.
+    async fn leave(&mut self) {
+        let key = self.cluster.key(&["group", &self.group]);
+        let consumer = self.consumer().to_owned();
+        if let Some(conn) = self.conn.as_mut() {
+            let _: Result<i64, _> = redis::cmd("ZREM").arg(key).arg(consumer).query_async(conn).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_survive_the_trip_through_redis_bytes_intact() {
+        let event = ClientEvent {
+            id: "abc-1".into(),
+            socket_id: "s1".into(),
+            user_id: Some("u".into()),
+            namespace: "/".into(),
+            event: "chat".into(),
+            payload: Payload::from_trusted_parts(
+                "[12345678901234567890123,{\"_placeholder\":true,\"num\":0}]".into(),
+                vec![Bytes::from_static(&[0, 1, 255])],
+            ),
+            wants_ack: true,
+            received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            handshake: Arc::new(Handshake { user_agent: "ua".into(), ..Default::default() }),
+        };
+        let bytes = encode("node", &BackendMessage::ClientEvent(Arc::new(event)));
+        let Some(BackendMessage::ClientEvent(back)) = decode(&bytes) else { panic!("not an event") };
+        assert_eq!(back.payload.args_json(), "[12345678901234567890123,{\"_placeholder\":true,\"num\":0}]");
+        assert_eq!(back.payload.attachments(), &[Bytes::from_static(&[0, 1, 255])]);
+        assert_eq!(back.received_at, UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+        assert!(back.wants_ack);
+        assert_eq!(back.handshake.user_agent, "ua");
+        assert!(decode(b"garbage").is_none());
+    }
+
+    #[test]
+    fn ack_answers_keep_payload_or_error() {
+        let (id, reply) = WireAck::new("e1", AckReply::error("x", "y")).into_parts();
+        assert_eq!((id.as_str(), reply), ("e1", AckReply::error("x", "y")));
+        let p = Payload::from_trusted_parts("[1]".into(), vec![Bytes::from_static(b"b")]);
+        let (_, reply) = WireAck::new("e2", AckReply::Payload(p.clone())).into_parts();
+        assert_eq!(reply, AckReply::Payload(p));
+    }
+}

@@ -1,0 +1,246 @@
+//! The Redis connection every cluster part shares, and the driver socketioxide's Redis
+//! adapter publishes and subscribes through.
+//!
+//! Why not the adapter's own `RedisDriver`: it fails `broadcast` when Redis is down, which
+//! would also stop delivery to this instance's own sockets, and it never reconnects. This
+//! link starts even when Redis is unreachable, reconnects with backoff, subscribes again
+//! after every reconnect, and while Redis is down publishes nothing (the adapter then
+//! delivers locally only) instead of making every push wait for a connect timeout.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
+use tokio::sync::mpsc;
+
+/// Longest a single Redis command may take before it counts as failed.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+type Handlers = HashMap<String, mpsc::Sender<ChanItem>>;
+
+pub struct RedisLink {
+    /// Itself, for the push sender, which must own what it uses.
+    me: std::sync::Weak<RedisLink>,
+    client: redis::Client,
+    conn: OnceLock<ConnectionManager>,
+    /// Pub/sub channel → where its messages go. Kept here (not only in Redis' connection
+    /// state) so every reconnect can subscribe them all again.
+    handlers: RwLock<Handlers>,
+    up: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LinkError(String);
+
+impl From<redis::RedisError> for LinkError {
+    fn from(e: redis::RedisError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl RedisLink {
+    pub fn new(url: &str) -> Result<Arc<Self>, LinkError> {
+        let client = redis::Client::open(url).map_err(|e| LinkError(format!("redis.url: {e}")))?;
+        Ok(Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            client,
+            conn: OnceLock::new(),
+            handlers: RwLock::default(),
+            up: AtomicBool::new(false),
+        }))
+    }
+
+    /// Connects (retrying with backoff until it works), then watches the connection:
+    /// a PING a second keeps `is_up` true to within about a second, and every time Redis
+    /// comes back the channels are subscribed again.
+    pub async fn run(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
+        let mut backoff = Duration::from_millis(100);
+        while self.conn.get().is_none() {
+            match self.connect().await {
+                Ok(conn) => {
+                    let _ = self.conn.set(conn);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "redis unreachable");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.wait() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let alive = self.ping().await;
+            let was_up = self.up.swap(alive, Ordering::AcqRel);
+            match (was_up, alive) {
+                (false, true) => {
+                    self.resubscribe().await;
+                    tracing::info!("redis connected");
+                }
+                (true, false) => tracing::error!("redis connection lost; delivering to this instance's sockets only"),
+                _ => {}
+            }
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<ConnectionManager, redis::RedisError> {
+        let link = self.me.clone();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(MAX_BACKOFF)
+            .set_automatic_resubscription()
+            .set_push_sender(move |msg: redis::PushInfo| {
+                if let Some(link) = link.upgrade() {
+                    link.dispatch(msg);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            });
+        ConnectionManager::new_with_config(self.client.clone(), config).await
+    }
+
+    async fn ping(&self) -> bool {
+        let Some(mut conn) = self.conn.get().cloned() else { return false };
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        matches!(tokio::time::timeout(RESPONSE_TIMEOUT, ping).await, Ok(Ok(_)))
+    }
+
+    async fn resubscribe(&self) {
+        let Some(mut conn) = self.conn.get().cloned() else { return };
+        let channels: Vec<String> = self.read_handlers().keys().cloned().collect();
+        for chan in channels {
+            if let Err(e) = conn.subscribe(&chan).await {
+                tracing::warn!(error = %e, chan, "redis subscribe failed");
+            }
+        }
+    }
+
+    fn dispatch(&self, msg: redis::PushInfo) {
+        if !matches!(msg.kind, redis::PushKind::Message) || msg.data.len() < 2 {
+            return;
+        }
+        let mut data = msg.data.into_iter();
+        let (Some(chan), Some(payload)) = (data.next(), data.next()) else { return };
+        let (Ok(chan), Ok(payload)) =
+            (redis::from_redis_value::<String>(chan), redis::from_redis_value::<Vec<u8>>(payload))
+        else {
+            return;
+        };
+        if let Some(tx) = self.read_handlers().get(&chan)
+            && tx.try_send((chan.clone(), payload)).is_err()
+        {
+            tracing::warn!(chan, "redis message dropped: its handler is not keeping up");
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// A command connection when Redis is believed reachable. Callers treat None like a
+    /// failed command.
+    pub fn conn(&self) -> Option<ConnectionManager> {
+        if self.is_up() { self.conn.get().cloned() } else { None }
+    }
+
+    /// A fresh dedicated connection, for blocking reads that must not hold up the shared
+    /// multiplexed one.
+    pub async fn dedicated(&self) -> Result<redis::aio::MultiplexedConnection, redis::RedisError> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(None);
+        self.client.get_multiplexed_async_connection_with_config(&config).await
+    }
+
+    /// Subscribes a pub/sub channel; messages arrive on the returned receiver. Works while
+    /// Redis is down too: the subscription is made when it comes back.
+    pub async fn subscribe(&self, chan: String, size: usize) -> mpsc::Receiver<ChanItem> {
+        let (tx, rx) = mpsc::channel(size.max(1));
+        self.handlers.write().unwrap_or_else(|e| e.into_inner()).insert(chan.clone(), tx);
+        if let Some(mut conn) = self.conn()
+            && let Err(e) = conn.subscribe(&chan).await
+        {
+            tracing::warn!(error = %e, chan, "redis subscribe failed; retried when the connection recovers");
+        }
+        rx
+    }
+
+    pub async fn publish(&self, chan: &str, payload: &[u8]) {
+        let Some(mut conn) = self.conn() else { return };
+        if let Err(e) = redis::cmd("PUBLISH").arg(chan).arg(payload).query_async::<i64>(&mut conn).await {
+            tracing::debug!(error = %e, chan, "redis publish failed");
+        }
+    }
+
+    fn read_handlers(&self) -> std::sync::RwLockReadGuard<'_, Handlers> {
+        self.handlers.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What socketioxide's Redis adapter talks to. `None` is embedded mode: nothing is
+/// published and no other instance exists. Operations are marked local in embedded mode,
+/// so the adapter does not even encode requests then.
+#[derive(Clone, Default)]
+pub struct BridgeDriver {
+    link: Option<Arc<RedisLink>>,
+}
+
+impl BridgeDriver {
+    pub fn new(link: Option<Arc<RedisLink>>) -> Self {
+        Self { link }
+    }
+}
+
+impl Driver for BridgeDriver {
+    type Error = LinkError;
+
+    async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), Self::Error> {
+        // Never an error: a broadcast whose publish fails would otherwise skip this
+        // instance's own sockets too.
+        if let Some(link) = &self.link {
+            link.publish(&chan, &val).await;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, chan: String, size: usize) -> Result<MessageStream<ChanItem>, Self::Error> {
+        match &self.link {
+            Some(link) => Ok(MessageStream::new(link.subscribe(chan, size).await)),
+            None => Ok(MessageStream::new_empty()),
+        }
+    }
+
+    async fn unsubscribe(&self, chan: String) -> Result<(), Self::Error> {
+        if let Some(link) = &self.link {
+            link.handlers.write().unwrap_or_else(|e| e.into_inner()).remove(&chan);
+            if let Some(mut conn) = link.conn() {
+                let _ = conn.unsubscribe(&chan).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Instances listening on the adapter's request channel. When Redis cannot say, 1
+    /// (this instance alone), so requests that wait for other instances' answers do not
+    /// wait for answers that cannot come.
+    async fn num_serv(&self, chan: &str) -> Result<u16, Self::Error> {
+        let Some(mut conn) = self.link.as_ref().and_then(|l| l.conn()) else { return Ok(1) };
+        let reply: Result<(String, u16), _> = redis::cmd("PUBSUB").arg("NUMSUB").arg(chan).query_async(&mut conn).await;
+        Ok(reply.map(|(_, n)| n.max(1)).unwrap_or(1))
+    }
+}

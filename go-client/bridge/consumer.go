@@ -66,6 +66,14 @@ type Consumer struct {
 	// Handler answers client events. Required.
 	Handler Handler
 
+	// ConfirmAll asks for at-least-once delivery of every event in cluster mode (the
+	// bridge runs with redis.url): each event is confirmed only after Handler returns, so
+	// events a crash or a dropped stream interrupts are delivered again, with the same
+	// id, when a stream of the group comes back. Handlers must then tolerate seeing an
+	// event twice (ev.Id identifies it). Without it only events with WantsAck are held
+	// until answered. The embedded (single instance) bridge ignores it.
+	ConfirmAll bool
+
 	// The lifecycle hooks. Setting any of them subscribes with wants_lifecycle, so the
 	// bridge sends all four kinds; the ones left nil are ignored.
 
@@ -169,6 +177,7 @@ func (c *Consumer) serve(ctx context.Context, log *slog.Logger) (subscribed bool
 		EventPatterns:  c.EventPatterns,
 		Namespaces:     c.Namespaces,
 		WantsLifecycle: c.OnSocketConnected != nil || c.OnSocketDisconnected != nil || c.OnUserOnline != nil || c.OnUserOffline != nil,
+		ConfirmAll:     c.ConfirmAll,
 	}
 	if err := stream.Send(&pb.EventsRequest{Kind: &pb.EventsRequest_Subscribe{Subscribe: sub}}); err != nil {
 		// Send reports io.EOF when the bridge has ended the stream; Recv says why.
@@ -346,6 +355,10 @@ func (c *Consumer) handle(ctx context.Context, ev *pb.ClientEvent, send func(*pb
 		log.Error("socket-bridge handler failed", "event", ev.GetEvent(), "socket", ev.GetSocketId(), "user", ev.GetUserId(), "error", err)
 	}
 	if !ev.GetWantsAck() {
+		if c.ConfirmAll {
+			// A bare Ack: "handled", with no answer for a client that asked for none.
+			send(&pb.EventsRequest{Kind: &pb.EventsRequest_Ack{Ack: &pb.Ack{EventId: ev.GetId()}}})
+		}
 		return
 	}
 	ack, encErr := newAck(ev.GetId(), result, err)

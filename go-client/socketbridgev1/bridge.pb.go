@@ -1957,8 +1957,15 @@ type Subscribe struct {
 	Namespaces []string `protobuf:"bytes,3,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
 	// Also receive SocketConnected, SocketDisconnected, UserOnline and UserOffline.
 	WantsLifecycle bool `protobuf:"varint,4,opt,name=wants_lifecycle,json=wantsLifecycle,proto3" json:"wants_lifecycle,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Cluster mode (redis.url set): when true, every ClientEvent counts as delivered only
+	// once this stream sends an Ack with its id (an Ack without result is enough for events
+	// whose wants_ack is false). When false, events with wants_ack count as delivered when
+	// acked and the others when written to the stream. Events not yet delivered are sent
+	// again, with the same id, when a stream of the group comes back. Ignored in embedded
+	// mode, where events are not kept across a stream's loss.
+	ConfirmAll    bool `protobuf:"varint,5,opt,name=confirm_all,json=confirmAll,proto3" json:"confirm_all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Subscribe) Reset() {
@@ -2015,6 +2022,13 @@ func (x *Subscribe) GetNamespaces() []string {
 func (x *Subscribe) GetWantsLifecycle() bool {
 	if x != nil {
 		return x.WantsLifecycle
+	}
+	return false
+}
+
+func (x *Subscribe) GetConfirmAll() bool {
+	if x != nil {
+		return x.ConfirmAll
 	}
 	return false
 }
@@ -2935,14 +2949,16 @@ const file_socketbridge_v1_bridge_proto_rawDesc = "" +
 	"\x05rooms\x18\x06 \x03(\tR\x05rooms\"\x80\x01\n" +
 	"\x17ListConnectionsResponse\x12=\n" +
 	"\vconnections\x18\x01 \x03(\v2\x1b.socketbridge.v1.ConnectionR\vconnections\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x91\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xb2\x01\n" +
 	"\tSubscribe\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12%\n" +
 	"\x0eevent_patterns\x18\x02 \x03(\tR\reventPatterns\x12\x1e\n" +
 	"\n" +
 	"namespaces\x18\x03 \x03(\tR\n" +
 	"namespaces\x12'\n" +
-	"\x0fwants_lifecycle\x18\x04 \x01(\bR\x0ewantsLifecycle\"8\n" +
+	"\x0fwants_lifecycle\x18\x04 \x01(\bR\x0ewantsLifecycle\x12\x1f\n" +
+	"\vconfirm_all\x18\x05 \x01(\bR\n" +
+	"confirmAll\"8\n" +
 	"\bAckError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\x93\x01\n" +

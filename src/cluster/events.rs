@@ -212,6 +212,37 @@ impl Cluster {
         })
     }
 
+    /// Creates `group`'s consumer groups (reading from now on) and tells every instance a
+    /// backend group exists, so their clients' events are written from now on too.
+    /// Done before the stream is confirmed: an event a backend emits after its Subscribed
+    /// cannot be missed. Redis down: the reader creates them once it is back.
+    pub async fn prepare_group(&self, group: &str) {
+        let Some(mut redis) = self.link.conn() else { return };
+        for p in 0..self.settings.partitions {
+            let created: Result<(), _> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(self.key(&["events", &p.to_string()]))
+                .arg(group)
+                .arg("$")
+                .arg("MKSTREAM")
+                .query_async(&mut redis)
+                .await;
+            if let Err(e) = created
+                && e.code() != Some("BUSYGROUP")
+            {
+                tracing::warn!(group, error = %e, "consumer group not created; retried by the reader");
+                return;
+            }
+        }
+        let _: Result<(), _> = redis::pipe()
+            .sadd(self.key(&["groups"]), group)
+            .ignore()
+            .publish(self.key(&["groups"]), group)
+            .ignore()
+            .query_async(&mut redis)
+            .await;
+    }
+
     /// Makes sure this instance reads `group`'s events (a stream of it subscribed here).
     pub fn ensure_reader(self: &Arc<Self>, group: &str) {
         self.groups_known.store(true, std::sync::atomic::Ordering::Release);

@@ -46,7 +46,12 @@ impl From<redis::RedisError> for LinkError {
 
 impl RedisLink {
     pub fn new(url: &str) -> Result<Arc<Self>, LinkError> {
-        let client = redis::Client::open(url).map_err(|e| LinkError(format!("redis.url: {e}")))?;
+        use redis::IntoConnectionInfo;
+        let info = url.into_connection_info().map_err(|e| LinkError(format!("redis.url: {e}")))?;
+        // RESP3 carries pub/sub messages on the same connection as commands.
+        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client =
+            redis::Client::open(info.set_redis_settings(settings)).map_err(|e| LinkError(format!("redis.url: {e}")))?;
         Ok(Arc::new_cyclic(|me| Self {
             me: me.clone(),
             client,

@@ -227,6 +227,7 @@ impl Cluster {
             tokio::spawn(self.clone().run_outbox(partition, inbox));
         }
         tokio::spawn(self.clone().run_ack_channel());
+        tokio::spawn(self.clone().run_group_news());
         tokio::spawn(self.clone().run_heartbeat(shutdown));
     }
 
@@ -564,6 +565,15 @@ impl Cluster {
         match rmp_serde::to_vec_named(&wire) {
             Ok(bytes) => self.link.publish(&self.key(&["acks", origin]), &bytes).await,
             Err(e) => tracing::warn!(error = %e, "ack could not be encoded"),
+        }
+    }
+
+    /// Learns at once when a backend group appears anywhere (the heartbeat would take up
+    /// to a second).
+    async fn run_group_news(self: Arc<Self>) {
+        let mut rx = self.link.subscribe(self.key(&["groups"]), 64).await;
+        while rx.recv().await.is_some() {
+            self.groups_known.store(true, Ordering::Release);
         }
     }
 

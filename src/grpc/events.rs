@@ -41,7 +41,7 @@ pub async fn open(hub: Arc<Hub>, mut inbound: Streaming<pb::EventsRequest>) -> R
         wants_lifecycle: subscribe.wants_lifecycle,
         confirm_all: subscribe.confirm_all,
     };
-    let (id, rx) = hub.subscribe_backend(request).map_err(status_from)?;
+    let (id, rx) = hub.subscribe_backend(request).await.map_err(status_from)?;
     tracing::info!(subscriber = id, "backend subscribed");
 
     let reader_hub = hub.clone();

@@ -10,7 +10,7 @@ use super::{Hub, HubError};
 impl Hub {
     /// Registers a backend stream; in cluster mode this instance starts reading the
     /// group's events from Redis.
-    pub fn subscribe_backend(
+    pub async fn subscribe_backend(
         &self,
         request: SubscribeRequest,
     ) -> Result<(u64, mpsc::Receiver<BackendMessage>), HubError> {
@@ -18,6 +18,7 @@ impl Hub {
         if let Some(cluster) = &self.cluster
             && let Some(group) = self.router.group_of(id)
         {
+            cluster.prepare_group(&group).await;
             cluster.ensure_reader(&group);
         }
         Ok((id, rx))

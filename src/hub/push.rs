@@ -356,11 +356,18 @@ impl Hub {
         wire: super::payload::WireArgs,
     ) -> Result<DeliveryReport, HubError> {
         let o = &cmd.options;
-        if let (Target::User(user), Some(ttl)) = (&cmd.target, o.ttl)
-            && cluster.store_offline(user, &cmd.namespace, &cmd.event, &cmd.payload, ttl).await?
-        {
-            self.metrics.offline_stored.inc();
-            return Ok(DeliveryReport { message_id, stored_offline: true, ..Default::default() });
+        if let (Target::User(user), Some(ttl)) = (&cmd.target, o.ttl) {
+            match cluster.store_offline(user, &cmd.namespace, &cmd.event, &cmd.payload, ttl).await {
+                Ok(true) => {
+                    self.metrics.offline_stored.inc();
+                    return Ok(DeliveryReport { message_id, stored_offline: true, ..Default::default() });
+                }
+                Ok(false) => {}
+                // Redis is down: a user connected here still gets it live; for anyone
+                // else the bridge cannot know whether they are offline, so it says so.
+                Err(e) if !self.registry.is_online(user) => return Err(e),
+                Err(_) => {}
+            }
         }
         let op = self.targeted(&cmd.namespace, &cmd.target, o)?;
         if let Some(timeout) = o.ack_timeout {

@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
-use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamInfoConsumersReply, StreamReadReply,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{Cluster, Outgoing, now_ms, wall_ms};
@@ -33,6 +35,10 @@ use crate::hub::{HubError, Payload};
 const READ_COUNT: usize = 256;
 /// How long a read waits for new entries; also how often membership is refreshed.
 const READ_BLOCK_MS: usize = 500;
+/// Events handed to this instance's streams of one group and not yet confirmed. Past it
+/// the reader stops taking new entries (they wait in Redis), so a backend that never
+/// confirms cannot grow memory here without bound.
+const MAX_UNCONFIRMED: usize = 10_000;
 
 #[derive(Serialize, Deserialize)]
 enum Wire {
@@ -310,6 +316,8 @@ struct Reader {
     /// Consumer groups known to exist on every partition stream.
     created: bool,
     mine: Vec<usize>,
+    /// The group's live readers, as last seen.
+    live: Vec<String>,
     /// Read this consumer's own pending entries before new ones (a stream went away, or
     /// the reader just started).
     reread_pending: bool,
@@ -325,6 +333,7 @@ impl Reader {
             conn: None,
             created: false,
             mine: Vec::new(),
+            live: Vec::new(),
             reread_pending: true,
             last_claim: None,
             last_membership: None,
@@ -372,7 +381,16 @@ impl Reader {
             self.last_claim = Some(Instant::now());
             self.claim().await?;
         }
+        if self.unconfirmed() >= MAX_UNCONFIRMED {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Ok(());
+        }
         self.read(false).await
+    }
+
+    fn unconfirmed(&self) -> usize {
+        let in_flight = self.cluster.events.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        in_flight.keys().filter(|(group, _)| *group == self.group).count()
     }
 
     async fn create_groups(&mut self) -> Result<(), redis::RedisError> {
@@ -422,6 +440,7 @@ impl Reader {
             // New partitions may hold entries the previous reader left pending.
             self.last_claim = None;
         }
+        self.live = live;
         self.last_membership = Some(Instant::now());
         Ok(())
     }
@@ -527,6 +546,28 @@ impl Reader {
                     break;
                 }
                 start = reply.next_stream_id;
+            }
+            self.forget_gone_consumers(&stream).await?;
+        }
+        Ok(())
+    }
+
+    /// Every instance start adds a consumer name to the group; once a gone instance's
+    /// entries have all been claimed, its name is removed so the group does not grow.
+    async fn forget_gone_consumers(&mut self, stream: &str) -> Result<(), redis::RedisError> {
+        let idle = self.cluster.settings.claim_idle.as_millis() as usize;
+        let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+        let info: StreamInfoConsumersReply =
+            redis::cmd("XINFO").arg("CONSUMERS").arg(stream).arg(&self.group).query_async(conn).await?;
+        for c in info.consumers {
+            if c.pending == 0 && c.idle > idle && !self.live.contains(&c.name) {
+                let _: i64 = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(stream)
+                    .arg(&self.group)
+                    .arg(&c.name)
+                    .query_async(conn)
+                    .await?;
             }
         }
         Ok(())

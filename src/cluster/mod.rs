@@ -16,7 +16,8 @@
 //! `P:nodes` zset instance→last report ms; `P:node-info` hash instance→connections;
 //! `P:presence:<user>` set of `instance|namespace|socket`; `P:node-sockets:<instance>` set of
 //! `namespace|socket|user`; `P:conn:<namespace>` hash socket→connection info;
-//! `P:offline:<user>:<namespace>` list; `P:events:<n>` streams; `P:groups` set;
+//! `P:offline:<user>:<namespace>` list; `P:offline-expiry` zset list key→newest expiry ms;
+//! `P:events:<n>` streams; `P:groups` set;
 //! `P:group:<group>` zset instance→last read ms; channel `P:acks:<instance>`.
 
 pub mod events;
@@ -171,19 +172,37 @@ return {removed, offline}
 
 /// Keeps a message for a user only if they have no socket anywhere (checked in the same
 /// atomic step, so a connect racing the push either sees it stored or gets it live).
+/// The list's key also goes into an expiry index scored by its newest message's expiry,
+/// so the sweep can count what expires unread; the key's own TTL (a minute later) only
+/// guards against a sweep that never runs.
 const OFFLINE_STORE: &str = r"
 if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-local ttl = tonumber(ARGV[2])
+local trimmed = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[3])
+if trimmed > 0 then redis.call('LTRIM', KEYS[2], trimmed, -1) end
+local ttl = tonumber(ARGV[2]) + 60000
 if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+redis.call('ZADD', KEYS[3], 'GT', ARGV[4], KEYS[2])
 return 1
 ";
 
 const OFFLINE_TAKE: &str = r"
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
 return items
+";
+
+/// Drops the lists whose every message has expired; returns how many messages went.
+const OFFLINE_SWEEP: &str = r"
+local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local dropped = 0
+for _, k in ipairs(keys) do
+  dropped = dropped + redis.call('LLEN', k)
+  redis.call('DEL', k)
+  redis.call('ZREM', KEYS[1], k)
+end
+return dropped
 ";
 
 impl Cluster {
@@ -450,19 +469,22 @@ impl Cluster {
         ttl: Duration,
     ) -> Result<bool, HubError> {
         let mut redis = self.conn()?;
+        let expires_at_ms = now_ms() + ttl.as_millis() as u64;
         let item = StoredMessage {
             event: event.to_owned(),
             args_json: payload.args_json().to_owned(),
             attachments: payload.attachments().to_vec(),
-            expires_at_ms: now_ms() + ttl.as_millis() as u64,
+            expires_at_ms,
         };
         let encoded = rmp_serde::to_vec_named(&item).map_err(|e| HubError::Unavailable(e.to_string()))?;
         let stored: i64 = redis::Script::new(OFFLINE_STORE)
             .key(self.key(&["presence", user_id]))
             .key(self.key(&["offline", user_id, namespace]))
+            .key(self.key(&["offline-expiry"]))
             .arg(encoded)
             .arg(ttl.as_millis() as u64)
             .arg(OFFLINE_MAX)
+            .arg(expires_at_ms)
             .invoke_async(&mut redis)
             .await
             .map_err(redis_unavailable)?;
@@ -473,6 +495,7 @@ impl Cluster {
         let Some(mut redis) = self.link.conn() else { return Vec::new() };
         let items: Vec<Vec<u8>> = match redis::Script::new(OFFLINE_TAKE)
             .key(self.key(&["offline", user_id, namespace]))
+            .key(self.key(&["offline-expiry"]))
             .invoke_async(&mut redis)
             .await
         {
@@ -624,6 +647,9 @@ impl Cluster {
             if ticks.is_multiple_of(3) {
                 self.reap_dead_nodes().await;
             }
+            if ticks.is_multiple_of(5) {
+                self.sweep_offline().await;
+            }
         }
         // Leaving: other instances stop counting this one at once.
         if let Some(mut redis) = self.link.conn() {
@@ -687,6 +713,22 @@ impl Cluster {
             for message in disconnect_messages(socket_id, user, namespace, reason, removed, offline) {
                 let _ = self.enqueue(socket_id, Outgoing::Message { message, pending_ack: None });
             }
+        }
+    }
+
+    /// Counts and drops offline messages that expired unread (any instance may do it;
+    /// the script removes what it counts, so nothing is counted twice).
+    async fn sweep_offline(&self) {
+        let Some(mut redis) = self.link.conn() else { return };
+        let dropped: Result<u64, _> = redis::Script::new(OFFLINE_SWEEP)
+            .key(self.key(&["offline-expiry"]))
+            .arg(now_ms())
+            .arg(500)
+            .invoke_async(&mut redis)
+            .await;
+        match dropped {
+            Ok(n) => self.metrics.dropped("offline_expired", n),
+            Err(e) => tracing::debug!(error = %e, "offline sweep failed"),
         }
     }
 

@@ -467,3 +467,125 @@ async fn fault_sigterm_under_load_drains_inflight_pushes_and_exits_zero_in_the_g
     }
     d.exit().await;
 }
+
+/// Cluster mode under load: Redis is killed (SIGKILL) and restarted empty while pushes
+/// run through instance A at a steady rate, half to a user on A, half to a user on B.
+/// Every push to A's own user must succeed and arrive, in order, through the outage;
+/// cross-instance pushes resume by themselves once Redis is back; client events from B
+/// reach the backend on A again after it heals. Figures go to stderr for RELIABILITY.md.
+#[tokio::test]
+async fn fault_redis_killed_and_restarted_under_load_local_delivery_never_stops_and_cluster_heals() {
+    use common::redis_server::RedisServer;
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    let cluster = |extra: &[&str]| {
+        let mut args = set(&[&format!("redis.url={url}"), "redis.node_timeout_ms=3000"]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let a = Bridge::start(&cluster(&[])).await;
+    let b = Bridge::start(&cluster(&[])).await;
+    let ready = |bridge: &Bridge| {
+        let url = format!("{}/ready", bridge.url());
+        async move {
+            let body: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+            body["redis"].as_str().map(str::to_owned)
+        }
+    };
+    let mut d = Driver::spawn().await;
+    d.connect("local@A", &a.url(), json!({"userId": "ann"}), Some(&["websocket"])).await;
+    d.connect("remote@B", &b.url(), json!({"userId": "bob"}), Some(&["websocket"])).await;
+    let mut client = a.client_with_key(None).await;
+    // Both instances know each other before the load starts.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = client.push(push_request(T::UserId("bob".into()), "warmup", "[0]")).await.unwrap().into_inner();
+        if r.sockets_reached == 1
+            && d.try_expect(|v| v["event"] == "warmup", Duration::from_millis(300)).await.is_some()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the two instances never formed a cluster");
+    }
+
+    // 200 pushes a second for 8 s; Redis dies at 2 s and comes back, empty, at 4.5 s.
+    let pusher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        let (mut local_ok, mut remote_sent, mut failures) = (0u64, 0u64, Vec::new());
+        for n in 0..1600u64 {
+            tick.tick().await;
+            let (user, local) = if n % 2 == 0 { ("ann", true) } else { ("bob", false) };
+            let started = Instant::now();
+            match client.push(push_request(T::UserId(user.into()), "load", &format!("[{n}]"))).await {
+                Ok(r) if local && r.get_ref().sockets_reached == 1 => local_ok += 1,
+                Ok(_) if !local => remote_sent += 1,
+                Ok(r) => failures.push(format!("push {n} to ann reached {} sockets", r.get_ref().sockets_reached)),
+                Err(s) if local => failures.push(format!("push {n} to ann failed: {s:?}")),
+                Err(_) => {}
+            }
+            assert!(started.elapsed() < Duration::from_secs(3), "push {n} hung for {:?}", started.elapsed());
+        }
+        (local_ok, remote_sent, failures)
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.stop().await;
+    let down_at = Instant::now();
+    while ready(&a).await.as_deref() != Some("down") {
+        assert!(down_at.elapsed() < Duration::from_secs(10), "readiness never showed the loss");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("readiness showed the loss after {:?}", down_at.elapsed());
+    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(down_at.elapsed())).await;
+    redis.restart().await;
+    let up_at = Instant::now();
+    let (local_ok, remote_sent, failures) = pusher.await.unwrap();
+    assert!(failures.is_empty(), "pushes to the instance's own user failed: {failures:?}");
+    assert_eq!(local_ok, 800, "every push to ann through A succeeded");
+    for bridge in [&a, &b] {
+        while ready(bridge).await.as_deref() != Some("up") {
+            assert!(up_at.elapsed() < Duration::from_secs(15), "an instance never reconnected to redis");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Every local push arrived, in order; the cross-instance ones before the kill and
+    // after the heal arrived, the ones in between may not have.
+    let mut local = Vec::new();
+    let mut remote = Vec::new();
+    while let Some(v) = d.try_expect(|v| v["event"] == "load", Duration::from_millis(1500)).await {
+        let n = v["args"][0].as_u64().unwrap();
+        if v["id"] == "local@A" { local.push(n) } else { remote.push(n) }
+    }
+    let expected: Vec<u64> = (0..1600).step_by(2).collect();
+    assert_eq!(local, expected, "ann got every push through A, in order");
+    let heal_deadline = Instant::now() + Duration::from_secs(20);
+    let mut client = a.client_with_key(None).await;
+    loop {
+        client.push(push_request(T::UserId("bob".into()), "after", "[1]")).await.unwrap();
+        if d.try_expect(|v| v["event"] == "after" && v["id"] == "remote@B", Duration::from_millis(500)).await.is_some()
+        {
+            break;
+        }
+        assert!(Instant::now() < heal_deadline, "cross-instance delivery never resumed");
+    }
+    let lost_remote = remote_sent - remote.len() as u64;
+    eprintln!(
+        "redis outage: {local_ok}/800 local pushes delivered in order; cross-instance {}/{remote_sent} delivered ({lost_remote} sent while redis was unreachable did not cross); healed {:?} after restart",
+        remote.len(),
+        up_at.elapsed()
+    );
+    // Client events from B reach the backend on A again once the cluster has healed.
+    let mut backend_client = a.client_with_key(None).await;
+    let mut backend = Backend::subscribe(&mut backend_client, subscribe_all("after-outage", false)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        d.send(json!({"cmd": "emit", "id": "remote@B", "event": "ping", "args": [1]})).await;
+        if let Some(proto::events_response::Kind::ClientEvent(e)) = backend.quiet_for(Duration::from_millis(500)).await
+        {
+            assert_eq!(e.event, "ping");
+            break;
+        }
+        assert!(Instant::now() < deadline, "events from B never reached the backend on A after the outage");
+    }
+    d.exit().await;
+}

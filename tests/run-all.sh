@@ -8,13 +8,31 @@ cd "$(dirname "$0")/.."
 steps=0
 step() { steps=$((steps + 1)); printf '\n==> %s\n' "$*"; }
 
-step "system packages (Debian): promtool, chromium"
+step "system packages (Debian): promtool, chromium, redis-server, nginx"
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# tests/cluster.rs starts its own redis-server and nginx processes on free ports.
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The redis-server and nginx packages try to start their system services when installed,
+  # which fails in a container without systemd (and is not wanted anywhere: the tests run
+  # their own). A policy-rc.d that answers 101 tells invoke-rc.d not to start anything; put
+  # one in place for the install unless the machine already has one, and remove only ours.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=""
+  if [ ! -e "$policy" ]; then
+    trap 'rm -f "$policy"' EXIT
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    own_policy=1
+  fi
+  rc=0
+  { apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } || rc=$?
+  if [ -n "$own_policy" ]; then rm -f "$policy"; trap - EXIT; fi
+  [ "$rc" -eq 0 ] || { echo "installing ${missing[*]} failed ($rc)"; exit "$rc"; }
 fi
 
 step "npm packages for the test clients (tests/js)"

@@ -409,7 +409,10 @@ impl Hub {
             Ok(()) | Err(BroadcastError::Socket(_)) => {}
             Err(e) => return Err(HubError::Unavailable(format!("push could not be sent: {e}"))),
         }
-        let reached = reached.unwrap_or(u32::try_from(local).unwrap_or(u32::MAX));
+        // This instance's own sockets are a floor: Redis' presence can lag behind them
+        // (just after Redis came back empty, before this instance re-registered them).
+        let local = u32::try_from(local).unwrap_or(u32::MAX);
+        let reached = reached.map_or(local, |r| r.max(local));
         Ok(DeliveryReport { message_id, sockets_reached: reached, ..Default::default() })
     }
 

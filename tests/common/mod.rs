@@ -3,6 +3,8 @@
 //! client. Every wait is bounded.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -240,7 +242,7 @@ impl Backend {
 }
 
 pub fn subscribe_all(group: &str, lifecycle: bool) -> proto::Subscribe {
-    proto::Subscribe { group: group.into(), event_patterns: vec![], namespaces: vec![], wants_lifecycle: lifecycle }
+    proto::Subscribe { group: group.into(), wants_lifecycle: lifecycle, ..Default::default() }
 }
 
 /// Node process running stock socket.io-client sockets.

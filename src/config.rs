@@ -199,6 +199,10 @@ pub struct RedisConfig {
     pub claim_idle_ms: u64,
     /// An instance that has not reported for this long is considered gone.
     pub node_timeout_ms: u64,
+    /// Make `/ready` answer 503 while Redis is unreachable. Off by default: every instance
+    /// loses Redis at the same moment, and taking them all out of the load balancer would
+    /// also cut off the clients they can still serve locally.
+    pub unready_when_down: bool,
 }
 
 impl Default for RedisConfig {
@@ -211,6 +215,7 @@ impl Default for RedisConfig {
             stream_max_len: 100_000,
             claim_idle_ms: 30_000,
             node_timeout_ms: 10_000,
+            unready_when_down: false,
         }
     }
 }

@@ -188,15 +188,15 @@ async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: listeners up and not draining. A lost Redis is reported but does not make
-/// the instance unready: every instance loses Redis at once, and taking them all out of
-/// the load balancer would also cut the clients they can still serve.
+/// Readiness: listeners up and not draining. A lost Redis is reported; it makes the
+/// instance unready only with `redis.unready_when_down` (see the setting for why not by
+/// default).
 #[utoipa::path(get, path = "/ready", tag = "operations",
-    responses((status = 200, body = Readiness), (status = 503, description = "Draining", body = Readiness)))]
+    responses((status = 200, body = Readiness), (status = 503, description = "Draining, or Redis unreachable with redis.unready_when_down", body = Readiness)))]
 async fn ready(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<Readiness>) {
-    let draining = hub.is_draining();
-    let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (status, Json(Readiness { ready: !draining, draining, redis: hub.redis_state() }))
+    let ready = hub.is_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Readiness { ready, draining: hub.is_draining(), redis: hub.redis_state() }))
 }
 
 #[derive(OpenApi)]

@@ -144,6 +144,8 @@ pub struct HubSettings {
     pub stream_queue: usize,
     pub undelivered_capacity: usize,
     pub undelivered_max_age: Duration,
+    /// Readiness fails while the cluster's Redis is unreachable.
+    pub unready_without_redis: bool,
 }
 
 impl HubSettings {
@@ -165,6 +167,7 @@ impl HubSettings {
             stream_queue: config.events.stream_queue,
             undelivered_capacity: config.events.undelivered_capacity,
             undelivered_max_age: config.undelivered_max_age(),
+            unready_without_redis: config.redis.unready_when_down,
         }
     }
 }
@@ -273,6 +276,12 @@ impl Hub {
             Some(c) if c.is_up() => "up",
             Some(_) => "down",
         }
+    }
+
+    /// Whether load balancers should send new clients here: not draining, and Redis
+    /// reachable when `redis.unready_when_down` asks for it.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && !(self.settings.unready_without_redis && self.redis_state() == "down")
     }
 
     /// Waits (bounded by the caller) until cluster writes queued so far reached Redis, so

@@ -566,6 +566,7 @@ mod tests {
             stream_queue: queue,
             undelivered_capacity: 2,
             undelivered_max_age: Duration::from_secs(60),
+            unready_without_redis: false,
         }
     }
 

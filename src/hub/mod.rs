@@ -281,7 +281,8 @@ impl Hub {
     /// Whether load balancers should send new clients here: not draining, and Redis
     /// reachable when `redis.unready_when_down` asks for it.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && !(self.settings.unready_without_redis && self.redis_state() == "down")
+        let redis_required_but_down = self.settings.unready_without_redis && self.redis_state() == "down";
+        !self.is_draining() && !redis_required_but_down
     }
 
     /// Waits (bounded by the caller) until cluster writes queued so far reached Redis, so

@@ -173,6 +173,19 @@ pub struct StatusBody {
     pub backend_groups: Vec<BackendGroupStatus>,
     pub undelivered_events: u64,
     pub draining: bool,
+    /// Live instances: this one alone in embedded mode, every reporting one in cluster mode.
+    pub nodes: Vec<NodeStatus>,
+    /// Cluster mode's Redis: "up", "down" or "disabled".
+    pub redis: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub instance_id: String,
+    pub connections: u64,
+    /// RFC 3339.
+    pub last_seen: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -374,5 +387,15 @@ pub async fn status(State(hub): State<Arc<Hub>>) -> Json<StatusBody> {
             .collect(),
         undelivered_events: s.undelivered_events,
         draining: s.draining,
+        nodes: s
+            .nodes
+            .iter()
+            .map(|n| NodeStatus {
+                instance_id: n.instance_id.clone(),
+                connections: n.connections,
+                last_seen: crate::telemetry::rfc3339(n.last_seen),
+            })
+            .collect(),
+        redis: s.redis.to_owned(),
     })
 }

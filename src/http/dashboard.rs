@@ -108,11 +108,15 @@ async fn snapshot_of(hub: &Hub) -> Snapshot {
         }
     }
     Snapshot {
-        nodes: vec![Node {
-            instance_id: s.instance_id.clone(),
-            connections: s.connections,
-            last_seen: crate::telemetry::rfc3339_now(),
-        }],
+        nodes: s
+            .nodes
+            .iter()
+            .map(|n| Node {
+                instance_id: n.instance_id.clone(),
+                connections: n.connections,
+                last_seen: crate::telemetry::rfc3339(n.last_seen),
+            })
+            .collect(),
         instance_id: s.instance_id,
         version: s.version,
         uptime_seconds: s.uptime.as_secs_f64(),

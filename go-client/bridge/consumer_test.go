@@ -367,3 +367,94 @@ func TestDialNeedsATransport(t *testing.T) {
 		t.Errorf("formatting the credentials shows the key: %s", s)
 	}
 }
+
+// ConfirmAll on a cluster-mode bridge: a consumer dies while handling a socket's events;
+// the next consumer of the group gets every event the first had not finished, with the
+// same ids. (Embedded mode keeps nothing across a stream's loss; cluster mode keeps it in
+// Redis.)
+func TestConsumerConfirmAllRedeliversUnfinishedEvents(t *testing.T) {
+	redis := bridgetest.StartRedis(t)
+	b := bridgetest.Start(t, append(append(bridgetest.Secure, bridgetest.Fast...), "redis.url="+redis)...)
+	client := dial(t, b)
+
+	type seen struct {
+		n  int
+		id string
+	}
+	firstSeen := make(chan seen, 100)
+	ctx, crash := context.WithCancel(context.Background())
+	first := &bridge.Consumer{
+		Client:       client,
+		Group:        "jobs",
+		ConfirmAll:   true,
+		DrainTimeout: -1, // a crash: nothing is finished on the way out
+		Logger:       testLogger(t),
+		Handler: func(hctx context.Context, ev *pb.ClientEvent) (any, error) {
+			var n int
+			if err := bridge.DecodeArgs(ev.GetPayload(), &n); err != nil {
+				return nil, err
+			}
+			firstSeen <- seen{n, ev.GetId()}
+			if n >= 5 {
+				<-hctx.Done() // stuck until the consumer dies
+				return nil, hctx.Err()
+			}
+			return nil, nil
+		},
+	}
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- first.Run(ctx) }()
+
+	browsers := bridgetest.NewBrowsers(t)
+	browsers.Connect(t, "jo", b.URL(), tokenAuth("jo"))
+	for i := range 10 {
+		browsers.Emit(t, "jo", i, "job", false, i)
+	}
+	// One socket's events are handled in order: the first consumer sees 0..5 and holds
+	// 6..9 queued behind the stuck 5.
+	ids := map[int]string{}
+	deadline := time.After(eventWait)
+	for len(ids) < 6 {
+		select {
+		case s := <-firstSeen:
+			ids[s.n] = s.id
+		case <-deadline:
+			t.Fatalf("the first consumer saw only %v", ids)
+		}
+	}
+	// Let the confirmations of 0..4 reach the bridge, then crash.
+	time.Sleep(300 * time.Millisecond)
+	crash()
+	recvWithin(t, firstDone, "first consumer's exit")
+
+	secondSeen := make(chan seen, 100)
+	start(t, &bridge.Consumer{
+		Client:     client,
+		Group:      "jobs",
+		ConfirmAll: true,
+		Handler: func(_ context.Context, ev *pb.ClientEvent) (any, error) {
+			var n int
+			if err := bridge.DecodeArgs(ev.GetPayload(), &n); err != nil {
+				return nil, err
+			}
+			secondSeen <- seen{n, ev.GetId()}
+			return nil, nil
+		},
+	})
+	got := map[int]string{}
+	for len(got) < 5 {
+		s := recvWithin(t, secondSeen, fmt.Sprintf("redelivery (have %v)", got))
+		if s.n < 5 {
+			t.Errorf("event %d was confirmed before the crash but came again", s.n)
+		}
+		got[s.n] = s.id
+	}
+	for n := 5; n < 10; n++ {
+		if _, ok := got[n]; !ok {
+			t.Errorf("event %d was not delivered again", n)
+		}
+		if want, ok := ids[n]; ok && got[n] != want {
+			t.Errorf("event %d came back with id %q, first seen as %q", n, got[n], want)
+		}
+	}
+}

@@ -158,7 +158,12 @@ impl Hub {
     }
 
     pub fn validate_push(&self, cmd: &PushCommand) -> Result<(), HubError> {
-        self.check_namespace(&cmd.namespace)?;
+        // A malformed field is reported before an unconfigured namespace (NOT_FOUND), so
+        // a batch is refused whole for it whatever namespace the push names.
+        let namespace = self.check_namespace(&cmd.namespace);
+        if let Err(e @ HubError::InvalidArgument { .. }) = namespace {
+            return Err(e);
+        }
         validate_target(&cmd.target, "target")?;
         validate_event(&cmd.event)?;
         let o = &cmd.options;
@@ -182,7 +187,7 @@ impl Hub {
                 return Err(HubError::invalid("options.ttl", "only pushes to a user can be kept for offline delivery"));
             }
         }
-        Ok(())
+        namespace
     }
 
     /// Emits one event and reports who got it (and, with `ack_timeout`, what they answered).

@@ -81,6 +81,9 @@ bash tests/python/run.sh
 step "dashboard in Chromium"
 bash tests/dashboard/run.sh
 
+step "soak, CI version: 10,000 clients, 60 s of pushes and acked events (release build)"
+bash tests/soak-ci.sh
+
 step "no credential in any log line of the whole run"
 # Every bridge the tests started left its log in target/test-logs. The tests' API keys,
 # JWT secret and signed tokens (base64url of '{"alg":"HS…' starts "eyJhbGciOiJIUz") must

@@ -13,6 +13,7 @@
 //! records the round trip of its own client events, whose ack id is their intended send
 //! time in ns (so an ack `43<id>[...]` needs no lookup).
 
+use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,7 +77,19 @@ enum Cmd {
     Emit {
         rate: f64,
         duration: Duration,
+        soak: bool,
         reply: oneshot::Sender<()>,
+    },
+    /// What new connections send as their handshake `auth` (None: `{"userId":"u<i>"}`).
+    SetAuth {
+        auth: Option<AuthFn>,
+    },
+    /// Starts counting soak deliveries and acks per (client, sequence number).
+    SoakStart {
+        rooms: u32,
+    },
+    SoakTake {
+        reply: oneshot::Sender<Option<Box<SoakRx>>>,
     },
     TakeStats {
         reply: oneshot::Sender<Stats>,
@@ -89,6 +102,166 @@ enum Cmd {
     OpenUsers {
         reply: oneshot::Sender<Vec<u32>>,
     },
+}
+
+/// Builds the handshake `auth` object (JSON text) of user `i`.
+pub type AuthFn = Arc<dyn Fn(u32) -> String + Send + Sync>;
+
+/// Sequence numbers above this are treated as garbled (bounds the bitmaps).
+const MAX_SEQ: u64 = 1 << 28;
+
+/// Marks bit `i`; false when it was already set (a duplicate), None when `i` is absurd.
+pub(crate) fn test_set(bits: &mut Vec<u64>, i: u64) -> Option<bool> {
+    if i >= MAX_SEQ {
+        return None;
+    }
+    let w = (i / 64) as usize;
+    if w >= bits.len() {
+        bits.resize((w + 1).next_power_of_two(), 0);
+    }
+    let m = 1u64 << (i % 64);
+    let new = bits[w] & m == 0;
+    bits[w] |= m;
+    Some(new)
+}
+
+/// What the soak's clients received, counted per (client, sequence number), so a
+/// duplicate or a delivery to the wrong client never passes for a received message.
+///
+/// - user pushes `42["soak",{"s":S,"u":U,"t":T}]`: one bit per S (each S has one recipient,
+///   user U; arriving anywhere else counts as misrouted);
+/// - room pushes `42["soak",{"r":R,"g":G,"t":T}]`: one bit per (client, R); the client must be
+///   in room G (user i is in room i % rooms);
+/// - acks of the client's own events `43<N>[{"n":N,...}]` (the backend echoes the event's
+///   argument): one bit per N; an answer whose N differs from the ack id is a mismatch.
+pub struct SoakRx {
+    pub rooms: u32,
+    pub user_rx: u64,
+    pub user_dup: u64,
+    pub user_misrouted: u64,
+    pub room_rx: u64,
+    pub room_dup: u64,
+    pub room_misrouted: u64,
+    pub acks_ok: u64,
+    pub ack_dup: u64,
+    pub ack_mismatch: u64,
+    pub ack_errors: u64,
+    pub ack_error_codes: BTreeMap<String, u64>,
+    /// Events other than `soak` (e.g. `bridge:disconnect`), and frames that did not parse.
+    pub other_events: u64,
+    pub garbled: u64,
+    /// Intended send time to receipt, µs: user pushes, room pushes (the last member of a
+    /// room gets it after the whole room was written), acks.
+    pub push_latency: Histogram<u64>,
+    pub room_latency: Histogram<u64>,
+    pub rtt: Histogram<u64>,
+    user_bits: Vec<u64>,
+    ack_bits: Vec<u64>,
+    room_bits: Vec<Vec<u64>>,
+}
+
+impl SoakRx {
+    fn new(rooms: u32) -> Self {
+        Self {
+            rooms: rooms.max(1),
+            user_rx: 0,
+            user_dup: 0,
+            user_misrouted: 0,
+            room_rx: 0,
+            room_dup: 0,
+            room_misrouted: 0,
+            acks_ok: 0,
+            ack_dup: 0,
+            ack_mismatch: 0,
+            ack_errors: 0,
+            ack_error_codes: BTreeMap::new(),
+            other_events: 0,
+            garbled: 0,
+            push_latency: new_hist(),
+            room_latency: new_hist(),
+            rtt: new_hist(),
+            user_bits: Vec::new(),
+            ack_bits: Vec::new(),
+            room_bits: Vec::new(),
+        }
+    }
+
+    fn field(p: &[u8], name: &[u8]) -> Option<u64> {
+        find(p, name).and_then(|i| parse_u64(&p[i + name.len()..]))
+    }
+
+    fn latency(h: &mut Histogram<u64>, p: &[u8]) {
+        if let Some(t) = Self::field(p, b"\"t\":") {
+            let _ = h.record((clock::now_ns().saturating_sub(t) / 1000).max(1));
+        }
+    }
+
+    /// `p` is an event packet `42[...]` that reached `user`.
+    fn on_event(&mut self, user: u32, p: &[u8]) {
+        if !p.starts_with(b"42[\"soak\",") {
+            self.other_events += 1;
+            return;
+        }
+        if let Some(s) = Self::field(p, b"\"s\":") {
+            if Self::field(p, b"\"u\":") != Some(u64::from(user)) {
+                self.user_misrouted += 1;
+                return;
+            }
+            match test_set(&mut self.user_bits, s) {
+                Some(true) => self.user_rx += 1,
+                Some(false) => self.user_dup += 1,
+                None => self.garbled += 1,
+            }
+            Self::latency(&mut self.push_latency, p);
+        } else if let Some(r) = Self::field(p, b"\"r\":") {
+            if Self::field(p, b"\"g\":") != Some(u64::from(user % self.rooms)) {
+                self.room_misrouted += 1;
+                return;
+            }
+            let u = user as usize;
+            if u >= self.room_bits.len() {
+                self.room_bits.resize_with(u + 1, Vec::new);
+            }
+            match test_set(&mut self.room_bits[u], r) {
+                Some(true) => self.room_rx += 1,
+                Some(false) => self.room_dup += 1,
+                None => self.garbled += 1,
+            }
+            Self::latency(&mut self.room_latency, p);
+        } else {
+            self.garbled += 1;
+        }
+    }
+
+    /// `p` is an ack packet `43<id>[...]`.
+    fn on_ack(&mut self, p: &[u8]) {
+        let Some(id) = parse_u64(&p[2..]) else {
+            self.garbled += 1;
+            return;
+        };
+        if let Some(i) = find(p, b"\"error\"") {
+            self.ack_errors += 1;
+            let code = find(&p[i..], b"\"code\":\"")
+                .map(|j| {
+                    let rest = &p[i + j + 8..];
+                    let end = rest.iter().position(|&b| b == b'"').unwrap_or(rest.len()).min(64);
+                    String::from_utf8_lossy(&rest[..end]).into_owned()
+                })
+                .unwrap_or_else(|| "?".into());
+            *self.ack_error_codes.entry(code).or_default() += 1;
+            return;
+        }
+        if Self::field(p, b"\"n\":") != Some(id) {
+            self.ack_mismatch += 1;
+            return;
+        }
+        match test_set(&mut self.ack_bits, id) {
+            Some(true) => self.acks_ok += 1,
+            Some(false) => self.ack_dup += 1,
+            None => self.garbled += 1,
+        }
+        Self::latency(&mut self.rtt, p);
+    }
 }
 
 pub struct Engine {
@@ -134,8 +307,32 @@ impl Engine {
 
     pub async fn emit(&self, rate: f64, duration: Duration) {
         let (reply, rx) = oneshot::channel();
-        self.send(Cmd::Emit { rate, duration, reply });
+        self.send(Cmd::Emit { rate, duration, soak: false, reply });
         let _ = rx.await;
+    }
+
+    /// Soak client events: `42<N>["soak",{"n":N,"u":<user>,"t":<intended ns>}]` with a
+    /// global sequence number N (from 0) as the ack id, round robin over the open sockets.
+    pub async fn emit_soak(&self, rate: f64, duration: Duration) {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Emit { rate, duration, soak: true, reply });
+        let _ = rx.await;
+    }
+
+    /// Sets the handshake `auth` of the connections opened from now on.
+    pub fn set_auth(&self, auth: Option<AuthFn>) {
+        self.send(Cmd::SetAuth { auth });
+    }
+
+    pub fn soak_start(&self, rooms: u32) {
+        self.send(Cmd::SoakStart { rooms });
+    }
+
+    /// Ends soak counting and returns what was counted.
+    pub async fn soak_take(&self) -> Option<Box<SoakRx>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::SoakTake { reply });
+        rx.await.ok().flatten()
     }
 
     /// Returns the histograms gathered since the last call and starts new ones.
@@ -204,6 +401,7 @@ struct ConnectJob {
 
 struct EmitJob {
     rate: f64,
+    soak: bool,
     t0_ns: u64,
     end_ns: u64,
     k: u64,
@@ -229,6 +427,8 @@ struct Loop {
     stop: bool,
     /// timerfd for sub-millisecond emit pacing (epoll timeouts are whole milliseconds).
     timer: std::os::fd::OwnedFd,
+    auth: Option<AuthFn>,
+    soak: Option<Box<SoakRx>>,
 }
 
 impl Loop {
@@ -258,6 +458,8 @@ impl Loop {
             out: Vec::with_capacity(256),
             stop: false,
             timer,
+            auth: None,
+            soak: None,
         }
     }
 
@@ -341,10 +543,11 @@ impl Loop {
                         reply: Some(reply),
                     });
                 }
-                Cmd::Emit { rate, duration, reply } => {
+                Cmd::Emit { rate, duration, soak, reply } => {
                     let t0 = clock::now_ns();
                     self.emit = Some(EmitJob {
                         rate,
+                        soak,
                         t0_ns: t0,
                         end_ns: t0 + duration.as_nanos() as u64,
                         k: 0,
@@ -379,6 +582,11 @@ impl Loop {
                     self.counters.open.store(0, Ordering::Relaxed);
                     self.next_user = 0;
                     let _ = reply.send(());
+                }
+                Cmd::SetAuth { auth } => self.auth = auth,
+                Cmd::SoakStart { rooms } => self.soak = Some(Box::new(SoakRx::new(rooms))),
+                Cmd::SoakTake { reply } => {
+                    let _ = reply.send(self.soak.take());
                 }
                 Cmd::Stop => self.stop = true,
             }
@@ -462,12 +670,19 @@ impl Loop {
                 arm_in = (due - now).max(100_000);
                 break;
             }
+            let seq = job.k;
             job.k += 1;
             let idx = self.open_list[job.cursor % self.open_list.len()];
             job.cursor += 1;
-            // 42<ack id>["bench",{"n":k}] where the ack id is the intended send time.
             self.out.clear();
-            let _ = write!(&mut self.out, "42{due}[\"bench\",{{\"n\":{}}}]", job.k);
+            if job.soak {
+                // 42<seq>["soak",{"n":seq,"u":user,"t":due}]: the backend echoes the argument.
+                let user = self.conns.get(idx).and_then(|c| c.as_ref()).map_or(0, |c| c.user);
+                let _ = write!(&mut self.out, "42{seq}[\"soak\",{{\"n\":{seq},\"u\":{user},\"t\":{due}}}]");
+            } else {
+                // 42<ack id>["bench",{"n":k}] where the ack id is the intended send time.
+                let _ = write!(&mut self.out, "42{due}[\"bench\",{{\"n\":{}}}]", job.k);
+            }
             let frame = ws_frame(&self.out);
             if let Some(Some(conn)) = self.conns.get_mut(idx)
                 && conn.state == State::Open
@@ -632,8 +847,26 @@ impl Loop {
             }
             Some(b'0') if conn.state == State::WaitOpen => {
                 conn.state = State::WaitConnect;
-                let auth = format!("40{{\"userId\":\"u{}\"}}", conn.user);
+                let auth = match &self.auth {
+                    Some(f) => format!("40{}", f(conn.user)),
+                    None => format!("40{{\"userId\":\"u{}\"}}", conn.user),
+                };
                 Reply::Send(ws_frame(auth.as_bytes()))
+            }
+            Some(b'4') if self.soak.is_some() && matches!(p.get(1), Some(b'2' | b'3')) => {
+                let user = conn.user;
+                let soak = self.soak.as_mut().expect("checked");
+                if p[1] == b'2' {
+                    self.counters.events.fetch_add(1, Ordering::Relaxed);
+                    soak.on_event(user, p);
+                } else {
+                    self.counters.acks.fetch_add(1, Ordering::Relaxed);
+                    if find(p, b"\"error\"").is_some() {
+                        self.counters.ack_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    soak.on_ack(p);
+                }
+                Reply::None
             }
             Some(b'4') => match p.get(1) {
                 Some(b'2') => {
@@ -723,11 +956,11 @@ fn open_socket(target: SocketAddr, user: u32, salt: u8) -> std::io::Result<TcpSt
     Ok(TcpStream::from_std(std))
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn parse_u64(p: &[u8]) -> Option<u64> {
+pub(crate) fn parse_u64(p: &[u8]) -> Option<u64> {
     let mut v: u64 = 0;
     let mut any = false;
     for &b in p {
@@ -806,5 +1039,30 @@ mod tests {
         assert_eq!(parse_frame(&f), Some((1, 6, 7)));
         assert_eq!(parse_frame(&f[..5]), None);
         assert_eq!(parse_u64(b"123[\"x\"]"), Some(123));
+    }
+
+    #[test]
+    fn soak_counts_each_message_once_and_only_where_it_belongs() {
+        let mut rx = SoakRx::new(4);
+        // User pushes: user 5 gets #10 twice (one duplicate); #11 for user 5 arrives at user 6.
+        rx.on_event(5, br#"42["soak",{"s":10,"u":5,"t":1}]"#);
+        rx.on_event(5, br#"42["soak",{"s":10,"u":5,"t":1}]"#);
+        rx.on_event(6, br#"42["soak",{"s":11,"u":5,"t":1}]"#);
+        // Room push #3 to room 1: users 5 and 9 are members (i % 4 == 1), user 6 is not.
+        rx.on_event(5, br#"42["soak",{"r":3,"g":1,"t":1}]"#);
+        rx.on_event(9, br#"42["soak",{"r":3,"g":1,"t":1}]"#);
+        rx.on_event(6, br#"42["soak",{"r":3,"g":1,"t":1}]"#);
+        rx.on_event(5, br#"42["bridge:disconnect",{"reason":"x"}]"#);
+        assert_eq!((rx.user_rx, rx.user_dup, rx.user_misrouted), (1, 1, 1));
+        assert_eq!((rx.room_rx, rx.room_dup, rx.room_misrouted), (2, 0, 1));
+        assert_eq!(rx.other_events, 1);
+        // Acks: #7 twice (one duplicate), #8 answered with #9's number, #12 an error.
+        rx.on_ack(br#"437[{"n":7,"u":1,"t":1}]"#);
+        rx.on_ack(br#"437[{"n":7,"u":1,"t":1}]"#);
+        rx.on_ack(br#"438[{"n":9,"u":1,"t":1}]"#);
+        rx.on_ack(br#"4312[{"error":{"code":"ack_timeout","message":"no answer"}}]"#);
+        assert_eq!((rx.acks_ok, rx.ack_dup, rx.ack_mismatch, rx.ack_errors), (1, 1, 1, 1));
+        assert_eq!(rx.ack_error_codes.get("ack_timeout"), Some(&1));
+        assert_eq!(rx.garbled, 0);
     }
 }

@@ -5,12 +5,16 @@
 //!               [--quick] [--runs N] [--servers bridge,sioxide,node] [--commit HASH]
 //!               [--bridge-set key=value ...] [--tiers 1000,5000]
 //! loadgen report --out DIR --md FILE      (rewrites BENCHMARKS.md from DIR/results.json)
+//! loadgen soak --bridge-bin P [--clients N] [--duration S] [--push-rate R] [--event-rate R]
+//!              [--room-every N] [--rooms N] [--drain S] [--out DIR] [--label NAME]
+//!              [--bridge-set key=value ...]       (the soak, `bench/soak.sh`; exit 1 on failure)
 
 mod backend;
 mod clients;
 mod clock;
 mod procs;
 mod report;
+mod soak;
 mod suite;
 
 #[allow(clippy::all, dead_code)]
@@ -81,7 +85,15 @@ fn main() -> anyhow::Result<()> {
             let results: Results = serde_json::from_slice(&std::fs::read(out.join("results.json"))?)?;
             report::write(&results, &out, &md)
         }
-        _ => bail!("usage: loadgen suite ... | loadgen report --out DIR --md FILE"),
+        Some("soak") => match rt.block_on(soak::run(&args)) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("soak could not run: {e:#}");
+                std::process::exit(2)
+            }
+        },
+        _ => bail!("usage: loadgen suite ... | loadgen report --out DIR --md FILE | loadgen soak --bridge-bin P ..."),
     }
 }
 

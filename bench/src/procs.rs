@@ -124,13 +124,19 @@ impl Server {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    pub async fn stop(&mut self) {
+    /// SIGTERM, then SIGKILL after 4 s. The exit status when it ended on its own (None:
+    /// it had to be killed).
+    pub async fn stop(&mut self) -> Option<std::process::ExitStatus> {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe {
             libc::kill(self.pid as i32, libc::SIGTERM);
         }
-        if tokio::time::timeout(Duration::from_secs(4), self.child.wait()).await.is_err() {
-            let _ = self.child.kill().await;
+        match tokio::time::timeout(Duration::from_secs(4), self.child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                None
+            }
         }
     }
 }

@@ -72,8 +72,7 @@ pub async fn start(config: Config) -> Result<Server, RunError> {
         tracing::warn!("dev auth mode: clients choose their own user id; never expose this to untrusted networks");
     }
     let grpc_tls = grpc::tls_config(&config).map_err(RunError::Tls)?;
-    let redis =
-        config.redis.url.as_ref().map(|url| (url.expose(), cluster::ClusterSettings::from_config(&config.redis)));
+    let redis = config.redis.url.as_ref().map(|url| (url.expose(), cluster::ClusterSettings::from_config(&config)));
     let mut built = None;
     let hub = Hub::new(HubSettings::from_config(&config), authenticator, redis, |driver| {
         let (layer, io) = socketio::build(&config, driver);
@@ -151,8 +150,12 @@ impl Server {
         if tokio::time::timeout(remaining(), self.io.close()).await.is_err() {
             tracing::warn!("client transports still open at the end of the grace period");
         }
-        // The other instances and the backends hear of these disconnects through Redis.
-        if tokio::time::timeout(remaining(), self.hub.cluster_flushed()).await.is_err() {
+        // socketioxide drops its namespaces before the closed transports come back to it,
+        // so no disconnect handler runs on shutdown: the hub unregisters what is left
+        // itself, and in cluster mode the backends and other instances hear of it through
+        // Redis before this instance leaves.
+        self.hub.unregister_all("server shutting down");
+        if tokio::time::timeout(remaining(), self.hub.leave_cluster()).await.is_err() {
             tracing::warn!("cluster writes still queued at the end of the grace period");
         }
         self.trigger_http.fire();

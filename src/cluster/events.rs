@@ -1,7 +1,8 @@
 //! Client events and lifecycle news on their way to backends through Redis Streams.
 //!
-//! Writing: each instance appends to `P:events:<n>`, the partition chosen by socket id, so
-//! one socket's events stay in order (see `Cluster::enqueue`).
+//! Writing: each instance appends to `P:events:<n>`, the partition chosen by user id (socket
+//! id for anonymous sockets), so a user's events and lifecycle news stay in order (see
+//! `Outgoing`).
 //!
 //! Reading: every backend group is a Redis consumer group on every partition stream. An
 //! instance with streams of a group runs one reader for it, which reads the partitions
@@ -199,6 +200,7 @@ struct InFlight {
     entry_id: String,
     holder: u64,
     wants_ack: bool,
+    since: Instant,
 }
 
 /// The readers running on this instance and what they have handed out.
@@ -211,8 +213,8 @@ pub struct EventBus {
 
 impl Cluster {
     /// Writes a client event or lifecycle message for the backends.
-    pub(crate) fn publish(&self, key: &str, message: BackendMessage, pending_ack: Option<u64>) -> Result<(), HubError> {
-        self.enqueue(key, Outgoing::Message { message, pending_ack }).map_err(|_| {
+    pub(crate) fn publish(&self, message: BackendMessage, pending_ack: Option<u64>) -> Result<(), HubError> {
+        self.enqueue(Outgoing::Message { message, pending_ack }).map_err(|_| {
             self.metrics.dropped("cluster_outbox_full", 1);
             HubError::ResourceExhausted("too many events waiting for Redis".into())
         })
@@ -258,26 +260,28 @@ impl Cluster {
         }
     }
 
-    /// The backend confirmed an event: it leaves the group's pending list in Redis.
-    /// Returns whether the event's client wanted an answer, when the event is known here.
-    pub async fn settle(&self, group: &str, event_id: &str) -> Option<bool> {
+    /// The backend confirmed an event: it leaves the group's pending list in Redis. The
+    /// Redis write runs on its own task so the stream's next answers are not held up by
+    /// a round trip. Returns whether the event's client wanted an answer, when known here.
+    pub fn settle(self: &Arc<Self>, group: &str, event_id: &str) -> Option<bool> {
         let entry = self
             .events
             .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(group.to_owned(), event_id.to_owned()));
-        let wants_ack = entry.as_ref().map(|e| e.wants_ack);
-        if let Some(entry) = entry
-            && let Some(mut redis) = self.link.conn()
-        {
+            .remove(&(group.to_owned(), event_id.to_owned()))?;
+        let wants_ack = entry.wants_ack;
+        let cluster = self.clone();
+        let group = group.to_owned();
+        tokio::spawn(async move {
+            let Some(mut redis) = cluster.link.conn() else { return };
             let acked: Result<i64, _> =
-                redis::cmd("XACK").arg(&entry.stream).arg(group).arg(&entry.entry_id).query_async(&mut redis).await;
+                redis::cmd("XACK").arg(&entry.stream).arg(&group).arg(&entry.entry_id).query_async(&mut redis).await;
             if let Err(e) = acked {
                 tracing::debug!(error = %e, "XACK failed; the event may be delivered again");
             }
-        }
-        wants_ack
+        });
+        Some(wants_ack)
     }
 
     async fn run_reader(self: Arc<Self>, group: String) {
@@ -297,7 +301,7 @@ impl Cluster {
             match reader.step().await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
-                    tracing::debug!(group, error = %e, "event reader step failed");
+                    tracing::warn!(group, error = %e, "event reader step failed; retrying");
                     reader.reset();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -318,6 +322,10 @@ struct Reader {
     mine: Vec<usize>,
     /// The group's live readers, as last seen.
     live: Vec<String>,
+    /// Partitions just taken over from another reader, not read until the given time: the
+    /// previous reader re-checks its share once a second, and reading both at once would
+    /// split a socket's events between two backends.
+    held: HashMap<usize, Instant>,
     /// Read this consumer's own pending entries before new ones (a stream went away, or
     /// the reader just started).
     reread_pending: bool,
@@ -334,6 +342,7 @@ impl Reader {
             created: false,
             mine: Vec::new(),
             live: Vec::new(),
+            held: HashMap::new(),
             reread_pending: true,
             last_claim: None,
             last_membership: None,
@@ -372,6 +381,7 @@ impl Reader {
         if self.release_orphans() {
             self.reread_pending = true;
         }
+        self.settle_unanswered().await?;
         if self.reread_pending {
             self.reread_pending = false;
             self.read(true).await?;
@@ -393,6 +403,9 @@ impl Reader {
         in_flight.keys().filter(|(group, _)| *group == self.group).count()
     }
 
+    /// Creates the group where it is missing. From the start of the stream: a group the
+    /// reader finds missing was lost with Redis' data (or never made it, Redis being down
+    /// at subscribe time), and the entries already there were written for it since.
     async fn create_groups(&mut self) -> Result<(), redis::RedisError> {
         let Some(conn) = self.conn.as_mut() else { return Ok(()) };
         for p in 0..self.cluster.settings.partitions {
@@ -401,7 +414,7 @@ impl Reader {
                 .arg("CREATE")
                 .arg(&stream)
                 .arg(&self.group)
-                .arg("$")
+                .arg("0")
                 .arg("MKSTREAM")
                 .query_async(conn)
                 .await;
@@ -436,6 +449,13 @@ impl Reader {
         let mine: Vec<usize> = (0..self.cluster.settings.partitions).filter(|p| p % n == me).collect();
         if mine != self.mine {
             tracing::debug!(group = self.group, partitions = ?mine, readers = n, "event partitions assigned");
+            if n > 1 {
+                let until = Instant::now() + Duration::from_millis(1500);
+                for p in mine.iter().filter(|p| !self.mine.contains(p)) {
+                    self.held.insert(*p, until);
+                }
+            }
+            self.held.retain(|p, _| mine.contains(p));
             self.mine = mine;
             // New partitions may hold entries the previous reader left pending.
             self.last_claim = None;
@@ -453,6 +473,25 @@ impl Reader {
         in_flight.len() != before
     }
 
+    /// Events whose client has stopped waiting (its ack timeout passed) are settled even
+    /// if the backend never answers, so unanswered asks cannot pile up and stall the group.
+    async fn settle_unanswered(&mut self) -> Result<(), redis::RedisError> {
+        let limit = self.cluster.settings.ack_timeout + Duration::from_secs(1);
+        let expired: Vec<(String, String)> = {
+            let mut in_flight = self.cluster.events.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<(String, String)> = in_flight
+                .iter()
+                .filter(|((group, _), e)| *group == self.group && e.wants_ack && e.since.elapsed() > limit)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| in_flight.remove(k)).map(|e| (e.stream, e.entry_id)).collect()
+        };
+        for (stream, entry_id) in expired {
+            self.ack(&stream, &entry_id).await?;
+        }
+        Ok(())
+    }
+
     fn is_in_flight(&self, event_id: &str) -> bool {
         self.cluster
             .events
@@ -468,7 +507,14 @@ impl Reader {
             tokio::time::sleep(Duration::from_millis(READ_BLOCK_MS as u64)).await;
             return Ok(());
         }
-        let streams: Vec<String> = self.mine.iter().map(|p| self.stream(*p)).collect();
+        let now = Instant::now();
+        self.held.retain(|_, until| *until > now);
+        let streams: Vec<String> =
+            self.mine.iter().filter(|p| !self.held.contains_key(p)).map(|p| self.stream(*p)).collect();
+        if streams.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Ok(());
+        }
         let mut cursors: Vec<String> = vec![if own_pending { "0".into() } else { ">".into() }; streams.len()];
         loop {
             let mut cmd = redis::cmd("XREADGROUP");
@@ -607,6 +653,7 @@ impl Reader {
                         entry_id: entry.id.clone(),
                         holder: picked.subscriber,
                         wants_ack,
+                        since: Instant::now(),
                     },
                 );
             }

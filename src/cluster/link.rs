@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -27,7 +27,10 @@ pub struct RedisLink {
     /// Itself, for the push sender, which must own what it uses.
     me: std::sync::Weak<RedisLink>,
     client: redis::Client,
-    conn: OnceLock<ConnectionManager>,
+    /// Replaced when the connection stops answering without closing (a Redis moved behind
+    /// the same address, a dropped NAT entry): the manager itself only reconnects after
+    /// errors it sees as a broken connection, never after timeouts.
+    conn: RwLock<Option<ConnectionManager>>,
     /// Pub/sub channel → where its messages go. Kept here (not only in Redis' connection
     /// state) so every reconnect can subscribe them all again.
     handlers: RwLock<Handlers>,
@@ -55,22 +58,21 @@ impl RedisLink {
         Ok(Arc::new_cyclic(|me| Self {
             me: me.clone(),
             client,
-            conn: OnceLock::new(),
+            conn: RwLock::new(None),
             handlers: RwLock::default(),
             up: AtomicBool::new(false),
         }))
     }
 
     /// Connects (retrying with backoff until it works), then watches the connection:
-    /// a PING a second keeps `is_up` true to within about a second, and every time Redis
-    /// comes back the channels are subscribed again.
+    /// a PING a second keeps `is_up` true to within about a second, every time Redis comes
+    /// back the channels are subscribed again, and a connection that fails its PINGs three
+    /// times in a row is replaced by a new one.
     pub async fn run(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
         let mut backoff = Duration::from_millis(100);
-        while self.conn.get().is_none() {
+        while self.current().is_none() {
             match self.connect().await {
-                Ok(conn) => {
-                    let _ = self.conn.set(conn);
-                }
+                Ok(conn) => self.replace(conn),
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "redis unreachable");
                     tokio::select! {
@@ -83,8 +85,26 @@ impl RedisLink {
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failed = 0u32;
         loop {
-            let alive = self.ping().await;
+            let mut alive = self.ping().await;
+            failed = if alive { 0 } else { failed + 1 };
+            if failed >= 3 {
+                failed = 0;
+                match tokio::time::timeout(RESPONSE_TIMEOUT, self.connect()).await {
+                    Ok(Ok(conn)) => {
+                        tracing::warn!("redis connection stopped answering; replaced it");
+                        self.replace(conn);
+                        alive = self.ping().await;
+                        if alive {
+                            // The new connection has none of the old one's subscriptions.
+                            self.resubscribe().await;
+                        }
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "redis still unreachable"),
+                    Err(_) => tracing::debug!("redis still unreachable (connect timed out)"),
+                }
+            }
             let was_up = self.up.swap(alive, Ordering::AcqRel);
             match (was_up, alive) {
                 (false, true) => {
@@ -118,15 +138,23 @@ impl RedisLink {
         ConnectionManager::new_with_config(self.client.clone(), config).await
     }
 
+    fn current(&self) -> Option<ConnectionManager> {
+        self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn replace(&self, conn: ConnectionManager) {
+        *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+    }
+
     async fn ping(&self) -> bool {
-        let Some(mut conn) = self.conn.get().cloned() else { return false };
+        let Some(mut conn) = self.current() else { return false };
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
         matches!(tokio::time::timeout(RESPONSE_TIMEOUT, ping).await, Ok(Ok(_)))
     }
 
     async fn resubscribe(&self) {
-        let Some(mut conn) = self.conn.get().cloned() else { return };
+        let Some(mut conn) = self.current() else { return };
         let channels: Vec<String> = self.read_handlers().keys().cloned().collect();
         for chan in channels {
             if let Err(e) = conn.subscribe(&chan).await {
@@ -160,7 +188,7 @@ impl RedisLink {
     /// A command connection when Redis is believed reachable. Callers treat None like a
     /// failed command.
     pub fn conn(&self) -> Option<ConnectionManager> {
-        if self.is_up() { self.conn.get().cloned() } else { None }
+        if self.is_up() { self.current() } else { None }
     }
 
     /// A fresh dedicated connection, for blocking reads that must not hold up the shared
@@ -168,7 +196,9 @@ impl RedisLink {
     pub async fn dedicated(&self) -> Result<redis::aio::MultiplexedConnection, redis::RedisError> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(None);
+            // Reads block for at most half a second; a reply this late means the
+            // connection is dead (the reader then makes a new one).
+            .set_response_timeout(Some(Duration::from_secs(5)));
         self.client.get_multiplexed_async_connection_with_config(&config).await
     }
 

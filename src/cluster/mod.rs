@@ -44,6 +44,8 @@ use link::RedisLink;
 const OUTBOX_CAPACITY: usize = 16_384;
 /// Most outgoing operations written in one pipeline.
 const OUTBOX_BATCH: usize = 256;
+/// Departures kept while Redis is unreachable, to report when it is back.
+const MAX_UNREPORTED: usize = 100_000;
 /// Most messages kept per offline user and namespace; the oldest go first beyond it.
 const OFFLINE_MAX: usize = 1000;
 
@@ -55,11 +57,15 @@ pub struct ClusterSettings {
     pub stream_max_len: u64,
     pub claim_idle: Duration,
     pub node_timeout: Duration,
+    /// How long a client waits for an answer; past it an unanswered event is settled.
+    pub ack_timeout: Duration,
 }
 
 impl ClusterSettings {
-    pub fn from_config(c: &RedisConfig) -> Self {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let c: &RedisConfig = &config.redis;
         Self {
+            ack_timeout: config.ack_timeout(),
             prefix: c.prefix.clone(),
             request_timeout: Duration::from_millis(c.request_timeout_ms),
             partitions: c.partitions as usize,
@@ -97,6 +103,11 @@ pub struct ConnectionInfo {
 }
 
 /// Work for one partition's writer, in the order it must reach Redis.
+///
+/// Everything about one user (all their sockets' events and lifecycle news, presence
+/// included) goes to one partition, chosen by user id (by socket id for anonymous
+/// sockets): a backend then sees a user's `UserOffline` and later `UserOnline` in the order
+/// they happened, and each socket's connect, events and disconnect in order.
 pub(crate) enum Outgoing {
     /// A client event or lifecycle message for the backends. `pending_ack` is the router
     /// sequence of the client callback waiting on it, failed if the write fails.
@@ -119,6 +130,28 @@ pub(crate) enum Outgoing {
     },
 }
 
+impl Outgoing {
+    fn partition_key(&self) -> &str {
+        match self {
+            Outgoing::Message { message, .. } => message_key(message),
+            Outgoing::Connected { conn, .. } | Outgoing::Disconnected { conn, .. } => {
+                conn.user_id.as_deref().unwrap_or(&conn.socket_id)
+            }
+            Outgoing::TakeOffline { user_id, .. } => user_id,
+        }
+    }
+}
+
+fn message_key(message: &BackendMessage) -> &str {
+    match message {
+        BackendMessage::ClientEvent(e) => e.user_id.as_deref().unwrap_or(&e.socket_id),
+        BackendMessage::SocketConnected(c) => c.user_id.as_deref().unwrap_or(&c.socket_id),
+        BackendMessage::SocketDisconnected(d) => d.user_id.as_deref().unwrap_or(&d.socket_id),
+        BackendMessage::UserOnline(u) | BackendMessage::UserOffline(u) => u,
+        BackendMessage::Subscribed { .. } => "",
+    }
+}
+
 pub struct Cluster {
     link: Arc<RedisLink>,
     instance_id: String,
@@ -129,6 +162,13 @@ pub struct Cluster {
     outbox: Vec<mpsc::Sender<Outgoing>>,
     /// The outbox' receiving ends until `start` hands them to their writers.
     inboxes: std::sync::Mutex<Vec<mpsc::Receiver<Outgoing>>>,
+    /// Sockets that left while Redis was unreachable: reported when it is back (Redis may
+    /// have lost every trace of them, so the resync alone would not know).
+    unreported: std::sync::Mutex<Vec<(Arc<Connection>, String)>>,
+    /// Set once this instance has left the cluster (shutdown): it stops reporting.
+    left: AtomicBool,
+    /// Items queued or being written, so shutdown can wait until they reached Redis.
+    unwritten: std::sync::atomic::AtomicUsize,
     /// True when some backend group exists anywhere in the cluster; otherwise client
     /// events are answered "no backend" at once rather than written for nobody.
     groups_known: AtomicBool,
@@ -222,6 +262,9 @@ impl Cluster {
         metrics.redis_up.set(0);
         Ok(Arc::new(Self {
             inboxes: std::sync::Mutex::new(inboxes),
+            unwritten: std::sync::atomic::AtomicUsize::new(0),
+            left: AtomicBool::new(false),
+            unreported: std::sync::Mutex::default(),
             events: events::EventBus::default(),
             link,
             instance_id,
@@ -250,13 +293,11 @@ impl Cluster {
         tokio::spawn(self.clone().run_heartbeat(shutdown));
     }
 
-    /// Resolves once every partition writer has emptied its queue (the item being
-    /// written may still be in flight: a short grace follows).
+    /// Resolves once everything queued so far has been written (or failed to be).
     pub async fn flushed(&self) {
-        while self.outbox.iter().any(|tx| tx.capacity() < tx.max_capacity()) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        while self.unwritten.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     pub fn instance_id(&self) -> &str {
@@ -295,11 +336,16 @@ impl Cluster {
         self.link.conn().ok_or_else(|| HubError::Unavailable("the cluster's Redis is unreachable; retry later".into()))
     }
 
-    /// Queues work for the partition of `key` (a socket id): everything about one socket
-    /// reaches Redis in the order it happened. Refused only when the queue is full.
-    pub(crate) fn enqueue(&self, key: &str, item: Outgoing) -> Result<(), Outgoing> {
-        self.outbox[self.partition_of(key)].try_send(item).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item) => item,
+    /// Queues work for its partition (see [`Outgoing`]): what concerns one user reaches
+    /// Redis in the order it happened. Refused only when the queue is full.
+    pub(crate) fn enqueue(&self, item: Outgoing) -> Result<(), Outgoing> {
+        let partition = self.partition_of(item.partition_key());
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
+        self.outbox[partition].try_send(item).map_err(|e| {
+            self.unwritten.fetch_sub(1, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item) => item,
+            }
         })
     }
 
@@ -307,6 +353,7 @@ impl Cluster {
         let stream = self.key(&["events", &partition.to_string()]);
         let mut batch = Vec::with_capacity(OUTBOX_BATCH);
         while inbox.recv_many(&mut batch, OUTBOX_BATCH).await > 0 {
+            let taken = batch.len();
             let mut messages: Vec<(BackendMessage, Option<u64>)> = Vec::new();
             for item in batch.drain(..) {
                 match item {
@@ -319,6 +366,7 @@ impl Cluster {
                 }
             }
             self.write_messages(&stream, messages).await;
+            self.unwritten.fetch_sub(taken, Ordering::AcqRel);
         }
     }
 
@@ -345,13 +393,25 @@ impl Cluster {
             None => Err("redis unreachable".to_owned()),
         };
         if let Err(e) = result {
-            tracing::warn!(error = %e, count = messages.len(), "client events could not be written to redis");
-            self.metrics.dropped("redis_unavailable", messages.len() as u64);
-            for seq in messages.iter().filter_map(|(_, seq)| *seq) {
-                self.router.fail_ack(
-                    seq,
-                    AckReply::error("backend_unavailable", "the cluster cannot reach its backends right now"),
-                );
+            // Redis is out of reach: streams on this instance still get what they want,
+            // as in embedded mode (without redelivery); the rest is dropped and counted,
+            // and waiting clients are told at once.
+            let mut dropped = 0u64;
+            for (message, seq) in messages {
+                if self.router.deliver_here(&message) {
+                    continue;
+                }
+                dropped += 1;
+                if let Some(seq) = seq {
+                    self.router.fail_ack(
+                        seq,
+                        AckReply::error("backend_unavailable", "the cluster cannot reach its backends right now"),
+                    );
+                }
+            }
+            if dropped > 0 {
+                tracing::warn!(error = %e, dropped, "events could not be written to redis and no stream here wanted them");
+                self.metrics.dropped("redis_unavailable", dropped);
             }
         }
     }
@@ -396,7 +456,11 @@ impl Cluster {
                         went_offline,
                     ),
                     Err(e) => {
-                        tracing::warn!(error = %e, "presence not updated in redis");
+                        tracing::warn!(error = %e, "presence not updated in redis; reported once it is back");
+                        let mut unreported = self.unreported.lock().unwrap_or_else(|e| e.into_inner());
+                        if unreported.len() < MAX_UNREPORTED {
+                            unreported.push((conn, reason));
+                        }
                         Vec::new()
                     }
                 }
@@ -624,6 +688,7 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_up = false;
         let mut ticks = 0u64;
+        let mut reported = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -632,17 +697,26 @@ impl Cluster {
             ticks += 1;
             let up = self.link.is_up();
             self.metrics.redis_up.set(i64::from(up));
-            if !up {
+            if !up || self.left.load(Ordering::Acquire) {
                 was_up = false;
                 continue;
             }
-            if let Err(e) = self.report().await {
-                tracing::debug!(error = %e, "cluster heartbeat failed");
-                continue;
+            let rejoined = match self.report().await {
+                Ok(rejoined) => rejoined,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster heartbeat failed");
+                    continue;
+                }
+            };
+            if rejoined && reported {
+                tracing::warn!(
+                    "this instance had been reaped by the others (paused or cut off); re-announcing its sockets"
+                );
             }
-            if !was_up || ticks.is_multiple_of(30) {
+            if !was_up || rejoined || ticks.is_multiple_of(30) {
                 self.resync_sockets().await;
             }
+            reported = true;
             was_up = true;
             if ticks.is_multiple_of(3) {
                 self.reap_dead_nodes().await;
@@ -657,11 +731,48 @@ impl Cluster {
         }
     }
 
-    async fn report(&self) -> Result<(), redis::RedisError> {
+    /// Shutdown: removes what Redis still holds of this instance (sockets whose disconnect
+    /// could not be written are reported now) and stops counting it as a node.
+    pub async fn leave(&self) {
+        self.left.store(true, Ordering::Release);
+        let Some(mut redis) = self.link.conn() else { return };
+        let key = self.key(&["node-sockets", &self.instance_id]);
+        let left_over: Vec<String> = redis.smembers(&key).await.unwrap_or_default();
+        for entry in &left_over {
+            if let Some((namespace, socket_id, user)) = split_node_socket(entry)
+                && let Ok((removed, offline)) = self.presence_del(&self.instance_id, namespace, socket_id, user).await
+            {
+                let messages =
+                    disconnect_messages(socket_id, user, namespace, "server shutting down", removed, offline);
+                self.write_now(messages).await;
+            }
+        }
+        let _: Result<(), _> = redis::pipe()
+            .zrem(self.key(&["nodes"]), &self.instance_id)
+            .hdel(self.key(&["node-info"]), &self.instance_id)
+            .del(&key)
+            .query_async(&mut redis)
+            .await;
+    }
+
+    /// Writes lifecycle news directly (not through the queues), each to its partition.
+    async fn write_now(&self, messages: Vec<BackendMessage>) {
+        for message in messages {
+            let stream = self.key(&["events", &self.partition_of(message_key(&message)).to_string()]);
+            self.write_messages(&stream, vec![(message, None)]).await;
+        }
+    }
+
+    /// Reports this instance; true when it was missing from the node list (first report,
+    /// Redis lost its data, or the others reaped it while it was paused or cut off).
+    async fn report(&self) -> Result<bool, redis::RedisError> {
+        if self.left.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         let mut redis = self.link.conn().ok_or_else(unreachable)?;
         let connections = self.router_connections();
         let since = now_ms().saturating_sub(self.settings.node_timeout.as_millis() as u64);
-        let (_, _, live, groups): ((), (), u64, u64) = redis::pipe()
+        let (added, _, live, groups): (u64, (), u64, u64) = redis::pipe()
             .zadd(self.key(&["nodes"]), &self.instance_id, now_ms())
             .hset(self.key(&["node-info"]), &self.instance_id, connections)
             .zcount(self.key(&["nodes"]), since, "+inf")
@@ -670,7 +781,7 @@ impl Cluster {
             .await?;
         self.metrics.cluster_nodes.set(live as i64);
         self.groups_known.store(groups > 0 || self.router.has_groups(), Ordering::Release);
-        Ok(())
+        Ok(added == 1)
     }
 
     fn router_connections(&self) -> u64 {
@@ -681,7 +792,7 @@ impl Cluster {
     async fn resync_sockets(&self) {
         let Some(mut redis) = self.link.conn() else { return };
         let key = self.key(&["node-sockets", &self.instance_id]);
-        let known: Vec<String> = match redis.smembers(&key).await {
+        let known: std::collections::HashSet<String> = match redis.smembers(&key).await {
             Ok(k) => k,
             Err(_) => return,
         };
@@ -697,12 +808,28 @@ impl Cluster {
                 self.remove_socket(&self.instance_id, namespace, socket_id, user, "transport close").await;
             }
         }
-        // Arrived while Redis was down (their connect never reached it). Recent ones are
-        // left to their own queued connect so its UserOnline is not lost.
-        let settled = SystemTime::now() - Duration::from_secs(5);
-        for (entry, conn) in &live {
-            if !known.contains(entry) && conn.connected_at < settled {
-                let _ = self.presence_add(conn).await;
+        // Left while Redis was unreachable: removed if Redis still has them, and reported
+        // either way (UserOffline when the user has no socket left anywhere).
+        let departed = std::mem::take(&mut *self.unreported.lock().unwrap_or_else(|e| e.into_inner()));
+        for (conn, reason) in departed {
+            let user = conn.user_id.as_deref();
+            let _ = self.presence_del(&self.instance_id, &conn.namespace, &conn.socket_id, user).await;
+            let still_online = match user {
+                Some(u) => redis.scard::<_, u64>(self.key(&["presence", u])).await.map(|n| n > 0).unwrap_or(true),
+                None => false,
+            };
+            for message in disconnect_messages(&conn.socket_id, user, &conn.namespace, &reason, true, !still_online) {
+                let _ = self.enqueue(Outgoing::Message { message, pending_ack: None });
+            }
+        }
+        // Unknown to Redis: connected while it was down (their connect never reached it),
+        // or reaped while this instance was paused. Announced again through the queue, so
+        // backends hear UserOnline and SocketConnected (with no rooms listed). Recent ones
+        // are left to their own queued connect.
+        let settled = SystemTime::now() - Duration::from_secs(1);
+        for (entry, conn) in live {
+            if !known.contains(&entry) && conn.connected_at < settled {
+                let _ = self.enqueue(Outgoing::Connected { conn, rooms: Vec::new() });
             }
         }
     }
@@ -711,7 +838,7 @@ impl Cluster {
     async fn remove_socket(&self, instance: &str, namespace: &str, socket_id: &str, user: Option<&str>, reason: &str) {
         if let Ok((removed, offline)) = self.presence_del(instance, namespace, socket_id, user).await {
             for message in disconnect_messages(socket_id, user, namespace, reason, removed, offline) {
-                let _ = self.enqueue(socket_id, Outgoing::Message { message, pending_ack: None });
+                let _ = self.enqueue(Outgoing::Message { message, pending_ack: None });
             }
         }
     }

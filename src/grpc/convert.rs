@@ -8,7 +8,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::hub::registry::Handshake;
-use crate::hub::router::{AckReply, BackendMessage};
+use crate::hub::router::{AckReply, BackendMessage, ClientEvent};
 use crate::hub::{AckOutcome, DeliveryReport, HubError, Payload, PayloadLimits, PushCommand, PushOptions, Target};
 use crate::proto as pb;
 
@@ -116,6 +116,35 @@ pub fn handshake(h: &Handshake) -> pb::Handshake {
     }
 }
 
+/// An event sent to one stream only (one group) is no longer shared by the time it is
+/// encoded: its fields move into the message instead of being copied.
+fn client_event(e: std::sync::Arc<ClientEvent>) -> pb::ClientEvent {
+    match std::sync::Arc::try_unwrap(e) {
+        Ok(e) => pb::ClientEvent {
+            handshake: Some(handshake(&e.handshake)),
+            id: e.id,
+            socket_id: e.socket_id,
+            user_id: e.user_id.unwrap_or_default(),
+            namespace: e.namespace,
+            event: e.event,
+            payload: Some(pb_payload(e.payload)),
+            wants_ack: e.wants_ack,
+            received_at: Some(e.received_at.into()),
+        },
+        Err(e) => pb::ClientEvent {
+            id: e.id.clone(),
+            socket_id: e.socket_id.clone(),
+            user_id: e.user_id.clone().unwrap_or_default(),
+            namespace: e.namespace.clone(),
+            event: e.event.clone(),
+            payload: Some(pb_payload(e.payload.clone())),
+            wants_ack: e.wants_ack,
+            received_at: Some(e.received_at.into()),
+            handshake: Some(handshake(&e.handshake)),
+        },
+    }
+}
+
 pub fn ack_reply(result: Option<pb::ack::Result>, limits: PayloadLimits) -> Result<AckReply, HubError> {
     match result {
         Some(pb::ack::Result::Payload(p)) => Ok(AckReply::Payload(payload(Some(p), "ack.payload", limits)?)),
@@ -135,17 +164,7 @@ pub fn backend_message(m: BackendMessage) -> pb::EventsResponse {
         BackendMessage::Subscribed { subscriber_id, instance_id } => {
             Kind::Subscribed(pb::Subscribed { subscriber_id, instance_id })
         }
-        BackendMessage::ClientEvent(e) => Kind::ClientEvent(pb::ClientEvent {
-            id: e.id.clone(),
-            socket_id: e.socket_id.clone(),
-            user_id: e.user_id.clone().unwrap_or_default(),
-            namespace: e.namespace.clone(),
-            event: e.event.clone(),
-            payload: Some(pb_payload(e.payload.clone())),
-            wants_ack: e.wants_ack,
-            received_at: Some(e.received_at.into()),
-            handshake: Some(handshake(&e.handshake)),
-        }),
+        BackendMessage::ClientEvent(e) => Kind::ClientEvent(client_event(e)),
         BackendMessage::SocketConnected(c) => Kind::SocketConnected(pb::SocketConnected {
             socket_id: c.socket_id.clone(),
             user_id: c.user_id.clone().unwrap_or_default(),

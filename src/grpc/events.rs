@@ -10,12 +10,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use super::convert::{self, status_from};
-use crate::hub::router::SubscribeRequest;
+use crate::hub::router::{BackendMessage, SubscribeRequest};
 use crate::hub::{Hub, HubError};
 use crate::proto as pb;
 
@@ -74,25 +73,54 @@ pub async fn open(hub: Arc<Hub>, mut inbound: Streaming<pb::EventsRequest>) -> R
         tracing::info!(subscriber = id, "backend stream closed");
     });
 
-    let outbound = ReceiverStream::new(rx).map(|m| Ok(convert::backend_message(m)));
-    Ok(Box::pin(Unsubscribing { inner: outbound, hub, id }))
+    Ok(Box::pin(Outbound { rx, idle: true, deferred: false, hub, id }))
 }
 
-/// The response stream; dropping it (the backend went away) removes the subscription.
-struct Unsubscribing<S> {
-    inner: S,
+/// Queued messages at which a stream that just woke up sends at once instead of waiting
+/// its turn (see `Outbound`).
+const COALESCE_BELOW: usize = 32;
+
+/// The response stream: the subscription's queue, encoded as it is read. Dropping it (the
+/// backend went away) removes the subscription.
+///
+/// Coalescing: a stream woken from idle by a few new messages lets the tasks already
+/// waiting to run go first (one turn of the scheduler), since those are typically other
+/// sockets' events of the same batch of readiness. Their messages then leave in the same
+/// write instead of one write (and one wake-up of the backend) each. When nothing else is
+/// waiting the turn costs nothing; the stream never waits for a timer.
+struct Outbound {
+    rx: mpsc::Receiver<BackendMessage>,
+    /// The last poll found the queue empty.
+    idle: bool,
+    /// This wake-up has already let the others go first.
+    deferred: bool,
     hub: Arc<Hub>,
     id: u64,
 }
 
-impl<S: Stream + Unpin> Stream for Unsubscribing<S> {
-    type Item = S::Item;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        Pin::new(&mut self.inner).poll_next(cx)
+impl Stream for Outbound {
+    type Item = Result<pb::EventsResponse, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.idle && !self.deferred && (1..COALESCE_BELOW).contains(&self.rx.len()) {
+            self.deferred = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.deferred = false;
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(m) => {
+                self.idle = false;
+                Poll::Ready(m.map(|m| Ok(convert::backend_message(m))))
+            }
+            Poll::Pending => {
+                self.idle = true;
+                Poll::Pending
+            }
+        }
     }
 }
 
-impl<S> Drop for Unsubscribing<S> {
+impl Drop for Outbound {
     fn drop(&mut self) {
         self.hub.unsubscribe_backend(self.id);
     }

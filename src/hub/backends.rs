@@ -31,10 +31,7 @@ impl Hub {
     /// A backend's `Ack` for `event_id`, received on stream `subscriber_id`.
     pub async fn backend_ack(&self, subscriber_id: u64, event_id: &str, reply: AckReply) -> Result<(), HubError> {
         let Some(cluster) = &self.cluster else { return self.router.complete_ack(event_id, reply) };
-        let wanted_ack = match self.router.group_of(subscriber_id) {
-            Some(group) => cluster.settle(&group, event_id).await,
-            None => None,
-        };
+        let wanted_ack = self.router.group_of(subscriber_id).and_then(|group| cluster.settle(&group, event_id));
         if wanted_ack == Some(false) {
             // A delivery confirmation (`confirm_all`): no client callback waits for it.
             return Ok(());
@@ -44,7 +41,10 @@ impl Hub {
         }
         match event_id.split_once('-') {
             Some((origin, _)) if is_instance_id(origin) => {
-                cluster.forward_ack(origin, event_id, reply).await;
+                // Sent on its own task: answers to other instances' clients must not wait
+                // behind each other's round trips.
+                let (cluster, origin, event_id) = (cluster.clone(), origin.to_owned(), event_id.to_owned());
+                tokio::spawn(async move { cluster.forward_ack(&origin, &event_id, reply).await });
                 Ok(())
             }
             _ => Err(HubError::NotFound(format!(

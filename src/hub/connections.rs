@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::auth::{AuthError, Identity};
 use super::pattern::any_matches;
 use super::registry::{Connection, Handshake, Presence};
-use super::router::{AckReply, BackendMessage, ClientEvent, DispatchOutcome, SocketConnected, SocketDisconnected};
+use super::router::{AckReply, AckWaiter, BackendMessage, ClientEvent, SocketConnected, SocketDisconnected, answer};
 use super::{
     ClientAck, ErrorKind, Hub, HubError, Payload, Socket, is_internal_room, socket_room, user_room, validate_name,
 };
@@ -69,7 +69,8 @@ impl Hub {
     }
 
     /// A socket passed its middleware: put it in its rooms, register it, tell the backend.
-    pub fn on_connect(&self, socket: &Socket, identity: Identity, handshake: Handshake) {
+    /// Returns the registered connection (the socket's event handler keeps it).
+    pub fn on_connect(&self, socket: &Socket, identity: Identity, handshake: Handshake) -> Arc<Connection> {
         let socket_id = socket.id.to_string();
         let namespace = socket.ns().to_owned();
         let mut rooms = identity.rooms;
@@ -102,11 +103,11 @@ impl Hub {
         if let Some(cluster) = &self.cluster {
             // Presence is the cluster's: Redis decides whether this is the user's first
             // socket anywhere, in order with the socket's events.
-            let connected = Outgoing::Connected { conn, rooms };
-            if cluster.enqueue(&socket_id, connected).is_err() {
+            let connected = Outgoing::Connected { conn: conn.clone(), rooms };
+            if cluster.enqueue(connected).is_err() {
                 self.metrics.dropped("cluster_outbox_full", 1);
             }
-            return;
+            return conn;
         }
         let key = identity.user_id.clone().unwrap_or_else(|| socket_id.clone());
         if presence == Presence::CameOnline
@@ -126,6 +127,7 @@ impl Hub {
                 connected_at: conn.connected_at,
             })),
         );
+        conn
     }
 
     /// The client has its CONNECT packet: it can now receive what was kept for it.
@@ -139,7 +141,7 @@ impl Hub {
                 // check and this read never both miss a message.
                 let (reply, kept) = tokio::sync::oneshot::channel();
                 let take = Outgoing::TakeOffline { user_id: user.clone(), namespace: conn.namespace.clone(), reply };
-                if cluster.enqueue(&conn.socket_id, take).is_err() {
+                if cluster.enqueue(take).is_err() {
                     self.metrics.dropped("cluster_outbox_full", 1);
                     return;
                 }
@@ -184,7 +186,7 @@ impl Hub {
         tracing::debug!(socket_id, reason, "socket disconnected");
         if let Some(cluster) = &self.cluster {
             let gone = Outgoing::Disconnected { conn, reason: reason.to_owned() };
-            if cluster.enqueue(socket_id, gone).is_err() {
+            if cluster.enqueue(gone).is_err() {
                 self.metrics.dropped("cluster_outbox_full", 1);
             }
             return;
@@ -208,11 +210,21 @@ impl Hub {
     }
 
     /// A client emitted an event. Called synchronously from the socket's read loop, so the
-    /// order events are routed in is the order the client sent them.
-    pub fn on_client_event(self: &Arc<Self>, socket: &Socket, event: String, payload: Payload, ack: Option<ClientAck>) {
-        let socket_id = socket.id.to_string();
-        let Some(conn) = self.registry.get(socket.ns(), &socket_id) else { return };
-        self.metrics.messages_received.with_label_values(&[conn.namespace.as_str(), "socketio"]).inc();
+    /// order events are routed in is the order the client sent them. `conn` is the
+    /// socket's registered connection (from `on_connect`).
+    pub fn on_client_event(
+        self: &Arc<Self>,
+        socket: &Socket,
+        conn: &Connection,
+        event: String,
+        payload: Payload,
+        ack: Option<ClientAck>,
+    ) {
+        if !conn.is_registered() {
+            return;
+        }
+        let socket_id = conn.socket_id.as_str();
+        self.metrics.client_event_received(&conn.namespace);
         tracing::debug!(socket_id, event = %event, "client event");
         if let Err(strikes) = conn.take_event_token() {
             self.metrics.error(ErrorKind::RateLimited);
@@ -236,7 +248,7 @@ impl Hub {
         let (seq, id) = self.router.next_event_id();
         let client_event = ClientEvent {
             id,
-            socket_id,
+            socket_id: conn.socket_id.clone(),
             user_id: conn.user_id.clone(),
             namespace: conn.namespace.clone(),
             event,
@@ -252,69 +264,26 @@ impl Hub {
                 answer(ack, AckReply::error("no_backend", "no backend is subscribed to this event"));
                 return;
             }
-            let key = client_event.socket_id.clone();
             let message = BackendMessage::ClientEvent(Arc::new(client_event));
             let Some(ack) = ack else {
-                if cluster.publish(&key, message, None).is_err() {
+                if cluster.publish(message, None).is_err() {
                     self.metrics.error(ErrorKind::BackendOverloaded);
                 }
                 return;
             };
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.router.await_ack(seq, tx);
-            if let Err(HubError::ResourceExhausted(_)) = cluster.publish(&key, message, Some(seq)) {
+            // The router answers the callback: the backend's reply (forwarded by whichever
+            // instance got it), a write failure, or the timeout.
+            self.router.await_ack(seq, AckWaiter::client(ack));
+            if let Err(HubError::ResourceExhausted(_)) = cluster.publish(message, Some(seq)) {
                 self.metrics.error(ErrorKind::BackendOverloaded);
                 self.router
                     .fail_ack(seq, AckReply::error("backend_overloaded", "the backend is not keeping up; retry later"));
             }
-            self.wait_for_ack(seq, rx, ack);
             return;
         }
-        let Some(ack) = ack else {
-            self.count_outcome(self.router.dispatch(seq, client_event, None));
-            return;
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.count_outcome(self.router.dispatch(seq, client_event, Some(tx)));
-        self.wait_for_ack(seq, rx, ack);
-    }
-
-    /// Answers the client's callback with the backend's reply, or an error at the timeout.
-    fn wait_for_ack(self: &Arc<Self>, seq: u64, rx: tokio::sync::oneshot::Receiver<AckReply>, ack: ClientAck) {
-        let hub = self.clone();
-        let timeout = self.settings.ack_timeout;
-        let started = std::time::Instant::now();
-        tokio::spawn(async move {
-            let reply = match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(reply)) => {
-                    hub.metrics.backend_ack_duration.observe(started.elapsed().as_secs_f64());
-                    reply
-                }
-                Ok(Err(_)) => AckReply::error("backend_unavailable", "the backend went away before answering"),
-                Err(_) => match hub.router.forget_ack(seq) {
-                    Some(true) => {
-                        hub.metrics.error(ErrorKind::NoBackend);
-                        AckReply::error("no_backend", "no backend is subscribed to this event")
-                    }
-                    _ => {
-                        hub.metrics.error(ErrorKind::AckTimeout);
-                        AckReply::error(
-                            "ack_timeout",
-                            format!("the backend did not answer within {} ms", timeout.as_millis()),
-                        )
-                    }
-                },
-            };
-            answer(Some(ack), reply);
-        });
-    }
-
-    fn count_outcome(&self, outcome: DispatchOutcome) {
-        match outcome {
-            DispatchOutcome::Delivered | DispatchOutcome::Buffered => {}
-            DispatchOutcome::Overloaded => self.metrics.error(ErrorKind::BackendOverloaded),
-            DispatchOutcome::Dropped => self.metrics.undeliverable_dropped.inc(),
-        }
+        // The router answers the callback (the backend's reply, a refusal, or the timeout)
+        // and counts refusals.
+        self.router.dispatch(seq, client_event, ack.map(AckWaiter::client));
     }
 
     /// `bridge:join` / `bridge:leave` with a room name as first argument.
@@ -340,18 +309,5 @@ impl Hub {
             socket.leave(room);
         }
         AckReply::Payload(Payload::from_json_args(&[serde_json::json!({ "ok": true })]))
-    }
-}
-
-/// Sends an ack answer to the client, if it asked for one and is still there.
-fn answer(ack: Option<ClientAck>, reply: AckReply) {
-    let Some(ack) = ack else { return };
-    match reply.into_payload().wire_args() {
-        Ok(wire) => {
-            if let Err(e) = ack.send(&wire) {
-                tracing::debug!(error = %e, "ack not delivered: client gone");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "ack payload could not be encoded"),
     }
 }

@@ -217,7 +217,7 @@ impl Hub {
     ) -> Result<Arc<Self>, String> {
         let instance_id = format!("{:016x}", rand::random::<u64>());
         let metrics = Arc::new(Metrics::new(&settings.namespaces));
-        let router = Arc::new(EventRouter::new(&settings, instance_id.clone()));
+        let router = Arc::new(EventRouter::new(&settings, instance_id.clone(), metrics.clone()));
         let registry = Arc::new(Registry::default());
         let cluster = match redis {
             Some((url, cluster_settings)) => Some(Cluster::new(
@@ -259,6 +259,9 @@ impl Hub {
             cluster.start(shutdown.clone());
         }
         tokio::spawn(self.clone().run_maintenance(shutdown));
+        // Not tied to shutdown: callbacks still waiting while the bridge drains get their
+        // timeout answer as before.
+        tokio::spawn(self.router.clone().run_ack_timeouts());
     }
 
     pub fn io(&self) -> &Io {
@@ -285,11 +288,20 @@ impl Hub {
         !self.is_draining() && !redis_required_but_down
     }
 
-    /// Waits (bounded by the caller) until cluster writes queued so far reached Redis, so
-    /// the disconnects of shutdown are not lost.
-    pub async fn cluster_flushed(&self) {
+    /// Shutdown, once the transports are closed: every socket still registered leaves as
+    /// if its disconnect handler had run.
+    pub fn unregister_all(&self, reason: &str) {
+        for conn in self.registry.all() {
+            self.on_disconnect(&conn.namespace, &conn.socket_id, reason);
+        }
+    }
+
+    /// Shutdown in cluster mode: waits (bounded by the caller) until the disconnects queued
+    /// so far reached Redis, then takes this instance out of the cluster.
+    pub async fn leave_cluster(&self) {
         if let Some(c) = &self.cluster {
             c.flushed().await;
+            c.leave().await;
         }
     }
 

@@ -72,8 +72,13 @@ impl Payload {
         }
         let args_json = if args_json.trim().is_empty() { "[]".to_owned() } else { args_json };
         let payload = Self { args_json, attachments };
-        // Parsing once here means every later encode of this payload cannot fail.
-        payload.wire_args()?;
+        // Checking here means every later encode of this payload cannot fail. Without
+        // attachments that is only "a JSON array", checked without building anything.
+        if payload.attachments.is_empty() {
+            check_array(&payload.args_json)?;
+        } else {
+            payload.wire_args()?;
+        }
         Ok(payload)
     }
 
@@ -124,6 +129,19 @@ impl Payload {
         self.args_json == "[]" && self.attachments.is_empty()
     }
 
+    /// The arguments to hand socketioxide, as `wire_args` builds them; without
+    /// attachments borrowed straight from `args_json` (one parse, no copies).
+    pub fn send_args(&self) -> Result<SendArgs<'_>, PayloadError> {
+        if self.attachments.is_empty() {
+            return match serde_json::from_str(&self.args_json) {
+                Ok(args) => Ok(SendArgs::Borrowed(args)),
+                // Name the fault as `wire_args` would (any JSON array parses above).
+                Err(e) => check_array(&self.args_json).and(Err(PayloadError::InvalidJson(e.to_string()))),
+            };
+        }
+        self.wire_args().map(SendArgs::Wire)
+    }
+
     /// The argument list in the form socketioxide serializes: a tuple (so each element
     /// becomes one Socket.IO argument) whose binary leaves become attachments again.
     pub fn wire_args(&self) -> Result<WireArgs, PayloadError> {
@@ -146,6 +164,36 @@ impl Payload {
             return Err(PayloadError::UnusedAttachment { num });
         }
         Ok(WireArgs(args))
+    }
+}
+
+/// `text` is a JSON array: `InvalidJson` or `NotAnArray` otherwise, exactly as `wire_args`
+/// says (the same parser errors), without allocating.
+fn check_array(text: &str) -> Result<(), PayloadError> {
+    serde_json::from_str::<de::IgnoredAny>(text).map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
+    if text.trim_start().starts_with('[') { Ok(()) } else { Err(PayloadError::NotAnArray) }
+}
+
+/// An argument list for socketioxide (see `Payload::send_args`): serializes exactly as
+/// the payload's `WireArgs` would.
+pub enum SendArgs<'a> {
+    /// No attachments: each argument's JSON text, borrowed.
+    Borrowed(Vec<&'a RawValue>),
+    Wire(WireArgs),
+}
+
+impl Serialize for SendArgs<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SendArgs::Borrowed(args) => {
+                let mut tuple = serializer.serialize_tuple(args.len())?;
+                for arg in args {
+                    tuple.serialize_element(arg)?;
+                }
+                tuple.end()
+            }
+            SendArgs::Wire(wire) => wire.serialize(serializer),
+        }
     }
 }
 
@@ -456,6 +504,36 @@ mod tests {
         let p = Payload::from_backend(String::new(), vec![], LIMITS).unwrap();
         assert_eq!(p.args_json(), "[]");
         assert!(p.wire_args().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn quick_checks_name_faults_as_the_full_parse_does() {
+        for text in [
+            "",
+            " ",
+            "[1,",
+            "{}",
+            "1",
+            "\"x\"",
+            "[1]]",
+            "[1] x",
+            "[\"\\u12\"]",
+            "[nul]",
+            "[1,]",
+            " [ 1 , {\"a\":[]} ] ",
+        ] {
+            let full = Payload { args_json: text.to_owned(), attachments: vec![] }.wire_args().map(|_| ());
+            assert_eq!(check_array(text), full, "{text:?}");
+            let p = Payload { args_json: text.to_owned(), attachments: vec![] };
+            assert_eq!(p.send_args().map(|_| ()), full, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn borrowed_args_serialize_as_wire_args() {
+        let p = Payload::from_backend(r#"[ {"z":1e400,"a":[1.50]} , "x",null]"#.into(), vec![], LIMITS).unwrap();
+        let wire = serde_json::to_string(&p.wire_args().unwrap()).unwrap();
+        assert_eq!(serde_json::to_string(&p.send_args().unwrap()).unwrap(), wire);
     }
 
     #[test]

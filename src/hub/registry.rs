@@ -28,6 +28,9 @@ pub struct Connection {
     bucket: Mutex<TokenBucket>,
     /// Events refused in a row for going over the rate; a flood past a limit disconnects.
     strikes: std::sync::atomic::AtomicU32,
+    /// Cleared when the registry removes the socket (it disconnected): holders of the
+    /// connection (the socket's event handler) then treat it as gone, as a lookup would.
+    registered: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
@@ -47,7 +50,13 @@ impl Connection {
             handshake: Arc::new(handshake),
             bucket: Mutex::new(TokenBucket::new(rate, f64::from(burst))),
             strikes: std::sync::atomic::AtomicU32::new(0),
+            registered: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Whether the registry still holds this connection.
+    pub fn is_registered(&self) -> bool {
+        self.registered.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A socket held by another instance of the cluster, as listings show it.
@@ -138,6 +147,7 @@ impl Registry {
 
     pub fn unregister(&self, namespace: &str, socket_id: &str) -> Option<(Arc<Connection>, Presence)> {
         let conn = self.sockets.write().ok()?.remove(&(namespace.to_owned(), socket_id.to_owned()))?;
+        conn.registered.store(false, std::sync::atomic::Ordering::Release);
         let Some(user) = &conn.user_id else { return Some((conn, Presence::Unchanged)) };
         let mut users = self.users.lock().ok()?;
         let presence = match users.get_mut(user) {

@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 
 use super::pattern::{Pattern, any_matches};
 use super::registry::Handshake;
-use super::{HubError, HubSettings, MAX_LIST_LEN, MAX_NAME_LEN, Payload};
+use super::{ClientAck, ErrorKind, HubError, HubSettings, MAX_LIST_LEN, MAX_NAME_LEN, Metrics, Payload};
 
 /// A client event on its way to the backend.
 #[derive(Debug)]
@@ -88,6 +88,69 @@ impl AckReply {
     }
 }
 
+/// Where the answer to a client event goes. The router answers it itself, from whichever
+/// task settles the event (the backend's ack, a failure, or the one timeout task), so no
+/// task, channel or timer is created per event.
+pub enum AckWaiter {
+    /// The client's ack callback, waiting since `since`.
+    Client { ack: ClientAck, since: Instant },
+    /// The reply as a value (unit tests).
+    #[cfg(test)]
+    Channel(tokio::sync::oneshot::Sender<AckReply>),
+}
+
+impl AckWaiter {
+    pub fn client(ack: ClientAck) -> Self {
+        Self::Client { ack, since: Instant::now() }
+    }
+
+    /// Hands the reply over: to the client, counting how long it waited.
+    fn settle(self, metrics: &Metrics, reply: AckReply) {
+        match self {
+            AckWaiter::Client { ack, since } => {
+                metrics.backend_ack_duration.observe(since.elapsed().as_secs_f64());
+                answer(Some(ack), reply);
+            }
+            #[cfg(test)]
+            AckWaiter::Channel(tx) => {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+
+    /// No answer in time: the client gets an error that says why.
+    fn time_out(self, metrics: &Metrics, buffered: bool, timeout: Duration) {
+        let reply = if buffered {
+            metrics.error(ErrorKind::NoBackend);
+            AckReply::error("no_backend", "no backend is subscribed to this event")
+        } else {
+            metrics.error(ErrorKind::AckTimeout);
+            AckReply::error("ack_timeout", format!("the backend did not answer within {} ms", timeout.as_millis()))
+        };
+        match self {
+            AckWaiter::Client { ack, .. } => answer(Some(ack), reply),
+            #[cfg(test)]
+            AckWaiter::Channel(tx) => {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+}
+
+/// Sends an ack answer to the client, if it asked for one and is still there.
+pub(crate) fn answer(ack: Option<ClientAck>, reply: AckReply) {
+    let Some(ack) = ack else { return };
+    let payload = reply.into_payload();
+    match payload.send_args() {
+        Ok(args) => {
+            if let Err(e) = ack.send(&args) {
+                tracing::debug!(error = %e, "ack not delivered: client gone");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "ack payload could not be encoded"),
+    }
+}
+
 /// A backend's subscription request, validated by `EventRouter::subscribe`.
 #[derive(Debug, Clone, Default)]
 pub struct SubscribeRequest {
@@ -139,10 +202,10 @@ impl Subscriber {
 }
 
 struct PendingAck {
-    tx: oneshot::Sender<AckReply>,
+    waiter: AckWaiter,
     /// Subscribers the event was handed to. When all of them are gone the client is told
     /// at once instead of waiting for the timeout.
-    holders: Vec<u64>,
+    holders: Holders,
     /// Still in the undelivered buffer (no holder yet, but one may come).
     buffered: bool,
 }
@@ -168,9 +231,44 @@ pub struct GroupInfo {
     pub queued_events: u64,
 }
 
+/// Client callbacks waiting for an answer.
+#[derive(Default)]
+struct Acks {
+    pending: HashMap<u64, PendingAck>,
+    /// (deadline, seq) in the order the waits began. Every wait has the same timeout, so
+    /// deadlines never decrease and one task expires them from the front. Settled entries
+    /// at the front are dropped as they settle, so this stays about as long as `pending`.
+    deadlines: VecDeque<(Instant, u64)>,
+}
+
+impl Acks {
+    fn insert(&mut self, seq: u64, ack: PendingAck, timeout: Duration, timer: &Notify) {
+        if self.deadlines.is_empty() {
+            timer.notify_one();
+        }
+        self.deadlines.push_back((Instant::now() + timeout, seq));
+        self.pending.insert(seq, ack);
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<PendingAck> {
+        let p = self.pending.remove(&seq)?;
+        while let Some(&(_, front)) = self.deadlines.front() {
+            if self.pending.contains_key(&front) {
+                break;
+            }
+            self.deadlines.pop_front();
+        }
+        Some(p)
+    }
+}
+
 pub struct EventRouter {
     state: Mutex<State>,
-    pending_acks: Mutex<HashMap<u64, PendingAck>>,
+    acks: Mutex<Acks>,
+    /// Wakes the timeout task when the first wait begins.
+    ack_timer: Notify,
+    ack_timeout: Duration,
+    metrics: Arc<Metrics>,
     next_seq: AtomicU64,
     next_subscriber: AtomicU64,
     instance_id: String,
@@ -184,10 +282,13 @@ pub struct EventRouter {
 const MAX_SUBSCRIBE_ITEMS: usize = 64;
 
 impl EventRouter {
-    pub fn new(settings: &HubSettings, instance_id: String) -> Self {
+    pub fn new(settings: &HubSettings, instance_id: String, metrics: Arc<Metrics>) -> Self {
         Self {
             state: Mutex::default(),
-            pending_acks: Mutex::default(),
+            acks: Mutex::default(),
+            ack_timer: Notify::new(),
+            ack_timeout: settings.ack_timeout,
+            metrics,
             next_seq: AtomicU64::new(1),
             next_subscriber: AtomicU64::new(1),
             instance_id,
@@ -198,10 +299,15 @@ impl EventRouter {
         }
     }
 
-    /// A fresh event id, unique across instances.
+    /// A fresh event id, unique across instances: `<instance id>-<seq>`.
     pub fn next_event_id(&self) -> (u64, String) {
+        use std::fmt::Write;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        (seq, format!("{}-{seq}", self.instance_id))
+        let mut id = String::with_capacity(self.instance_id.len() + 21);
+        id.push_str(&self.instance_id);
+        id.push('-');
+        let _ = write!(id, "{seq}");
+        (seq, id)
     }
 
     fn seq_of(&self, event_id: &str) -> Option<u64> {
@@ -272,7 +378,7 @@ impl EventRouter {
             if fresh && subscriber.wants_event(&item.event.namespace, &item.event.event) {
                 match subscriber.tx.try_send(BackendMessage::ClientEvent(item.event.clone())) {
                     Ok(()) => {
-                        if let Some(p) = acks.get_mut(&item.seq) {
+                        if let Some(p) = acks.pending.get_mut(&item.seq) {
                             p.holders.push(subscriber.id);
                             p.buffered = false;
                         }
@@ -296,21 +402,24 @@ impl EventRouter {
             }
             state.groups.retain(|_, members| !members.is_empty());
         }
-        let mut acks = self.lock_acks();
-        let orphaned: Vec<u64> = acks
-            .iter_mut()
-            .filter_map(|(seq, p)| {
-                let before = p.holders.len();
-                p.holders.retain(|h| *h != subscriber_id);
-                (before > 0 && p.holders.is_empty() && !p.buffered).then_some(*seq)
-            })
-            .collect();
-        for seq in orphaned {
-            if let Some(p) = acks.remove(&seq) {
-                let _ = p
-                    .tx
-                    .send(AckReply::error("backend_unavailable", "the backend stream handling this event went away"));
-            }
+        let orphaned: Vec<PendingAck> = {
+            let mut acks = self.lock_acks();
+            let seqs: Vec<u64> = acks
+                .pending
+                .iter_mut()
+                .filter_map(|(seq, p)| {
+                    let before = p.holders.len();
+                    p.holders.remove(subscriber_id);
+                    (before > 0 && p.holders.is_empty() && !p.buffered).then_some(*seq)
+                })
+                .collect();
+            seqs.into_iter().filter_map(|seq| acks.remove(seq)).collect()
+        };
+        for p in orphaned {
+            p.waiter.settle(
+                &self.metrics,
+                AckReply::error("backend_unavailable", "the backend stream handling this event went away"),
+            );
         }
     }
 
@@ -320,20 +429,19 @@ impl EventRouter {
     }
 
     /// Routes one client event. `ack` is where the backend's answer goes when the client
-    /// asked for one. Never blocks.
-    pub fn dispatch(&self, seq: u64, event: ClientEvent, ack: Option<oneshot::Sender<AckReply>>) -> DispatchOutcome {
+    /// asked for one (a refusal is answered at once). Counts refusals and drops. Never
+    /// blocks.
+    pub fn dispatch(&self, seq: u64, event: ClientEvent, ack: Option<AckWaiter>) -> DispatchOutcome {
         let event = Arc::new(event);
         let mut state = self.lock_state();
-        let key = hash_key(&event.socket_id);
-        let mut holders = Vec::new();
+        let mut holders = Holders::default();
         let mut overloaded = false;
+        let mut expired = Vec::new();
         for members in state.groups.values() {
-            let matching: Vec<&Subscriber> =
-                members.iter().filter(|s| s.wants_event(&event.namespace, &event.event)).collect();
-            if matching.is_empty() {
+            let Some(chosen) = choose(members, &event.socket_id, |s| s.wants_event(&event.namespace, &event.event))
+            else {
                 continue;
-            }
-            let chosen = matching[(key % matching.len() as u64) as usize];
+            };
             match chosen.tx.try_send(BackendMessage::ClientEvent(event.clone())) {
                 Ok(()) => holders.push(chosen.id),
                 Err(mpsc::error::TrySendError::Full(_)) => overloaded = true,
@@ -345,7 +453,7 @@ impl EventRouter {
         } else if overloaded {
             DispatchOutcome::Overloaded
         } else {
-            self.expire_front(&mut state);
+            expired = self.expire_front(&mut state).1;
             if state.undelivered.len() < self.undelivered_capacity {
                 state.undelivered.push_back(Undelivered { seq, event, at: Instant::now() });
                 DispatchOutcome::Buffered
@@ -355,20 +463,34 @@ impl EventRouter {
         };
         // Registered while the state lock is held, so a subscriber flushing the buffer
         // (which needs that lock) always finds the pending ack to attach to.
-        if let Some(tx) = ack {
-            match outcome {
-                DispatchOutcome::Delivered | DispatchOutcome::Buffered => {
-                    let buffered = outcome == DispatchOutcome::Buffered;
-                    self.lock_acks().insert(seq, PendingAck { tx, holders, buffered });
-                }
-                DispatchOutcome::Overloaded => {
-                    let _ =
-                        tx.send(AckReply::error("backend_overloaded", "the backend is not keeping up; retry later"));
-                }
-                DispatchOutcome::Dropped => {
-                    let _ = tx.send(AckReply::error("no_backend", "no backend is subscribed to this event"));
-                }
+        let refused = match (ack, outcome) {
+            (Some(waiter), DispatchOutcome::Delivered | DispatchOutcome::Buffered) => {
+                let buffered = outcome == DispatchOutcome::Buffered;
+                self.lock_acks().insert(
+                    seq,
+                    PendingAck { waiter, holders, buffered },
+                    self.ack_timeout,
+                    &self.ack_timer,
+                );
+                None
             }
+            (Some(waiter), DispatchOutcome::Overloaded) => {
+                Some((waiter, AckReply::error("backend_overloaded", "the backend is not keeping up; retry later")))
+            }
+            (Some(waiter), DispatchOutcome::Dropped) => {
+                Some((waiter, AckReply::error("no_backend", "no backend is subscribed to this event")))
+            }
+            (None, _) => None,
+        };
+        drop(state);
+        match outcome {
+            DispatchOutcome::Delivered | DispatchOutcome::Buffered => {}
+            DispatchOutcome::Overloaded => self.metrics.error(ErrorKind::BackendOverloaded),
+            DispatchOutcome::Dropped => self.metrics.undeliverable_dropped.inc(),
+        }
+        self.settle_expired(expired);
+        if let Some((waiter, reply)) = refused {
+            waiter.settle(&self.metrics, reply);
         }
         outcome
     }
@@ -376,14 +498,20 @@ impl EventRouter {
     /// Cluster mode: remembers a client callback waiting for an event written to Redis.
     /// No stream holds it here; it ends with the backend's answer, a write failure or
     /// the timeout.
-    pub fn await_ack(&self, seq: u64, tx: oneshot::Sender<AckReply>) {
-        self.lock_acks().insert(seq, PendingAck { tx, holders: Vec::new(), buffered: false });
+    pub fn await_ack(&self, seq: u64, waiter: AckWaiter) {
+        self.lock_acks().insert(
+            seq,
+            PendingAck { waiter, holders: Holders::default(), buffered: false },
+            self.ack_timeout,
+            &self.ack_timer,
+        );
     }
 
     /// Ends a waiting client callback with an error (its event could not be sent on).
     pub fn fail_ack(&self, seq: u64, reply: AckReply) {
-        if let Some(p) = self.lock_acks().remove(&seq) {
-            let _ = p.tx.send(reply);
+        let pending = self.lock_acks().remove(seq);
+        if let Some(p) = pending {
+            p.waiter.settle(&self.metrics, reply);
         }
     }
 
@@ -422,6 +550,19 @@ impl EventRouter {
         Some(Picked { subscriber: chosen.id, tx: chosen.tx.clone(), confirm_all: chosen.confirm_all })
     }
 
+    /// Cluster mode with Redis out of reach: hands a message straight to this instance's
+    /// streams, one per group that wants it. True if any stream took it.
+    pub fn deliver_here(&self, message: &BackendMessage) -> bool {
+        let groups: Vec<String> = self.lock_state().groups.keys().cloned().collect();
+        let mut delivered = false;
+        for group in groups {
+            if let Some(picked) = self.pick(&group, message) {
+                delivered |= picked.tx.try_send(message.clone()).is_ok();
+            }
+        }
+        delivered
+    }
+
     pub fn has_group(&self, group: &str) -> bool {
         self.lock_state().groups.contains_key(group)
     }
@@ -445,10 +586,10 @@ impl EventRouter {
 
     /// Delivers the backend's answer to the waiting client callback.
     pub fn complete_ack(&self, event_id: &str, reply: AckReply) -> Result<(), HubError> {
-        let pending = self.seq_of(event_id).and_then(|seq| self.lock_acks().remove(&seq));
+        let pending = self.seq_of(event_id).and_then(|seq| self.lock_acks().remove(seq));
         match pending {
             Some(p) => {
-                let _ = p.tx.send(reply);
+                p.waiter.settle(&self.metrics, reply);
                 Ok(())
             }
             None => Err(HubError::NotFound(format!(
@@ -458,26 +599,47 @@ impl EventRouter {
         }
     }
 
-    /// The client gave up waiting (timeout): forget the pending ack. Returns whether the
-    /// event was still waiting for a subscriber, if it was pending at all.
-    pub fn forget_ack(&self, seq: u64) -> Option<bool> {
-        self.lock_acks().remove(&seq).map(|p| p.buffered)
+    /// Answers the waits whose time is up, whenever the oldest one's deadline passes.
+    /// Runs for the router's life (started once, with the hub's tasks).
+    pub async fn run_ack_timeouts(self: Arc<Self>) {
+        loop {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            let next = {
+                let mut acks = self.lock_acks();
+                loop {
+                    match acks.deadlines.front() {
+                        Some(&(deadline, seq)) if deadline <= now => {
+                            acks.deadlines.pop_front();
+                            if let Some(p) = acks.pending.remove(&seq) {
+                                due.push(p);
+                            }
+                        }
+                        Some(&(deadline, _)) => break Some(deadline),
+                        None => break None,
+                    }
+                }
+            };
+            for p in due {
+                p.waiter.time_out(&self.metrics, p.buffered, self.ack_timeout);
+            }
+            match next {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => self.ack_timer.notified().await,
+            }
+        }
     }
 
     /// Sends a lifecycle message to one lifecycle-subscribed stream of each group. Full
     /// queues drop it (counted): lifecycle news is never worth blocking a socket for.
     pub fn publish_lifecycle(&self, namespace: Option<&str>, key: &str, message: BackendMessage) {
         let state = self.lock_state();
-        let key = hash_key(key);
         for members in state.groups.values() {
-            let matching: Vec<&Subscriber> = members
-                .iter()
-                .filter(|s| s.wants_lifecycle && namespace.is_none_or(|ns| s.wants_namespace(ns)))
-                .collect();
-            if matching.is_empty() {
+            let Some(chosen) =
+                choose(members, key, |s| s.wants_lifecycle && namespace.is_none_or(|ns| s.wants_namespace(ns)))
+            else {
                 continue;
-            }
-            let chosen = matching[(key % matching.len() as u64) as usize];
+            };
             if chosen.tx.try_send(message.clone()).is_err() {
                 self.lifecycle_dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -486,22 +648,33 @@ impl EventRouter {
 
     /// Drops buffered events older than the max age; returns how many.
     pub fn expire_undelivered(&self) -> u64 {
-        let mut state = self.lock_state();
-        self.expire_front(&mut state)
+        let (dropped, waits) = self.expire_front(&mut self.lock_state());
+        self.settle_expired(waits);
+        dropped
     }
 
-    fn expire_front(&self, state: &mut State) -> u64 {
+    /// Drops buffered events past their age: how many, and the waits left to answer
+    /// (answered by the caller once it has released the state lock).
+    fn expire_front(&self, state: &mut State) -> (u64, Vec<PendingAck>) {
         let now = Instant::now();
         let mut dropped = 0;
+        let mut waits = Vec::new();
         while state.undelivered.front().is_some_and(|u| now.duration_since(u.at) >= self.undelivered_max_age) {
             if let Some(u) = state.undelivered.pop_front() {
                 dropped += 1;
-                if let Some(p) = self.lock_acks().remove(&u.seq) {
-                    let _ = p.tx.send(AckReply::error("no_backend", "no backend subscribed to this event in time"));
+                if let Some(p) = self.lock_acks().remove(u.seq) {
+                    waits.push(p);
                 }
             }
         }
-        dropped
+        (dropped, waits)
+    }
+
+    fn settle_expired(&self, waits: Vec<PendingAck>) {
+        for p in waits {
+            p.waiter
+                .settle(&self.metrics, AckReply::error("no_backend", "no backend subscribed to this event in time"));
+        }
     }
 
     pub fn undelivered_len(&self) -> usize {
@@ -509,7 +682,7 @@ impl EventRouter {
     }
 
     pub fn pending_acks(&self) -> usize {
-        self.lock_acks().len()
+        self.lock_acks().pending.len()
     }
 
     pub fn lifecycle_dropped(&self) -> u64 {
@@ -534,12 +707,59 @@ impl EventRouter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_acks(&self) -> std::sync::MutexGuard<'_, HashMap<u64, PendingAck>> {
-        self.pending_acks.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_acks(&self) -> std::sync::MutexGuard<'_, Acks> {
+        self.acks.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 const _: () = assert!(MAX_SUBSCRIBE_ITEMS <= MAX_LIST_LEN);
+
+/// The member of a group that gets a message: among the members `wants` accepts, in
+/// subscription order, the one at `hash(key) % count`. The same member as long as the
+/// group does not change, so one socket's (or user's) messages keep their order.
+fn choose<'a>(members: &'a [Subscriber], key: &str, wants: impl Fn(&Subscriber) -> bool) -> Option<&'a Subscriber> {
+    if let [only] = members {
+        return wants(only).then_some(only);
+    }
+    let count = members.iter().filter(|s| wants(s)).count();
+    if count == 0 {
+        return None;
+    }
+    let index = (hash_key(key) % count as u64) as usize;
+    members.iter().filter(|s| wants(s)).nth(index)
+}
+
+/// The subscribers holding an event (one per group it went to): nearly always one, kept
+/// inline.
+#[derive(Default)]
+struct Holders {
+    first: Option<u64>,
+    rest: Vec<u64>,
+}
+
+impl Holders {
+    fn push(&mut self, id: u64) {
+        match self.first {
+            None => self.first = Some(id),
+            Some(_) => self.rest.push(id),
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.rest.retain(|h| *h != id);
+        if self.first == Some(id) {
+            self.first = self.rest.pop();
+        }
+    }
+}
 
 fn hash_key(key: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -551,6 +771,11 @@ fn hash_key(key: &str) -> u64 {
 mod tests {
     use super::*;
     use crate::hub::PayloadLimits;
+    use tokio::sync::oneshot;
+
+    fn router(queue: usize) -> EventRouter {
+        EventRouter::new(&settings(queue), "i".into(), Arc::new(Metrics::new(&["/".into()])))
+    }
 
     fn settings(queue: usize) -> HubSettings {
         HubSettings {
@@ -610,7 +835,7 @@ mod tests {
 
     #[test]
     fn groups_each_get_a_copy_and_members_share() {
-        let r = EventRouter::new(&settings(100), "i".into());
+        let r = router(100);
         let (_, mut a1) = sub(&r, "a", &[]);
         let (_, mut a2) = sub(&r, "a", &[]);
         let (_, mut b) = sub(&r, "b", &["chat.*"]);
@@ -626,18 +851,18 @@ mod tests {
 
     #[test]
     fn full_queue_answers_overloaded_at_once() {
-        let r = EventRouter::new(&settings(1), "i".into());
+        let r = router(1);
         let (_, _rx) = r.subscribe(SubscribeRequest::default(), &["/".into()]).unwrap();
         // The Subscribed message fills the one slot.
         let (seq, e) = event(&r, "s", "x");
         let (tx, mut rx) = oneshot::channel();
-        assert_eq!(r.dispatch(seq, e, Some(tx)), DispatchOutcome::Overloaded);
+        assert_eq!(r.dispatch(seq, e, Some(AckWaiter::Channel(tx))), DispatchOutcome::Overloaded);
         assert!(matches!(rx.try_recv(), Ok(AckReply::Error { code, .. }) if code == "backend_overloaded"));
     }
 
     #[test]
     fn undelivered_events_wait_for_a_subscriber_then_flow_in_order() {
-        let r = EventRouter::new(&settings(10), "i".into());
+        let r = router(10);
         for name in ["one", "two", "three"] {
             let (seq, e) = event(&r, "s", name);
             r.dispatch(seq, e, None);
@@ -650,26 +875,26 @@ mod tests {
 
     #[test]
     fn acks_complete_once_and_fail_when_the_holder_leaves() {
-        let r = EventRouter::new(&settings(10), "i".into());
+        let r = router(10);
         let (id, _rx) = sub(&r, "g", &[]);
         let (seq, e) = event(&r, "s", "x");
         let event_id = e.id.clone();
         let (tx, mut ack) = oneshot::channel();
-        r.dispatch(seq, e, Some(tx));
+        r.dispatch(seq, e, Some(AckWaiter::Channel(tx)));
         r.complete_ack(&event_id, AckReply::Payload(Payload::default())).unwrap();
         assert_eq!(ack.try_recv(), Ok(AckReply::Payload(Payload::default())));
         assert!(r.complete_ack(&event_id, AckReply::Payload(Payload::default())).is_err());
 
         let (seq, e) = event(&r, "s", "x");
         let (tx, mut ack) = oneshot::channel();
-        r.dispatch(seq, e, Some(tx));
+        r.dispatch(seq, e, Some(AckWaiter::Channel(tx)));
         r.unsubscribe(id);
         assert!(matches!(ack.try_recv(), Ok(AckReply::Error { code, .. }) if code == "backend_unavailable"));
     }
 
     #[test]
     fn bad_subscriptions_are_refused() {
-        let r = EventRouter::new(&settings(10), "i".into());
+        let r = router(10);
         let bad_ns = SubscribeRequest { namespaces: vec!["/nope".into()], ..Default::default() };
         assert!(
             matches!(r.subscribe(bad_ns, &["/".into()]), Err(HubError::InvalidArgument { field, .. }) if field == "subscribe.namespaces")

@@ -15,7 +15,7 @@ use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
 
 use crate::cluster::link::BridgeDriver;
 use crate::config::Config;
-use crate::hub::registry::Handshake;
+use crate::hub::registry::{Connection, Handshake};
 use crate::hub::{Adapter, ConnectRefusal, Hub, Io, Payload};
 
 /// Builds the Socket.IO engine with the configured timings and limits, on the adapter
@@ -90,7 +90,8 @@ fn admit(hub: &Arc<Hub>, socket: SocketRef<Adapter>, auth: serde_json::Value) ->
             TransportType::Polling => "polling".into(),
         },
     };
-    socket.on_fallback(EventForwarder(hub.clone()));
+    let conn = hub.on_connect(&socket, identity, handshake);
+    socket.on_fallback(EventForwarder { hub: hub.clone(), conn });
     let on_disconnect = {
         let hub = hub.clone();
         move |socket: SocketRef<Adapter>, reason: DisconnectReason| {
@@ -99,15 +100,18 @@ fn admit(hub: &Arc<Hub>, socket: SocketRef<Adapter>, auth: serde_json::Value) ->
         }
     };
     socket.on_disconnect(on_disconnect);
-    hub.on_connect(&socket, identity, handshake);
     Ok(())
 }
 
 /// Receives every client event. Implemented as a `MessageHandler` (rather than an async
 /// closure, which socketioxide spawns as its own task) so that routing happens in the
-/// socket's read loop and events keep the order the client sent them in.
+/// socket's read loop and events keep the order the client sent them in. It holds the
+/// socket's registered connection, so no event looks it up.
 #[derive(Clone)]
-struct EventForwarder(Arc<Hub>);
+struct EventForwarder {
+    hub: Arc<Hub>,
+    conn: Arc<Connection>,
+}
 
 /// Marker for the `MessageHandler` impl above.
 struct Forwarded;
@@ -124,23 +128,28 @@ impl MessageHandler<Adapter, Forwarded> for EventForwarder {
         let socket = SocketRef::<Adapter>::from(socket);
         // Placeholders must name attachments that arrived (and every attachment must be
         // named); a packet that lies about them is malformed, as the reference server
-        // treats it: the connection is closed.
-        if let Err(e) = payload.wire_args() {
+        // treats it: the connection is closed. (Without attachments there is nothing to
+        // check: the arguments were parsed above, and placeholders then stay plain JSON.)
+        if !payload.attachments().is_empty()
+            && let Err(e) = payload.wire_args()
+        {
             tracing::info!(socket_id = %socket.id, error = %e, "malformed client event; closing the connection");
             socket.disconnect().ok();
             return;
         }
-        self.0.on_client_event(&socket, event, payload, ack);
+        self.hub.on_client_event(&socket, &self.conn, event, payload, ack);
     }
 }
 
 /// `[event, ...args]` → the event name and each argument as the raw JSON the client sent.
 /// None for anything else (socketioxide has already checked the packet's framing).
 pub fn split_event(text: &str) -> Option<(String, Vec<&RawValue>)> {
-    let items = serde_json::from_str::<Vec<&RawValue>>(text).ok()?;
-    let (event, args) = items.split_first()?;
-    let event = serde_json::from_str::<String>(event.get()).ok()?;
-    Some((event, args.to_vec()))
+    let mut items = serde_json::from_str::<Vec<&RawValue>>(text).ok()?;
+    if items.is_empty() {
+        return None;
+    }
+    let event = serde_json::from_str::<String>(items.remove(0).get()).ok()?;
+    Some((event, items))
 }
 
 /// The reason strings the reference Socket.IO server uses, so backends see familiar text.

@@ -107,6 +107,9 @@ pub struct Metrics {
     pub redis_up: IntGauge,
     pub cluster_nodes: IntGauge,
     pub cluster_redelivered: IntCounter,
+    /// `messages_received{namespace, door="socketio"}` of each configured namespace,
+    /// resolved once (a label lookup hashes the labels every time).
+    received_socketio: Vec<(String, IntCounter)>,
     rates: Mutex<Rates>,
 }
 
@@ -153,9 +156,10 @@ impl Metrics {
     /// alerts work from the first scrape. Metric definitions are static, so registration
     /// cannot fail at run time; the `expect`s only guard against a programming error.
     pub fn new(namespaces: &[String]) -> Self {
-        let metrics = Self::unlabelled();
+        let mut metrics = Self::unlabelled();
         for ns in namespaces {
-            metrics.messages_received.with_label_values(&[ns.as_str(), "socketio"]);
+            let received = metrics.messages_received.with_label_values(&[ns.as_str(), "socketio"]);
+            metrics.received_socketio.push((ns.clone(), received));
             for door in ["grpc", "rest", "offline"] {
                 metrics.messages_sent.with_label_values(&[ns.as_str(), door]);
             }
@@ -269,7 +273,16 @@ impl Metrics {
                 "Cluster mode: client events delivered again to a backend (unacknowledged before).",
             ),
             registry: r,
+            received_socketio: Vec::new(),
             rates: Mutex::default(),
+        }
+    }
+
+    /// Counts one client event received in `namespace`.
+    pub fn client_event_received(&self, namespace: &str) {
+        match self.received_socketio.iter().find(|(ns, _)| ns == namespace) {
+            Some((_, counter)) => counter.inc(),
+            None => self.messages_received.with_label_values(&[namespace, "socketio"]).inc(),
         }
     }
 

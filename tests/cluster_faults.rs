@@ -1,0 +1,946 @@
+//! Cluster mode under faults and races (issue #7): each test started as a finding of a review
+//! and failed until the fix. The same harness as `tests/cluster.rs` (real binaries, real
+//! `redis-server`, stock `socket.io-client` sockets in Node; proxies that freeze or delay the
+//! Redis connection).
+
+mod common;
+
+use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::redis_server::RedisServer;
+use common::*;
+use serde_json::{Value, json};
+use socket_bridge::proto;
+use socket_bridge::proto::events_response::Kind as K;
+use socket_bridge::proto::target::Kind as T;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+const PROPAGATION: Duration = Duration::from_secs(30);
+const WS: Option<&[&str]> = Some(&["websocket"]);
+
+// ---- harness (the same shape as tests/cluster.rs) ------------------------------------------------
+
+fn instance_args(redis_url: &str, fast: bool, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["--set".to_string(), format!("redis.url={redis_url}")];
+    args.extend(["--set".to_string(), format!("grpc.api_keys=[\"{API_KEY}\"]")]);
+    if fast {
+        args.extend(fast_timings());
+    }
+    for setting in extra {
+        args.extend(["--set".to_string(), setting.to_string()]);
+    }
+    args
+}
+
+async fn call<R>(what: &str, fut: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>) -> R {
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(status)) => panic!("{what}: failed: {status:?}"),
+        Err(_) => panic!("{what}: no answer within {WAIT:?}"),
+    }
+}
+
+async fn eventually<R, F, Fut>(what: &str, limit: Duration, mut attempt: F) -> R
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<R, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(Ok(value)) => return value,
+            Ok(Err(seen)) => seen,
+            Err(_) => "(the last attempt was still running at the deadline)".to_string(),
+        };
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {limit:?}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until `bridge`'s Status lists `count` live nodes.
+async fn wait_for_nodes(bridge: &Bridge, count: usize) {
+    let client = bridge.client().await;
+    eventually(&format!("Status.nodes has {count} entries"), PROPAGATION, || {
+        let mut client = client.clone();
+        async move {
+            let s = client.status(proto::StatusRequest {}).await.map_err(|e| e.to_string())?.into_inner();
+            if s.nodes.len() == count { Ok(()) } else { Err(format!("{:?}", s.nodes)) }
+        }
+    })
+    .await;
+}
+
+async fn redis_state(bridge: &Bridge) -> String {
+    let body: Value = match reqwest::get(format!("{}/ready", bridge.url())).await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    body["redis"].as_str().unwrap_or("?").to_owned()
+}
+
+async fn wait_redis_state(bridge: &Bridge, want: &str, limit: Duration) {
+    eventually(&format!("GET /ready shows redis {want:?}"), limit, || async {
+        let got = redis_state(bridge).await;
+        if got == want { Ok(()) } else { Err(got) }
+    })
+    .await;
+}
+
+async fn backend_on(bridge: &Bridge, subscribe: proto::Subscribe) -> Backend {
+    let mut client = bridge.client().await;
+    Backend::subscribe(&mut client, subscribe).await
+}
+
+fn lifecycle(group: &str) -> proto::Subscribe {
+    proto::Subscribe { group: group.into(), wants_lifecycle: true, ..Default::default() }
+}
+
+fn events(group: &str, patterns: &[&str]) -> proto::Subscribe {
+    proto::Subscribe {
+        group: group.into(),
+        event_patterns: patterns.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn lifecycle_label(kind: &K) -> Option<String> {
+    match kind {
+        K::UserOnline(u) => Some(format!("online:{}", u.user_id)),
+        K::UserOffline(u) => Some(format!("offline:{}", u.user_id)),
+        K::SocketConnected(s) => Some(format!("connected:{}", s.socket_id)),
+        K::SocketDisconnected(s) => Some(format!("disconnected:{}", s.socket_id)),
+        _ => None,
+    }
+}
+
+/// Reads lifecycle labels from `backend` until `done(seen)` holds or `limit` passes, then
+/// for `quiet` more; returns everything seen.
+async fn read_lifecycle(
+    backend: &mut Backend,
+    limit: Duration,
+    quiet: Duration,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + limit;
+    while !done(&seen) {
+        match tokio::time::timeout_at(deadline, backend.rx.message()).await {
+            Ok(Ok(Some(m))) => seen.extend(m.kind.as_ref().and_then(lifecycle_label)),
+            _ => break,
+        }
+    }
+    while let Ok(Ok(Some(m))) = tokio::time::timeout(quiet, backend.rx.message()).await {
+        seen.extend(m.kind.as_ref().and_then(lifecycle_label));
+    }
+    seen
+}
+
+/// The outbox partition `Cluster::partition_of` puts a socket's messages in (std's
+/// DefaultHasher is SipHash-1-3 with fixed keys: the same value here as in the bridge).
+fn partition_of(socket_id: &str, partitions: u64) -> u64 {
+    let mut h = DefaultHasher::new();
+    socket_id.hash(&mut h);
+    h.finish() % partitions
+}
+
+/// A loopback TCP proxy in front of Redis. `freeze_existing` black-holes every connection
+/// open at that moment (kept open, nothing forwarded either way, no RST: what a client sees
+/// when the Redis it was talking to vanished behind a NAT, a Kubernetes Service or a
+/// failover VIP); connections made afterwards are forwarded normally.
+struct FreezeProxy {
+    port: u16,
+    epoch: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezeProxy {
+    async fn start(upstream: u16) -> FreezeProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let epoch = Arc::new(AtomicU64::new(0));
+        let accept_epoch = epoch.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let epoch = accept_epoch.clone();
+                let mine = epoch.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(("127.0.0.1", upstream)).await else { return };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    tokio::join!(pump(ri, wo, mine, epoch.clone()), pump(ro, wi, mine, epoch));
+                });
+            }
+        });
+        FreezeProxy { port, epoch, task }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn freeze_existing(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezeProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mine: u64,
+    epoch: Arc<AtomicU64>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if epoch.load(Ordering::SeqCst) != mine {
+            // Black hole: hold both ends open forever, forward nothing.
+            let _keep = (from, to);
+            std::future::pending::<()>().await;
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn ttl_options(ms: i32) -> Option<proto::PushOptions> {
+    Some(proto::PushOptions {
+        ttl: Some(prost_types::Duration { seconds: (ms / 1000) as i64, nanos: (ms % 1000) * 1_000_000 }),
+        ..Default::default()
+    })
+}
+
+/// A Redis connection that stops answering without closing (Redis moved behind the same
+/// address, a dropped NAT entry) is replaced after three failed PINGs; the instance rejoins.
+#[tokio::test]
+async fn redis_connection_that_goes_silent_is_replaced_and_the_cluster_heals() {
+    let redis = RedisServer::start().await;
+    let proxy = FreezeProxy::start(redis.port()).await;
+    let a = Bridge::start(&instance_args(&proxy.url(), true, &["redis.node_timeout_ms=3000"])).await;
+    let b = Bridge::start(&instance_args(&redis.url(), true, &["redis.node_timeout_ms=3000"])).await;
+    wait_for_nodes(&a, 2).await;
+    wait_for_nodes(&b, 2).await;
+    wait_redis_state(&a, "up", PROPAGATION).await;
+    let mut d = Driver::spawn().await;
+    d.connect("amy@A", &a.url(), json!({"userId": "amy"}), WS).await;
+    let mut cb = b.client().await;
+    eventually("a push via B reaches amy on A (cluster formed)", PROPAGATION, || {
+        let mut cb = cb.clone();
+        async move {
+            cb.push(push_request(T::UserId("amy".into()), "warm", "[0]")).await.map_err(|e| e.to_string())?;
+            Ok(())
+        }
+    })
+    .await;
+    d.event("amy@A", "warm").await;
+
+    // Every connection A has open to Redis goes silent; new ones work.
+    proxy.freeze_existing();
+    wait_redis_state(&a, "down", Duration::from_secs(15)).await;
+    let lost_at = Instant::now();
+    // Redis itself never stopped answering (B is fine, and so is any new connection).
+    assert!(redis.answers_ping().await);
+    assert_eq!(redis_state(&b).await, "up");
+
+    // A must replace the dead connection by itself.
+    let limit = Duration::from_secs(45);
+    let deadline = Instant::now() + limit;
+    loop {
+        let state = redis_state(&a).await;
+        if state == "up" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A still reports redis {state:?} {:?} after its connection went silent, although Redis \
+             accepts new connections through the same address all along: the link never reconnects",
+            lost_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // And the cluster heals: a push via B reaches amy on A again.
+    let mut n = 0;
+    loop {
+        n += 1;
+        let _ = cb.push(push_request(T::UserId("amy".into()), "after", &format!("[{n}]"))).await;
+        if d.try_expect(|v| v["event"] == "after", Duration::from_millis(500)).await.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cross-instance pushes never reached A again");
+    }
+    d.exit().await;
+}
+
+/// A user's presence news share one partition (keyed by user id), so a backend that comes
+/// back reads a user's `UserOffline` and later `UserOnline` in the order they happened.
+#[tokio::test]
+async fn presence_news_reach_a_returning_backend_in_the_order_they_happened() {
+    let redis = RedisServer::start().await;
+    let a = Bridge::start(&instance_args(&redis.url(), true, &[])).await;
+    wait_for_nodes(&a, 1).await;
+    let mut d = Driver::spawn().await;
+    let user = json!({"userId": "zoe"});
+
+    // The backend knows zoe from her first socket, `x`, chosen in a high partition.
+    let mut backend = backend_on(&a, lifecycle("life")).await;
+    let mut x = None;
+    for i in 0..40 {
+        let id = format!("x{i}");
+        let sid = d.connect(&id, &a.url(), user.clone(), WS).await;
+        if partition_of(&sid, 8) >= 4 {
+            x = Some((id, sid));
+            break;
+        }
+        d.send(json!({"cmd": "disconnect", "id": id})).await;
+    }
+    let (x_id, x_sid) = x.expect("a socket in partition >= 4 within 40 tries");
+    let px = partition_of(&x_sid, 8);
+    let seen = read_lifecycle(&mut backend, PROPAGATION, Duration::from_millis(800), |s| {
+        s.contains(&format!("connected:{x_sid}"))
+    })
+    .await;
+    assert!(seen.contains(&"online:zoe".to_string()), "{seen:?}");
+
+    // The backend goes away (a deploy). Its reader stops; Redis keeps what it misses.
+    drop(backend);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Meanwhile zoe's socket x leaves (UserOffline, partition px) and she comes back on a new
+    // socket y in a lower partition (UserOnline there). Candidates that land elsewhere leave
+    // again at once; zoe ends connected on y.
+    d.send(json!({"cmd": "disconnect", "id": x_id})).await;
+    d.expect("x disconnected", |v| v["type"] == "disconnect" && v["id"] == x_id.as_str()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut y = None;
+    for i in 0..40 {
+        let id = format!("y{i}");
+        let sid = d.connect(&id, &a.url(), user.clone(), WS).await;
+        if partition_of(&sid, 8) < px {
+            y = Some(sid);
+            break;
+        }
+        d.send(json!({"cmd": "disconnect", "id": id})).await;
+        d.expect("candidate disconnected", |v| v["type"] == "disconnect" && v["id"] == id.as_str()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let y_sid = y.expect("a socket in a lower partition within 40 tries");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The backend comes back and is told what it missed.
+    let mut backend = backend_on(&a, lifecycle("life")).await;
+    let seen = read_lifecycle(&mut backend, PROPAGATION, Duration::from_secs(2), |s| {
+        s.contains(&format!("connected:{y_sid}")) && s.contains(&format!("disconnected:{x_sid}"))
+    })
+    .await;
+    let presence: Vec<&String> = seen.iter().filter(|l| l.ends_with(":zoe")).collect();
+    eprintln!("x in partition {px}, y ({y_sid}) in partition {}; presence news: {presence:?}", partition_of(&y_sid, 8));
+    assert_eq!(
+        presence.last().map(|s| s.as_str()),
+        Some("online:zoe"),
+        "zoe is connected (socket {y_sid}), yet the last presence news the backend got for her says otherwise; \
+         everything it got, in order: {seen:?}"
+    );
+    d.exit().await;
+}
+
+/// Sockets that came or left while Redis was unreachable are announced once it is back,
+/// even when Redis returns empty.
+#[tokio::test]
+async fn connects_and_disconnects_during_a_redis_outage_are_reported_after_it() {
+    let mut redis = RedisServer::start().await;
+    let a = Bridge::start(&instance_args(&redis.url(), true, &[])).await;
+    wait_for_nodes(&a, 1).await;
+    let mut backend = backend_on(&a, lifecycle("life")).await;
+    let mut d = Driver::spawn().await;
+    let old = d.connect("old", &a.url(), json!({"userId": "olly"}), WS).await;
+    let seen = read_lifecycle(&mut backend, PROPAGATION, Duration::from_millis(300), |s| {
+        s.contains(&format!("connected:{old}"))
+    })
+    .await;
+    assert!(seen.contains(&"online:olly".to_string()), "{seen:?}");
+
+    redis.stop().await;
+    wait_redis_state(&a, "down", Duration::from_secs(15)).await;
+    d.send(json!({"cmd": "disconnect", "id": "old"})).await;
+    d.expect("old disconnected", |v| v["type"] == "disconnect" && v["id"] == "old").await;
+    let new = d.connect("new", &a.url(), json!({"userId": "nina"}), WS).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.restart().await;
+    wait_redis_state(&a, "up", PROPAGATION).await;
+
+    let want = ["offline:olly".to_string(), "online:nina".to_string(), format!("connected:{new}")];
+    let seen = read_lifecycle(&mut backend, Duration::from_secs(20), Duration::from_millis(300), |s| {
+        want.iter().all(|w| s.contains(w))
+    })
+    .await;
+    // The pipeline itself works again: a connect made now is reported.
+    let late = d.connect("late", &a.url(), json!({"userId": "lars"}), WS).await;
+    let after = read_lifecycle(&mut backend, PROPAGATION, Duration::from_millis(300), |s| {
+        s.contains(&format!("connected:{late}"))
+    })
+    .await;
+    assert!(after.contains(&"online:lars".to_string()), "news flow again after the outage: {after:?}");
+    let seen: Vec<String> = seen.into_iter().chain(after).collect();
+    let missing: Vec<&String> = want.iter().filter(|w| !seen.contains(w)).collect();
+    assert!(
+        missing.is_empty(),
+        "after Redis came back, the backend on the same instance never heard {missing:?} (olly left and nina \
+         arrived during the outage; nina is connected now), although news flow again (lars, connected after \
+         the outage, was reported); it got: {seen:?}"
+    );
+    d.exit().await;
+}
+
+/// An instance the others reaped while it was paused (SIGSTOP) notices on its next report and
+/// announces its sockets again: ttl pushes reach its users live and backends hear UserOnline.
+#[tokio::test]
+async fn an_instance_reaped_while_paused_re_announces_its_users() {
+    let redis = RedisServer::start().await;
+    // Default Socket.IO timings (25 s ping interval): the client does not notice a 7 s pause.
+    let args = instance_args(&redis.url(), false, &["redis.node_timeout_ms=2000"]);
+    let a = Bridge::start(&args).await;
+    let b = Bridge::start(&args).await;
+    wait_for_nodes(&a, 2).await;
+    let mut backend = backend_on(&a, lifecycle("life")).await;
+    let mut d = Driver::spawn().await;
+    let vic = d.connect("vic@B", &b.url(), json!({"userId": "vic"}), WS).await;
+    let seen = read_lifecycle(&mut backend, PROPAGATION, Duration::from_millis(300), |s| {
+        s.contains(&format!("connected:{vic}"))
+    })
+    .await;
+    assert!(seen.contains(&"online:vic".to_string()), "{seen:?}");
+
+    // B pauses long enough to be reaped, then carries on; vic's socket never dropped.
+    b.signal(libc::SIGSTOP);
+    let seen = read_lifecycle(&mut backend, Duration::from_secs(20), Duration::from_millis(10), |s| {
+        s.contains(&"offline:vic".to_string())
+    })
+    .await;
+    b.signal(libc::SIGCONT);
+    assert!(seen.contains(&"offline:vic".to_string()), "A reaped B: {seen:?}");
+    wait_for_nodes(&a, 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dropped = d.try_expect(|v| v["type"] == "disconnect", Duration::from_millis(100)).await;
+    assert!(dropped.is_none(), "vic stayed connected: {dropped:?}");
+
+    // vic is connected on B and B is live again: a ttl push to vic must reach her now.
+    let mut ca = a.client().await;
+    let mut req = push_request(T::UserId("vic".into()), "note", "[1]");
+    req.options = ttl_options(600_000);
+    let r = call("Push with ttl via A to vic", ca.push(req)).await;
+    let live = d.try_expect(|v| v["event"] == "note" && v["id"] == "vic@B", Duration::from_secs(2)).await;
+    let later = read_lifecycle(&mut backend, Duration::from_secs(35), Duration::from_millis(10), |s| {
+        s.contains(&"online:vic".to_string())
+    })
+    .await;
+    let mut problems = Vec::new();
+    if r.stored_offline || live.is_none() {
+        problems.push(format!(
+            "vic is connected to live instance B, yet a ttl push via A answered {r:?} and reached her: {live:?}"
+        ));
+    }
+    if !later.contains(&"online:vic".to_string()) {
+        problems.push(format!(
+            "the backend was told vic went offline when B was reaped, and 35 s after B came back it still has \
+             not been told she is online: {later:?}"
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    d.exit().await;
+}
+
+/// After Redis restarts empty, readers re-create their consumer groups from the start of
+/// the streams, so events written before that are not skipped.
+#[tokio::test]
+async fn events_written_right_after_redis_returns_empty_are_delivered() {
+    let mut redis = RedisServer::start().await;
+    let extra = ["socketio.ack_timeout_ms=4000", "socketio.events_per_second=1000", "socketio.event_burst=1000"];
+    let args = instance_args(&redis.url(), true, &extra);
+    let nodes: Vec<Bridge> = futures::future::join_all((0..3).map(|_| Bridge::start(&args))).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    wait_for_nodes(a, 3).await;
+    let mut backend = backend_on(a, events("g", &["e.*"])).await;
+    // The backend answers every event at once.
+    let received = Arc::new(std::sync::Mutex::new(std::collections::HashSet::<(String, u64)>::new()));
+    let log = received.clone();
+    let answerer = tokio::spawn(async move {
+        while let Ok(Ok(Some(m))) = tokio::time::timeout(Duration::from_secs(60), backend.rx.message()).await {
+            if let Some(K::ClientEvent(e)) = m.kind {
+                let args: Value = serde_json::from_str(&e.payload.as_ref().unwrap().args_json).unwrap_or(Value::Null);
+                log.lock().unwrap().insert((e.user_id.clone(), args[0].as_u64().unwrap_or(u64::MAX)));
+                backend.ack(&e.id, "[\"ok\"]", vec![]).await;
+            }
+        }
+    });
+    let mut d = Driver::spawn().await;
+    d.connect("b", &b.url(), json!({"userId": "bea"}), WS).await;
+    d.connect("c", &c.url(), json!({"userId": "cal"}), WS).await;
+    d.send(json!({"cmd": "emit", "id": "b", "event": "e.x", "args": [0], "req": 0, "ack": true})).await;
+    assert_eq!(d.ack("b", 0).await["args"], json!(["ok"]), "events reach the backend before the restart");
+
+    redis.stop().await;
+    wait_redis_state(b, "down", Duration::from_secs(15)).await;
+    redis.restart().await;
+    let back = Instant::now();
+    // From the moment Redis answers again, each client emits an event every 20 ms for 4 s.
+    let mut req = 1u64;
+    let mut sent = Vec::new();
+    while back.elapsed() < Duration::from_secs(4) {
+        for id in ["b", "c"] {
+            d.send(json!({"cmd": "emit", "id": id, "event": "e.x", "args": [req], "req": req, "ack": true})).await;
+            sent.push((id, req));
+            req += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut ok, mut unavailable, mut timed_out, mut other) = (0, 0, Vec::new(), Vec::new());
+    let mut answer_lost = Vec::new();
+    for (id, r) in &sent {
+        let v = d
+            .try_expect(|v| v["type"] == "ack" && v["id"] == *id && v["req"] == *r, Duration::from_secs(8))
+            .await
+            .unwrap_or(Value::Null);
+        match v["args"][0]["error"]["code"].as_str() {
+            None if v["args"] == json!(["ok"]) => ok += 1,
+            Some("backend_unavailable") | Some("no_backend") => unavailable += 1,
+            Some("ack_timeout") => {
+                let user = if *id == "b" { "bea" } else { "cal" };
+                if !received.lock().unwrap().contains(&(user.to_string(), *r)) {
+                    timed_out.push(format!("{id}#{r}"));
+                } else {
+                    answer_lost.push(format!("{id}#{r}"));
+                }
+            }
+            _ => other.push(v),
+        }
+    }
+    eprintln!(
+        "after the restart: {ok} answered, {unavailable} refused at once (Redis not yet reconnected), \
+         {} timed out never having reached the backend: {timed_out:?}; {} reached the backend but its \
+         answer never came back: {answer_lost:?}; other: {other:?}",
+        timed_out.len(),
+        answer_lost.len()
+    );
+    answerer.abort();
+    // Where are they? In the partition streams, written after the restart.
+    let in_streams = stream_events(&redis.url()).await;
+    let written: Vec<&String> = timed_out
+        .iter()
+        .filter(|t| {
+            let (id, r) = t.split_once('#').unwrap();
+            let user = if id == "b" { "bea" } else { "cal" };
+            in_streams.contains(&(user.to_string(), r.parse().unwrap()))
+        })
+        .collect();
+    eprintln!("of those, {} are in Redis' partition streams (written, never read by the group)", written.len());
+    assert!(
+        timed_out.is_empty(),
+        "{} events emitted after Redis was back were accepted (written, no error) but never reached the \
+         backend, which answers everything at once: {timed_out:?}",
+        timed_out.len()
+    );
+    d.exit().await;
+}
+
+/// (user id, first argument) of every client event in the partition streams.
+async fn stream_events(url: &str) -> std::collections::HashSet<(String, u64)> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut out = std::collections::HashSet::new();
+    for p in 0..8 {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(format!("socket-bridge:events:{p}"))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for entry in reply.ids {
+            let Some(redis::Value::BulkString(bytes)) = entry.map.get("m") else { continue };
+            let Ok(v) = rmp_serde::from_slice::<Value>(bytes) else { continue };
+            let e = &v["body"]["Event"];
+            let args: Value = serde_json::from_str(e["args_json"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+            if let (Some(user), Some(n)) = (e["user_id"].as_str(), args[0].as_u64()) {
+                out.insert((user.to_string(), n));
+            }
+        }
+    }
+    out
+}
+
+/// While Redis is unreachable, client events still reach a backend stream on the same
+/// instance (delivered directly, as in embedded mode).
+#[tokio::test]
+async fn client_events_reach_a_backend_on_the_same_instance_while_redis_is_down() {
+    let mut redis = RedisServer::start().await;
+    let a = Bridge::start(&instance_args(&redis.url(), true, &["socketio.ack_timeout_ms=3000"])).await;
+    wait_for_nodes(&a, 1).await;
+    let mut backend = backend_on(&a, events("g", &["e.*"])).await;
+    let mut d = Driver::spawn().await;
+    d.connect("u", &a.url(), json!({"userId": "una"}), WS).await;
+    d.send(json!({"cmd": "emit", "id": "u", "event": "e.before", "args": [0]})).await;
+    let e = backend.next_event().await;
+    assert_eq!(e.event, "e.before");
+
+    redis.stop().await;
+    wait_redis_state(&a, "down", Duration::from_secs(15)).await;
+    d.send(json!({"cmd": "emit", "id": "u", "event": "e.during", "args": [1]})).await;
+    d.send(json!({"cmd": "emit", "id": "u", "event": "e.during_ack", "args": [2], "req": 7, "ack": true})).await;
+    let got = tokio::time::timeout(Duration::from_secs(3), backend.next_event()).await;
+    let answer = d.ack("u", 7).await;
+    // Redis comes back: nothing of the outage is delivered later either.
+    redis.restart().await;
+    wait_redis_state(&a, "up", PROPAGATION).await;
+    let later = match got {
+        Ok(_) => None,
+        Err(_) => tokio::time::timeout(Duration::from_secs(5), backend.next_event()).await.ok(),
+    };
+    assert!(
+        got.is_ok() || later.is_some(),
+        "client and backend are both on A, Redis is down: the client's events never reached the backend, not \
+         even after Redis came back (the one with an ack was answered {answer})"
+    );
+    d.exit().await;
+}
+
+/// Events a backend never answers are settled once their client's ack timeout has passed,
+/// so they cannot pile up past the unconfirmed limit and stall the group's delivery.
+#[tokio::test]
+async fn unanswered_asks_are_settled_and_never_stall_the_group() {
+    let redis = RedisServer::start().await;
+    let extra = [
+        "socketio.events_per_second=100000",
+        "socketio.event_burst=100000",
+        "socketio.ack_timeout_ms=1000",
+        "events.stream_queue=20000",
+    ];
+    let a = Bridge::start(&instance_args(&redis.url(), true, &extra)).await;
+    wait_for_nodes(&a, 1).await;
+    let mut backend = backend_on(&a, events("g", &["e.*"])).await;
+    let counter = Arc::new(AtomicU64::new(0));
+    let after = Arc::new(AtomicU64::new(0));
+    let (c2, a2) = (counter.clone(), after.clone());
+    // The backend reads everything and answers nothing but never misses a beat.
+    let reader = tokio::spawn(async move {
+        while let Ok(Ok(Some(m))) = tokio::time::timeout(Duration::from_secs(120), backend.rx.message()).await {
+            if let Some(K::ClientEvent(e)) = m.kind {
+                if e.event == "e.after" {
+                    a2.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    c2.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    let mut d = Driver::spawn().await;
+    d.connect("u", &a.url(), json!({"userId": "ursula"}), WS).await;
+    // 10,050 asks the backend leaves unanswered (the clients get ack_timeout after 1 s).
+    let asks = 10_050u64;
+    d.send(json!({"cmd": "emit_many", "id": "u", "event": "e.ask", "count": asks, "ack": true})).await;
+    d.expect("emitted", |v| v["type"] == "emitted_many").await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while counter.load(Ordering::SeqCst) < asks && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = counter.load(Ordering::SeqCst);
+    assert_eq!(got, asks, "the backend received the asks");
+    // The clients gave up on them long ago. Now a plain event:
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..5 {
+        d.send(json!({"cmd": "emit", "id": "u", "event": "e.after", "args": [i]})).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while after.load(Ordering::SeqCst) < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let arrived = after.load(Ordering::SeqCst);
+    reader.abort();
+    assert_eq!(
+        arrived, 5,
+        "after {asks} asks the (connected, reading) backend did not answer and their clients timed out on, \
+         new events no longer reach it: {arrived} of 5 arrived within 10 s"
+    );
+    d.exit().await;
+}
+
+/// Settling an answered event in Redis and forwarding the answer to another instance run off
+/// the stream's read loop: with a 2 ms round trip to Redis, 1,500 answers all reach clients.
+#[tokio::test]
+async fn backend_answers_do_not_wait_on_redis_round_trips() {
+    let redis = RedisServer::start().await;
+    let (port, _proxy) = latency_proxy(redis.port(), Duration::from_millis(1)).await;
+    let extra = ["socketio.events_per_second=100000", "socketio.event_burst=100000", "socketio.ack_timeout_ms=3000"];
+    let a = Bridge::start(&instance_args(&format!("redis://127.0.0.1:{port}/"), true, &extra)).await;
+    let b = Bridge::start(&instance_args(&redis.url(), true, &extra)).await;
+    wait_for_nodes(&a, 2).await;
+    let mut backend = backend_on(&a, events("g", &["e.*"])).await;
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = answered.clone();
+    let answerer = tokio::spawn(async move {
+        while let Ok(Ok(Some(m))) = tokio::time::timeout(Duration::from_secs(60), backend.rx.message()).await {
+            if let Some(K::ClientEvent(e)) = m.kind {
+                backend.ack(&e.id, "[\"ok\"]", vec![]).await;
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let mut d = Driver::spawn().await;
+    d.connect("u", &b.url(), json!({"userId": "uwe"}), WS).await;
+    d.send(json!({"cmd": "emit", "id": "u", "event": "e.warm", "args": [0], "req": 999_999, "ack": true})).await;
+    assert_eq!(d.ack("u", 999_999).await["args"], json!(["ok"]));
+    let asks = 1500u64;
+    let started = Instant::now();
+    d.send(json!({"cmd": "emit_many", "id": "u", "event": "e.ask", "count": asks, "ack": true})).await;
+    let (mut ok, mut timed_out, mut other) = (0u64, 0u64, std::collections::BTreeMap::<String, u64>::new());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen_reqs = std::collections::BTreeSet::new();
+    for _ in 0..asks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(v) = d
+            .try_expect(|v| v["type"] == "ack" && v["id"] == "u" && v["req"].as_u64().is_some_and(|r| r < asks), left)
+            .await
+        else {
+            break;
+        };
+        seen_reqs.insert(v["req"].as_u64().unwrap_or(u64::MAX));
+        if v["args"] == json!(["ok"]) {
+            ok += 1;
+        } else if v["args"][0]["error"]["code"] == "ack_timeout" {
+            timed_out += 1;
+        } else {
+            *other.entry(v["args"].to_string()).or_default() += 1;
+        }
+    }
+    let unanswered: Vec<u64> = (0..asks).filter(|r| !seen_reqs.contains(r)).collect();
+    if !unanswered.is_empty() {
+        eprintln!("{} callbacks got no answer at all within 20 s: {unanswered:?}", unanswered.len());
+    }
+    let backend_answered = answered.load(Ordering::SeqCst);
+    answerer.abort();
+    eprintln!(
+        "{asks} asks: backend answered {backend_answered} (it answers at once); clients got {ok} answers and \
+         {timed_out} ack_timeout, other: {other:?}, in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        ok, asks,
+        "the backend answered every ask at once, but {timed_out} clients got ack_timeout (2 ms round trip to Redis)"
+    );
+    d.exit().await;
+}
+
+/// A graceful stop reports every socket's disconnect through Redis and leaves the node list
+/// (socketioxide runs no disconnect handler on shutdown; the hub unregisters what is left).
+#[tokio::test]
+async fn sigterm_reports_its_disconnects_and_leaves_the_cluster() {
+    let redis = RedisServer::start().await;
+    let extra = ["redis.node_timeout_ms=30000"];
+    let mut a = Bridge::start(&instance_args(&redis.url(), true, &extra)).await;
+    let b = Bridge::start(&instance_args(&redis.url(), true, &extra)).await;
+    wait_for_nodes(&b, 2).await;
+    let a_id = call("Status of A", a.client().await.status(proto::StatusRequest {})).await.instance_id;
+    let mut backend = backend_on(&b, lifecycle("life")).await;
+    let mut d = Driver::spawn().await;
+    let users: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+    for u in &users {
+        d.send(json!({"cmd": "connect", "id": u, "url": a.url(), "auth": {"userId": u}, "transports": ["websocket"]}))
+            .await;
+    }
+    let mut sids = Vec::new();
+    for u in &users {
+        let v = d.expect("connect", |v| v["type"] == "connect" && v["id"] == u.as_str()).await;
+        sids.push(v["sid"].as_str().unwrap().to_owned());
+    }
+    let want: Vec<String> = sids.iter().map(|s| format!("connected:{s}")).collect();
+    let seen =
+        read_lifecycle(&mut backend, PROPAGATION, Duration::from_millis(200), |s| want.iter().all(|w| s.contains(w)))
+            .await;
+    assert!(want.iter().all(|w| seen.contains(w)), "the backend on B saw the 40 connects: {seen:?}");
+
+    a.signal(libc::SIGTERM);
+    let exit = a.wait_exit(Duration::from_secs(20)).await;
+    assert!(exit.is_some_and(|s| s.success()), "A stopped cleanly: {exit:?}");
+    let want: Vec<String> = sids.iter().map(|s| format!("disconnected:{s}")).collect();
+    let seen = read_lifecycle(&mut backend, Duration::from_secs(8), Duration::from_millis(200), |s| {
+        want.iter().all(|w| s.contains(w))
+    })
+    .await;
+    let reported = want.iter().filter(|w| seen.contains(w)).count();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let left: i64 =
+        redis::cmd("SCARD").arg(format!("socket-bridge:node-sockets:{a_id}")).query_async(&mut conn).await.unwrap();
+    let listed: Option<f64> =
+        redis::cmd("ZSCORE").arg("socket-bridge:nodes").arg(&a_id).query_async(&mut conn).await.unwrap();
+    let online: i64 = redis::cmd("EXISTS").arg("socket-bridge:presence:s0").query_async(&mut conn).await.unwrap();
+    // s0 has no socket anywhere now: a ttl push to her must be kept for her next connect.
+    let mut req = push_request(T::UserId("s0".into()), "note", "[1]");
+    req.options = ttl_options(600_000);
+    let r = call("Push with ttl via B to s0", b.client().await.push(req)).await;
+    eprintln!("ttl push via B to s0 (no socket anywhere) after A stopped: {r:?}");
+    assert_eq!(
+        reported,
+        40,
+        "A stopped cleanly (SIGTERM) and was to report its 40 disconnects itself; 8 s later the backend on B \
+         has {reported}. Redis still lists {left} of A's sockets; A is {} P:nodes{}",
+        if listed.is_some() { "still in" } else { "gone from" },
+        if listed.is_none() && left > 0 {
+            format!(
+                " — so no instance will ever reap them: they stay in presence for good (user s0 present: {online}; a \
+                 ttl push to s0 now answers stored_offline={}, sockets_reached={}: it is lost)",
+                r.stored_offline, r.sockets_reached
+            )
+        } else {
+            String::new()
+        }
+    );
+    d.exit().await;
+}
+
+/// A reader that takes partitions over waits until the previous reader has let go, so one
+/// socket's events never reach two backends at once.
+#[tokio::test]
+async fn a_joining_reader_never_splits_a_sockets_events_between_two_backends() {
+    let redis = RedisServer::start().await;
+    let extra = ["socketio.events_per_second=1000", "socketio.event_burst=1000"];
+    let a = Bridge::start(&instance_args(&redis.url(), true, &extra)).await;
+    let b = Bridge::start(&instance_args(&redis.url(), true, &extra)).await;
+    wait_for_nodes(&a, 2).await;
+    type Log = Arc<std::sync::Mutex<Vec<(String, u64)>>>;
+    let collect = |backend: Backend, log: Log| {
+        tokio::spawn(async move {
+            // The whole Backend (its request sender too), or the stream ends at once.
+            let mut backend = backend;
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(30), backend.rx.message()).await;
+                let Ok(Ok(Some(m))) = m else {
+                    eprintln!("backend stream ended: {m:?}");
+                    break;
+                };
+                if let Some(K::ClientEvent(e)) = m.kind {
+                    let args: Value = serde_json::from_str(&e.payload.unwrap().args_json).unwrap_or(Value::Null);
+                    log.lock().unwrap().push((e.user_id.clone(), args[0].as_u64().unwrap_or(u64::MAX)));
+                }
+            }
+        })
+    };
+    let (log_a, log_b): (Log, Log) = Default::default();
+    let task_a = collect(backend_on(&a, events("g", &["e.*"])).await, log_a.clone());
+    let mut d = Driver::spawn().await;
+    let users: Vec<String> = (0..8).map(|i| format!("w{i}")).collect();
+    for (i, u) in users.iter().enumerate() {
+        let url = if i % 2 == 0 { a.url() } else { b.url() };
+        d.connect(u, &url, json!({"userId": u}), WS).await;
+    }
+    let mut task_b = None;
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(4) {
+        for u in &users {
+            d.send(json!({"cmd": "emit", "id": u, "event": "e.tick", "args": [n]})).await;
+        }
+        n += 1;
+        if task_b.is_none() && started.elapsed() > Duration::from_secs(1) {
+            // A second backend of the same group, on B.
+            task_b = Some(collect(backend_on(&b, events("g", &["e.*"])).await, log_b.clone()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    task_a.abort();
+    if let Some(t) = task_b {
+        t.abort();
+    }
+    let (la, lb) = (log_a.lock().unwrap().clone(), log_b.lock().unwrap().clone());
+    let mut split = Vec::new();
+    for u in &users {
+        let at_b: Vec<u64> = lb.iter().filter(|(w, _)| w == u).map(|(_, n)| *n).collect();
+        let at_a: Vec<u64> = la.iter().filter(|(w, _)| w == u).map(|(_, n)| *n).collect();
+        eprintln!(
+            "{u}: A got {} (max {:?}), B got {} (min {:?})",
+            at_a.len(),
+            at_a.iter().max(),
+            at_b.len(),
+            at_b.iter().min()
+        );
+        let at_a: Vec<u64> = la.iter().filter(|(w, _)| w == u).map(|(_, n)| *n).collect();
+        let at_b: Vec<u64> = lb.iter().filter(|(w, _)| w == u).map(|(_, n)| *n).collect();
+        if let (Some(max_a), Some(min_b)) = (at_a.iter().max(), at_b.iter().min())
+            && max_a > min_b
+        {
+            let overlap: Vec<u64> = at_a.iter().copied().filter(|x| x > min_b).collect();
+            split.push(format!("{u}: B got #{min_b} first, A still got {overlap:?} after it"));
+        }
+    }
+    assert!(
+        split.is_empty(),
+        "one socket's events went to both instances' backends at once while B's reader joined ({} events at A, {} \
+         at B): {split:?}",
+        la.len(),
+        lb.len()
+    );
+    d.exit().await;
+}
+
+/// A loopback TCP proxy in front of Redis that delays every chunk by `one_way` in each
+/// direction (order kept): a Redis a few milliseconds away.
+async fn latency_proxy(upstream: u16, one_way: Duration) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind latency proxy");
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else { continue };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(delayed(cr, sw, one_way));
+            tokio::spawn(delayed(sr, cw, one_way));
+        }
+    });
+    (port, task)
+}
+
+async fn delayed(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, one_way: Duration) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx.send((Instant::now() + one_way, buf[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}

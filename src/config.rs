@@ -61,6 +61,29 @@ pub struct Config {
     pub log: LogConfig,
     pub dashboard: DashboardConfig,
     pub redis: RedisConfig,
+    pub offline: OfflineConfig,
+}
+
+/// Pushes kept for users who are not connected (`ttl`). A backend can be made to push to
+/// user ids nobody connects as (a typo, or ids taken from outside input), so the store is
+/// bounded per user and in all; a push that does not fit is refused (RESOURCE_EXHAUSTED),
+/// never made room for by dropping messages already accepted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineConfig {
+    /// Messages kept per user (over all namespaces).
+    pub max_messages_per_user: usize,
+    /// Bytes kept per user: 1 MiB holds a thousand 1 KB notifications.
+    pub max_bytes_per_user: usize,
+    /// Bytes kept in all, in memory (embedded mode). 256 MiB is an eighth of a 2 GiB
+    /// instance; in cluster mode the messages live in Redis and are bounded per user.
+    pub max_bytes: usize,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        Self { max_messages_per_user: 1000, max_bytes_per_user: 1 << 20, max_bytes: 256 << 20 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -542,6 +565,15 @@ impl Config {
             && p.expose().len() < 8
         {
             err("dashboard.password", "must be at least 8 characters");
+        }
+        if self.offline.max_messages_per_user == 0 {
+            err("offline.max_messages_per_user", "must be greater than 0");
+        }
+        if self.offline.max_bytes_per_user < 1024 {
+            err("offline.max_bytes_per_user", "must be at least 1024");
+        }
+        if self.offline.max_bytes < self.offline.max_bytes_per_user {
+            err("offline.max_bytes", "must be at least offline.max_bytes_per_user");
         }
         self.validate_redis(&mut err);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -72,22 +72,27 @@ pub async fn start(config: Config) -> Result<Server, RunError> {
         tracing::warn!("dev auth mode: clients choose their own user id; never expose this to untrusted networks");
     }
     let grpc_tls = grpc::tls_config(&config).map_err(RunError::Tls)?;
-    let redis = config.redis.url.as_ref().map(|url| (url.expose(), cluster::ClusterSettings::from_config(&config)));
-    let mut built = None;
-    let hub = Hub::new(HubSettings::from_config(&config), authenticator, redis, |driver| {
-        let (layer, io) = socketio::build(&config, driver);
-        built = Some(layer);
-        io
-    })
-    .map_err(RunError::Cluster)?;
-    let socketio_layer = built.ok_or_else(|| RunError::Cluster("socket.io layer not built".into()))?;
-    let io = hub.io().clone();
+    // The one place the mode is chosen: everything else talks to the backplane.
+    let backplane: Arc<dyn hub::backplane::Backplane> = match &config.redis.url {
+        Some(url) => {
+            tracing::info!(
+                prefix = config.redis.prefix,
+                "cluster mode: sharing rooms, presence and events through redis"
+            );
+            cluster::RedisBackplane::new(url.expose(), cluster::ClusterSettings::from_config(&config))
+                .map_err(|e| RunError::Cluster(e.to_string()))?
+        }
+        None => Arc::new(hub::embedded::EmbeddedBackplane::new(hub::offline::OfflineLimits {
+            max_messages_per_user: config.offline.max_messages_per_user,
+            max_bytes_per_user: config.offline.max_bytes_per_user,
+            max_bytes: config.offline.max_bytes,
+        })),
+    };
+    let (socketio_layer, io) = socketio::build(&config);
+    let hub = Hub::new(HubSettings::from_config(&config), authenticator, backplane, io.clone());
     let (trigger_tasks, tasks_shutdown) = shutdown::channel();
     hub.start_tasks(tasks_shutdown);
-    socketio::register_namespaces(&io, &hub, &config.socketio.namespaces).await.map_err(RunError::Cluster)?;
-    if config.redis.url.is_some() {
-        tracing::info!(prefix = config.redis.prefix, "cluster mode: sharing rooms, presence and events through redis");
-    }
+    socketio::register_namespaces(&io, &hub, &config.socketio.namespaces);
 
     let http_addr = config.http_addr();
     let http_listener =

@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -144,12 +142,10 @@ async fn read_lifecycle(
     seen
 }
 
-/// The outbox partition `Cluster::partition_of` puts a socket's messages in (std's
-/// DefaultHasher is SipHash-1-3 with fixed keys: the same value here as in the bridge).
+/// The event stream partition the bridge puts a socket's messages in (the documented
+/// hash of `socket_bridge::hub::keyhash`).
 fn partition_of(socket_id: &str, partitions: u64) -> u64 {
-    let mut h = DefaultHasher::new();
-    socket_id.hash(&mut h);
-    h.finish() % partitions
+    socket_bridge::hub::keyhash::key_hash(socket_id) % partitions
 }
 
 /// A loopback TCP proxy in front of Redis. `freeze_existing` black-holes every connection

@@ -1,11 +1,8 @@
-//! The Redis connection every cluster part shares, and the driver socketioxide's Redis
-//! adapter publishes and subscribes through.
+//! The Redis connection every cluster part shares, and its pub/sub channels.
 //!
-//! Why not the adapter's own `RedisDriver`: it fails `broadcast` when Redis is down, which
-//! would also stop delivery to this instance's own sockets, and it never reconnects. This
-//! link starts even when Redis is unreachable, reconnects with backoff, subscribes again
-//! after every reconnect, and while Redis is down publishes nothing (the adapter then
-//! delivers locally only) instead of making every push wait for a connect timeout.
+//! It starts even when Redis is unreachable, reconnects with backoff, subscribes again
+//! after every reconnect, and while Redis is down publishes nothing (pushes then reach
+//! this instance's sockets only) instead of making every push wait for a connect timeout.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +10,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use tokio::sync::mpsc;
+
+/// A message from a pub/sub channel: the channel and the payload.
+pub type ChanItem = (String, Vec<u8>);
 
 /// Longest a single Redis command may take before it counts as failed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -227,55 +226,7 @@ impl RedisLink {
     }
 }
 
-/// What socketioxide's Redis adapter talks to. `None` is embedded mode: nothing is
-/// published and no other instance exists. Operations are marked local in embedded mode,
-/// so the adapter does not even encode requests then.
-#[derive(Clone, Default)]
-pub struct BridgeDriver {
-    link: Option<Arc<RedisLink>>,
-}
-
-impl BridgeDriver {
-    pub fn new(link: Option<Arc<RedisLink>>) -> Self {
-        Self { link }
-    }
-}
-
-impl Driver for BridgeDriver {
-    type Error = LinkError;
-
-    async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), Self::Error> {
-        // Never an error: a broadcast whose publish fails would otherwise skip this
-        // instance's own sockets too.
-        if let Some(link) = &self.link {
-            link.publish(&chan, &val).await;
-        }
-        Ok(())
-    }
-
-    async fn subscribe(&self, chan: String, size: usize) -> Result<MessageStream<ChanItem>, Self::Error> {
-        match &self.link {
-            Some(link) => Ok(MessageStream::new(link.subscribe(chan, size).await)),
-            None => Ok(MessageStream::new_empty()),
-        }
-    }
-
-    async fn unsubscribe(&self, chan: String) -> Result<(), Self::Error> {
-        if let Some(link) = &self.link {
-            link.handlers.write().unwrap_or_else(|e| e.into_inner()).remove(&chan);
-            if let Some(mut conn) = link.conn() {
-                let _ = conn.unsubscribe(&chan).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Instances listening on the adapter's request channel. When Redis cannot say, 1
-    /// (this instance alone), so requests that wait for other instances' answers do not
-    /// wait for answers that cannot come.
-    async fn num_serv(&self, chan: &str) -> Result<u16, Self::Error> {
-        let Some(mut conn) = self.link.as_ref().and_then(|l| l.conn()) else { return Ok(1) };
-        let reply: Result<(String, u16), _> = redis::cmd("PUBSUB").arg("NUMSUB").arg(chan).query_async(&mut conn).await;
-        Ok(reply.map(|(_, n)| n.max(1)).unwrap_or(1))
-    }
+/// A failed command when Redis is not reachable.
+pub fn unreachable() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "redis unreachable"))
 }

@@ -40,7 +40,7 @@ pub async fn open(hub: Arc<Hub>, mut inbound: Streaming<pb::EventsRequest>) -> R
         wants_lifecycle: subscribe.wants_lifecycle,
         confirm_all: subscribe.confirm_all,
     };
-    let (id, rx) = hub.subscribe_backend(request).await.map_err(status_from)?;
+    let (id, group, rx) = hub.subscribe_backend(request).await.map_err(status_from)?;
     tracing::info!(subscriber = id, "backend subscribed");
 
     let reader_hub = hub.clone();
@@ -55,7 +55,7 @@ pub async fn open(hub: Arc<Hub>, mut inbound: Streaming<pb::EventsRequest>) -> R
                         tracing::warn!(subscriber = id, error = %e, "backend sent a malformed ack");
                         crate::hub::router::AckReply::error("backend_error", "the backend's answer was malformed")
                     });
-                    let result = reader_hub.backend_ack(id, &ack.event_id, reply).await;
+                    let result = reader_hub.backend_ack(&group, &ack.event_id, reply);
                     if let Err(e) = result {
                         // Late acks are normal (the client timed out); nothing to tell the backend.
                         tracing::debug!(subscriber = id, error = %e, "ack not applied");

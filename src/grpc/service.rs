@@ -167,13 +167,15 @@ impl BridgeService for Bridge {
             connections: page
                 .items
                 .into_iter()
-                .map(|(c, rooms)| pb::Connection {
-                    socket_id: c.socket_id.clone(),
-                    user_id: c.user_id.clone().unwrap_or_default(),
-                    namespace: c.namespace.clone(),
-                    connected_at: Some(c.connected_at.into()),
+                .map(|c| pb::Connection {
+                    connected_at: Some(prost_types::Timestamp::from(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(c.connected_at_ms),
+                    )),
                     handshake: Some(convert::handshake(&c.handshake)),
-                    rooms,
+                    socket_id: c.socket_id,
+                    user_id: c.user_id.unwrap_or_default(),
+                    namespace: c.namespace,
+                    rooms: c.rooms,
                 })
                 .collect(),
             next_page_token: page.next_page_token,

@@ -43,7 +43,7 @@ use crate::hub::auth::{AdminCredentials, ApiKeys};
 /// The whole HTTP app. socketioxide wraps the router exactly once, as the fallback
 /// service: wrapping it per route would create one engine per method and break
 /// long-polling ("Session ID unknown").
-pub fn app(config: &Config, hub: Arc<Hub>, socketio: SocketIoLayer<crate::hub::Adapter>) -> Router {
+pub fn app(config: &Config, hub: Arc<Hub>, socketio: SocketIoLayer) -> Router {
     let keys = ApiKeys::new(&config.grpc.api_keys);
     let h = &config.http;
     let per_key = limiter(ApiKeyHash, h.rate_per_key_per_second, h.burst_per_key);

@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
+use super::acks::answer;
 use super::auth::{AuthError, Identity};
+use super::backplane::EventRefusal;
 use super::pattern::any_matches;
-use super::registry::{Connection, Handshake, Presence};
-use super::router::{AckReply, AckWaiter, BackendMessage, ClientEvent, SocketConnected, SocketDisconnected, answer};
-use super::{
-    ClientAck, ErrorKind, Hub, HubError, Payload, Socket, is_internal_room, socket_room, user_room, validate_name,
-};
-use crate::cluster::Outgoing;
+use super::registry::{Connection, Handshake};
+use super::router::{AckReply, AckWaiter, ClientEvent};
+use super::{ClientAck, ErrorKind, Hub, Payload, Socket, is_internal_room, user_room, validate_name};
 
 /// Client event that asks the bridge to join a room (allowed by `client_room_patterns`).
 pub const JOIN_EVENT: &str = "bridge:join";
@@ -69,17 +68,15 @@ impl Hub {
     }
 
     /// A socket passed its middleware: put it in its rooms, register it, tell the backend.
-    /// Returns the registered connection (the socket's event handler keeps it).
-    pub fn on_connect(&self, socket: &Socket, identity: Identity, handshake: Handshake) -> Arc<Connection> {
+    /// Returns the registered connection (the socket's event handler keeps it) once other
+    /// instances can find the socket, so a push made after the client saw its CONNECT
+    /// reaches it wherever the push is made (the wait is bounded by the backplane).
+    pub async fn on_connect(&self, socket: &Socket, identity: Identity, handshake: Handshake) -> Arc<Connection> {
         let socket_id = socket.id.to_string();
         let namespace = socket.ns().to_owned();
         let mut rooms = identity.rooms;
         if let Some(user) = &identity.user_id {
             rooms.push(user_room(user));
-        }
-        if self.cluster.is_some() {
-            // Only in cluster mode: a socket on another instance is reached through it.
-            socket.join(socket_room(&socket_id));
         }
         if !rooms.is_empty() {
             socket.join(rooms.clone());
@@ -100,60 +97,20 @@ impl Hub {
             user_id = identity.user_id.as_deref().unwrap_or(""),
             "socket connected"
         );
-        if let Some(cluster) = &self.cluster {
-            // Presence is the cluster's: Redis decides whether this is the user's first
-            // socket anywhere, in order with the socket's events.
-            let connected = Outgoing::Connected { conn: conn.clone(), rooms };
-            if cluster.enqueue(connected).is_err() {
-                self.metrics.dropped("cluster_outbox_full", 1);
-            }
-            return conn;
-        }
-        let key = identity.user_id.clone().unwrap_or_else(|| socket_id.clone());
-        if presence == Presence::CameOnline
-            && let Some(user) = &identity.user_id
-        {
-            self.router.publish_lifecycle(None, user, BackendMessage::UserOnline(user.as_str().into()));
-        }
-        self.router.publish_lifecycle(
-            Some(&conn.namespace),
-            &key,
-            BackendMessage::SocketConnected(Arc::new(SocketConnected {
-                socket_id,
-                user_id: identity.user_id.clone(),
-                namespace: conn.namespace.clone(),
-                handshake: conn.handshake.clone(),
-                rooms,
-                connected_at: conn.connected_at,
-            })),
-        );
+        self.backplane.socket_connected(conn.clone(), rooms, presence).await;
         conn
     }
 
     /// The client has its CONNECT packet: it can now receive what was kept for it.
     pub fn after_connect(&self, socket: &Socket) {
         let Some(conn) = self.registry.get(socket.ns(), &socket.id.to_string()) else { return };
-        let Some(user) = &conn.user_id else { return };
-        match &self.cluster {
-            None => self.deliver_offline(socket, user),
-            Some(cluster) => {
-                // Queued behind the socket's connect, so the push side's atomic "offline?"
-                // check and this read never both miss a message.
-                let (reply, kept) = tokio::sync::oneshot::channel();
-                let take = Outgoing::TakeOffline { user_id: user.clone(), namespace: conn.namespace.clone(), reply };
-                if cluster.enqueue(take).is_err() {
-                    self.metrics.dropped("cluster_outbox_full", 1);
-                    return;
-                }
-                let socket = socket.clone();
-                let metrics = self.metrics.clone();
-                tokio::spawn(async move {
-                    if let Ok(messages) = kept.await {
-                        super::push::emit_kept(&metrics, &socket, messages);
-                    }
-                });
-            }
+        if conn.user_id.is_none() {
+            return;
         }
+        let kept = self.backplane.take_offline(&conn);
+        let socket = socket.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move { super::push::emit_kept(&metrics, &socket, kept.await) });
     }
 
     /// Registry entries whose socket socketioxide no longer knows (it failed between the
@@ -184,29 +141,7 @@ impl Hub {
         let Some((conn, presence)) = self.registry.unregister(namespace, socket_id) else { return };
         self.metrics.disconnects.with_label_values(&[reason]).inc();
         tracing::debug!(socket_id, reason, "socket disconnected");
-        if let Some(cluster) = &self.cluster {
-            let gone = Outgoing::Disconnected { conn, reason: reason.to_owned() };
-            if cluster.enqueue(gone).is_err() {
-                self.metrics.dropped("cluster_outbox_full", 1);
-            }
-            return;
-        }
-        let key = conn.user_id.clone().unwrap_or_else(|| socket_id.to_owned());
-        self.router.publish_lifecycle(
-            Some(&conn.namespace),
-            &key,
-            BackendMessage::SocketDisconnected(Arc::new(SocketDisconnected {
-                socket_id: socket_id.to_owned(),
-                user_id: conn.user_id.clone(),
-                namespace: conn.namespace.clone(),
-                reason: reason.to_owned(),
-            })),
-        );
-        if presence == Presence::WentOffline
-            && let Some(user) = &conn.user_id
-        {
-            self.router.publish_lifecycle(None, user, BackendMessage::UserOffline(user.as_str().into()));
-        }
+        self.backplane.socket_disconnected(conn, reason, presence);
     }
 
     /// A client emitted an event. Called synchronously from the socket's read loop, so the
@@ -246,7 +181,7 @@ impl Hub {
             return;
         }
         let (seq, id) = self.router.next_event_id();
-        let client_event = ClientEvent {
+        let client_event = Arc::new(ClientEvent {
             id,
             socket_id: conn.socket_id.clone(),
             user_id: conn.user_id.clone(),
@@ -256,34 +191,29 @@ impl Hub {
             wants_ack: ack.is_some(),
             received_at: super::now_wall(),
             handshake: conn.handshake.clone(),
-        };
-        if let Some(cluster) = &self.cluster {
-            if !cluster.groups_known() {
-                self.metrics.undeliverable_dropped.inc();
-                self.metrics.error(super::ErrorKind::NoBackend);
-                answer(ack, AckReply::error("no_backend", "no backend is subscribed to this event"));
-                return;
-            }
-            let message = BackendMessage::ClientEvent(Arc::new(client_event));
-            let Some(ack) = ack else {
-                if cluster.publish(message, None).is_err() {
-                    self.metrics.error(ErrorKind::BackendOverloaded);
-                }
-                return;
-            };
-            // The router answers the callback: the backend's reply (forwarded by whichever
-            // instance got it), a write failure, or the timeout.
+        });
+        // The router answers the callback: the backend's reply (from whichever instance
+        // got it), a refusal below, or the timeout.
+        let waiting = ack.is_some();
+        if let Some(ack) = ack {
             self.router.await_ack(seq, AckWaiter::client(ack));
-            if let Err(HubError::ResourceExhausted(_)) = cluster.publish(message, Some(seq)) {
-                self.metrics.error(ErrorKind::BackendOverloaded);
-                self.router
-                    .fail_ack(seq, AckReply::error("backend_overloaded", "the backend is not keeping up; retry later"));
-            }
-            return;
         }
-        // The router answers the callback (the backend's reply, a refusal, or the timeout)
-        // and counts refusals.
-        self.router.dispatch(seq, client_event, ack.map(AckWaiter::client));
+        if let Err(refusal) = self.backplane.send_event(seq, client_event) {
+            let reply = match refusal {
+                EventRefusal::NoBackend => {
+                    self.metrics.undeliverable_dropped.inc();
+                    self.metrics.error(ErrorKind::NoBackend);
+                    AckReply::error("no_backend", "no backend is subscribed to this event")
+                }
+                EventRefusal::Overloaded => {
+                    self.metrics.error(ErrorKind::BackendOverloaded);
+                    AckReply::error("backend_overloaded", "the backend is not keeping up; retry later")
+                }
+            };
+            if waiting {
+                self.router.fail_ack(seq, reply);
+            }
+        }
     }
 
     /// `bridge:join` / `bridge:leave` with a room name as first argument.

@@ -1,14 +1,13 @@
 //! Read-only views: paginated rooms and connections, and the status report.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::future::join_all;
+use serde::{Deserialize, Serialize};
 
-use super::registry::Connection;
+use super::backplane::{ConnectionView, NodeInfo, NodeReply, NodeRequest, Remote, Wait};
 use super::router::GroupInfo;
-use super::{Hub, HubError, SOCKET_ROOM_PREFIX, is_internal_room, user_room};
-use crate::cluster::NodeInfo;
+use super::{Hub, HubError, SOCKET_ROOM_PREFIX, is_internal_room};
 
 /// Largest page a caller may ask for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -29,10 +28,7 @@ pub struct RoomSummary {
     pub members: u32,
 }
 
-/// A connection and the rooms it is in, as listed.
-pub type ConnectionWithRooms = (Arc<Connection>, Vec<String>);
-
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConnectionFilter {
     All,
     User(String),
@@ -90,6 +86,8 @@ fn next_token(more: bool, last: Option<&str>) -> String {
 }
 
 impl Hub {
+    /// Rooms of a namespace over every instance, with their members counted over every
+    /// instance.
     pub async fn list_rooms(
         &self,
         namespace: &str,
@@ -99,165 +97,86 @@ impl Hub {
     ) -> Result<Page<RoomSummary>, HubError> {
         self.check_namespace(namespace)?;
         let (size, after) = page_bounds(page_size, page_token)?;
-        // Cluster-wide in cluster mode: the adapter asks every instance.
-        let op = self.cluster_operators(namespace)?;
-        let mut names: Vec<String> = op
-            .clone()
-            .rooms()
-            .await
-            .map_err(|e| HubError::Unavailable(format!("rooms unavailable: {e}")))?
+        let mut members: BTreeMap<String, u32> = BTreeMap::new();
+        for answer in self.ask_everyone(NodeRequest::ListRooms { namespace: namespace.to_owned() }).await {
+            if let NodeReply::Rooms(rooms) = answer {
+                for (name, n) in rooms {
+                    *members.entry(name).or_default() += n;
+                }
+            }
+        }
+        let mut items: Vec<RoomSummary> = members
             .into_iter()
-            .map(|r| r.into_owned())
-            .filter(|r| {
+            .filter(|(r, _)| {
                 // Per-socket rooms are plumbing, never listed.
                 !r.starts_with(SOCKET_ROOM_PREFIX)
                     && (include_internal || !is_internal_room(r))
                     && after.as_ref().is_none_or(|a| r.as_str() > a.as_str())
             })
+            .map(|(name, members)| RoomSummary { name, members })
+            .take(size + 1)
             .collect();
-        names.sort_unstable();
-        names.dedup();
-        let more = names.len() > size;
-        names.truncate(size);
-        let items: Vec<RoomSummary> = if self.cluster.is_some() {
-            let counts = join_all(names.iter().map(|name| {
-                let op = op.clone().within(name.clone());
-                async move { op.fetch_sockets().await.map(|s| s.len()).unwrap_or(0) }
-            }))
-            .await;
-            names
-                .into_iter()
-                .zip(counts)
-                .map(|(name, members)| RoomSummary { name, members: u32::try_from(members).unwrap_or(u32::MAX) })
-                .collect()
-        } else {
-            names
-                .into_iter()
-                .map(|name| {
-                    let members = op.clone().within(name.clone()).sockets().len();
-                    RoomSummary { name, members: u32::try_from(members).unwrap_or(u32::MAX) }
-                })
-                .collect()
-        };
+        let more = items.len() > size;
+        items.truncate(size);
         let next_page_token = next_token(more, items.last().map(|r| r.name.as_str()));
         Ok(Page { items, next_page_token })
     }
 
+    /// Connections of a namespace over every instance, each with what it presented at
+    /// connect and its rooms.
     pub async fn list_connections(
         &self,
         namespace: &str,
         filter: &ConnectionFilter,
         page_size: u32,
         page_token: &str,
-    ) -> Result<Page<ConnectionWithRooms>, HubError> {
+    ) -> Result<Page<ConnectionView>, HubError> {
         self.check_namespace(namespace)?;
         let (size, after) = page_bounds(page_size, page_token)?;
         if let ConnectionFilter::Room(room) = filter {
             super::validate_name(room).map_err(|m| HubError::invalid("room", m))?;
         }
-        if self.cluster.is_some() {
-            return self.list_cluster_connections(namespace, filter, size, after).await;
-        }
-        let room_members: Option<std::collections::HashSet<String>> = match filter {
-            ConnectionFilter::Room(room) => Some(
-                self.operators(namespace)?.within(room.clone()).sockets().iter().map(|s| s.id.to_string()).collect(),
-            ),
-            ConnectionFilter::User(u) => Some(
-                self.operators(namespace)?.within(user_room(u)).sockets().iter().map(|s| s.id.to_string()).collect(),
-            ),
-            ConnectionFilter::All => None,
+        let request = NodeRequest::ListConnections {
+            namespace: namespace.to_owned(),
+            filter: filter.clone(),
+            after,
+            limit: size + 1,
         };
-        let (conns, more) = self.registry.page(
-            |c| c.namespace == namespace && room_members.as_ref().is_none_or(|m| m.contains(&c.socket_id)),
-            after.as_deref(),
-            size,
-        );
-        let op = self.operators(namespace)?;
-        let items: Vec<_> = conns
-            .into_iter()
-            .map(|c| {
-                let rooms = c
-                    .socket_id
-                    .parse()
-                    .ok()
-                    .and_then(|sid| op.get_socket(sid))
-                    .map(|s| {
-                        let mut r: Vec<String> = s.rooms().into_iter().map(|r| r.into_owned()).collect();
-                        r.sort_unstable();
-                        r
-                    })
-                    .unwrap_or_default();
-                (c, rooms)
-            })
-            .collect();
-        let next_page_token = next_token(more, items.last().map(|(c, _)| c.socket_id.as_str()));
+        let mut items: Vec<ConnectionView> = Vec::new();
+        for answer in self.ask_everyone(request).await {
+            if let NodeReply::Connections(mut found) = answer {
+                items.append(&mut found);
+            }
+        }
+        items.sort_unstable_by(|a, b| a.socket_id.cmp(&b.socket_id));
+        items.dedup_by(|a, b| a.socket_id == b.socket_id);
+        let more = items.len() > size;
+        items.truncate(size);
+        for item in &mut items {
+            item.rooms.retain(|r| !r.starts_with(SOCKET_ROOM_PREFIX));
+        }
+        let next_page_token = next_token(more, items.last().map(|c| c.socket_id.as_str()));
         Ok(Page { items, next_page_token })
     }
 
-    /// Cluster mode: sockets come from every instance (the adapter's fetch), what they
-    /// presented at connect from the Redis connection index, their rooms from their
-    /// instance.
-    async fn list_cluster_connections(
-        &self,
-        namespace: &str,
-        filter: &ConnectionFilter,
-        size: usize,
-        after: Option<String>,
-    ) -> Result<Page<ConnectionWithRooms>, HubError> {
-        let Some(cluster) = &self.cluster else { return Err(HubError::Unavailable("not in cluster mode".into())) };
-        let ops = self.cluster_operators(namespace)?;
-        let op = match filter {
-            ConnectionFilter::All => ops,
-            ConnectionFilter::User(u) => ops.within(user_room(u)),
-            ConnectionFilter::Room(r) => ops.within(r.clone()),
-        };
-        let mut sockets: Vec<_> = op
-            .fetch_sockets()
-            .await
-            .map_err(|e| HubError::Unavailable(format!("other instances did not answer: {e}")))?
-            .into_iter()
-            .map(|s| (s.data().id.to_string(), s))
-            .filter(|(id, _)| after.as_ref().is_none_or(|a| id.as_str() > a.as_str()))
-            .collect();
-        sockets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        sockets.dedup_by(|a, b| a.0 == b.0);
-        let more = sockets.len() > size;
-        sockets.truncate(size);
-        let ids: Vec<String> = sockets.iter().map(|(id, _)| id.clone()).collect();
-        let infos = cluster.connection_infos(namespace, &ids).await?;
-        let rooms = join_all(sockets.iter().map(|(_, s)| s.rooms())).await;
-        let items: Vec<ConnectionWithRooms> = sockets
-            .into_iter()
-            .zip(infos)
-            .zip(rooms)
-            .map(|(((id, _), info), rooms)| {
-                let conn = self.registry.get(namespace, &id).unwrap_or_else(|| {
-                    let (user_id, handshake, at) = match info {
-                        Some(i) => (i.user_id, i.handshake, i.connected_at_ms),
-                        None => (None, Default::default(), 0),
-                    };
-                    let connected_at = std::time::UNIX_EPOCH + Duration::from_millis(at);
-                    Arc::new(Connection::remote(id.clone(), namespace.to_owned(), user_id, handshake, connected_at))
-                });
-                let mut rooms: Vec<String> = rooms
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|r| r.into_owned())
-                    .filter(|r| !r.starts_with(SOCKET_ROOM_PREFIX))
-                    .collect();
-                rooms.sort_unstable();
-                (conn, rooms)
-            })
-            .collect();
-        let next_page_token = next_token(more, items.last().map(|(c, _)| c.socket_id.as_str()));
-        Ok(Page { items, next_page_token })
+    /// This instance's answer and every other instance's that came in time.
+    async fn ask_everyone(&self, request: NodeRequest) -> Vec<NodeReply> {
+        let wait = Wait::Answers { extra: Duration::ZERO };
+        let (local, remote) =
+            tokio::join!(self.apply_local(request.clone()), self.backplane.relay(Remote::All, request, wait));
+        let mut answers = remote.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "other instances not asked; listing this one");
+            Vec::new()
+        });
+        answers.push(local);
+        answers
     }
 
     /// Rooms over all namespaces, internal per-user rooms excluded.
     pub async fn count_rooms(&self) -> u64 {
         let mut rooms = 0u64;
         for ns in &self.settings.namespaces {
-            if let Some(op) = self.io.of(ns.as_str()).map(|op| op.local())
+            if let Some(op) = self.io.of(ns.as_str())
                 && let Ok(list) = op.rooms().await
             {
                 rooms += list.iter().filter(|r| !is_internal_room(r)).count() as u64;
@@ -273,11 +192,8 @@ impl Hub {
             connections: self.registry.len() as u64,
             last_seen: std::time::SystemTime::now(),
         };
-        let nodes = match &self.cluster {
-            None => vec![this],
-            // Redis unreachable: this instance is all it can vouch for.
-            Some(c) => c.nodes().await.ok().filter(|n| !n.is_empty()).unwrap_or_else(|| vec![this]),
-        };
+        // Alone, or cut off from the others: this instance is all it can vouch for.
+        let nodes = self.backplane.nodes().await.ok().filter(|n| !n.is_empty()).unwrap_or_else(|| vec![this]);
         let rates = self.metrics.rates();
         StatusReport {
             instance_id: self.instance_id.clone(),

@@ -8,11 +8,16 @@
 //! - `offline`: pushes kept for users who are not connected.
 //! - `payload`, `auth`, `pattern`: the pure pieces (argument lists, identities, globs).
 
+mod acks;
 pub mod auth;
 mod backends;
+pub mod backplane;
 mod connections;
+pub mod embedded;
+pub mod keyhash;
 mod listing;
-mod offline;
+mod local;
+pub mod offline;
 pub mod pattern;
 pub mod payload;
 mod push;
@@ -23,31 +28,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::cluster::Cluster;
 use crate::config::Config;
 pub use crate::telemetry::metrics::{Door, ErrorKind, Metrics};
+use backplane::{Backplane, NodeHandle, Reach};
 pub use connections::{ConnectRefusal, JOIN_EVENT, LEAVE_EVENT};
 pub use listing::{ConnectionFilter, Page, RoomSummary, StatusReport};
-use offline::OfflineStore;
 pub use payload::{Payload, PayloadError, PayloadLimits};
 pub use push::{AckOutcome, DeliveryReport, PushCommand, PushOptions, SocketAck, Target};
 use registry::Registry;
 use router::EventRouter;
 
-/// socketioxide's adapter: Redis-backed in cluster mode; in embedded mode the same type
-/// with no Redis behind it, every operation marked local.
-pub type Adapter =
-    socketioxide_redis::CustomRedisAdapter<socketioxide::adapter::Emitter, crate::cluster::link::BridgeDriver>;
-pub type Io = socketioxide::SocketIo<Adapter>;
-pub type Socket = socketioxide::extract::SocketRef<Adapter>;
-pub type ClientAck = socketioxide::extract::AckSender<Adapter>;
-pub type Operators = socketioxide::operators::BroadcastOperators<Adapter>;
+pub type Io = socketioxide::SocketIo;
+pub type Socket = socketioxide::extract::SocketRef;
+pub type ClientAck = socketioxide::extract::AckSender;
+pub type Operators = socketioxide::operators::BroadcastOperators;
 
 /// Prefix of the internal per-user rooms. Clients can neither join them nor be granted
 /// them by a token; the backend reaches them with a user target.
 pub const USER_ROOM_PREFIX: &str = "user:";
-/// Prefix of the internal per-socket rooms (cluster mode), through which pushes reach a
-/// socket on another instance.
+/// Reserved for per-socket rooms: nobody may name a room with it (earlier versions used
+/// such rooms internally, and a backend addressing a socket should use a socket target).
 pub const SOCKET_ROOM_PREFIX: &str = "socket:";
 /// Longest room, event or group name accepted, in characters (so the REST schema can state
 /// it exactly).
@@ -63,10 +63,6 @@ const RESERVED_EVENTS: &[&str] =
 
 pub fn is_internal_room(room: &str) -> bool {
     room.starts_with(USER_ROOM_PREFIX) || room.starts_with(SOCKET_ROOM_PREFIX)
-}
-
-pub fn socket_room(socket_id: &str) -> String {
-    format!("{SOCKET_ROOM_PREFIX}{socket_id}")
 }
 
 pub fn user_room(user_id: &str) -> String {
@@ -174,15 +170,14 @@ impl HubSettings {
 
 /// The bridge's shared state. One per process, behind an `Arc`.
 pub struct Hub {
-    /// socketioxide's handle: the engine that actually writes to browsers.
+    /// socketioxide's handle: the engine that actually writes to this instance's browsers.
     io: Io,
     settings: HubSettings,
     authenticator: auth::Authenticator,
     registry: Arc<Registry>,
     router: Arc<EventRouter>,
-    /// Cluster mode's Redis side; None in embedded mode.
-    cluster: Option<Arc<Cluster>>,
-    offline: OfflineStore,
+    /// What differs between one instance and many (see [`backplane`]).
+    backplane: Arc<dyn Backplane>,
     metrics: Arc<Metrics>,
     instance_id: String,
     started_at: Instant,
@@ -207,40 +202,22 @@ impl Drop for InFlight<'_> {
 }
 
 impl Hub {
-    /// Builds the hub. `redis` switches cluster mode on; `build_io` makes socketioxide's
-    /// handle around the adapter driver (the Socket.IO door owns those settings).
+    /// Builds the hub on `backplane` (embedded or Redis) and socketioxide's handle `io`.
     pub fn new(
         settings: HubSettings,
         authenticator: auth::Authenticator,
-        redis: Option<(&str, crate::cluster::ClusterSettings)>,
-        build_io: impl FnOnce(crate::cluster::link::BridgeDriver) -> Io,
-    ) -> Result<Arc<Self>, String> {
+        backplane: Arc<dyn Backplane>,
+        io: Io,
+    ) -> Arc<Self> {
         let instance_id = format!("{:016x}", rand::random::<u64>());
         let metrics = Arc::new(Metrics::new(&settings.namespaces));
         let router = Arc::new(EventRouter::new(&settings, instance_id.clone(), metrics.clone()));
         let registry = Arc::new(Registry::default());
-        let cluster = match redis {
-            Some((url, cluster_settings)) => Some(Cluster::new(
-                url,
-                cluster_settings,
-                instance_id.clone(),
-                router.clone(),
-                registry.clone(),
-                metrics.clone(),
-            )?),
-            None => {
-                metrics.redis_up.set(-1);
-                None
-            }
-        };
-        let driver = cluster.as_ref().map(|c| c.driver()).unwrap_or_default();
-        let io = build_io(driver);
-        Ok(Arc::new(Self {
+        let hub = Arc::new(Self {
             io,
             metrics,
             router,
-            cluster,
-            offline: OfflineStore::default(),
+            backplane,
             settings,
             authenticator,
             registry,
@@ -250,42 +227,45 @@ impl Hub {
             draining: AtomicBool::new(false),
             drain_signal: tokio::sync::watch::channel(false).0,
             pushes_in_flight: tokio::sync::watch::channel(0).0,
-        }))
+        });
+        hub.backplane.attach(NodeHandle {
+            instance_id: hub.instance_id.clone(),
+            router: hub.router.clone(),
+            registry: hub.registry.clone(),
+            metrics: hub.metrics.clone(),
+            hub: Arc::downgrade(&hub),
+        });
+        hub
     }
 
-    /// Starts the background work: upkeep, and in cluster mode the Redis side.
+    /// Starts the background work: upkeep, and the backplane's own.
     pub fn start_tasks(self: &Arc<Self>, shutdown: crate::shutdown::Shutdown) {
-        if let Some(cluster) = &self.cluster {
-            cluster.start(shutdown.clone());
-        }
+        self.backplane.start(shutdown.clone());
         tokio::spawn(self.clone().run_maintenance(shutdown));
         // Not tied to shutdown: callbacks still waiting while the bridge drains get their
         // timeout answer as before.
-        tokio::spawn(self.router.clone().run_ack_timeouts());
+        tokio::spawn(self.router.acks().clone().run_timeouts());
     }
 
     pub fn io(&self) -> &Io {
         &self.io
     }
 
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.as_ref()
+    pub fn backplane(&self) -> &Arc<dyn Backplane> {
+        &self.backplane
     }
 
-    /// Redis as readiness reports it: "disabled" (embedded), "up" or "down".
+    /// Whether this instance reaches the others, as readiness reports it: "disabled" (one
+    /// instance), "up" or "down".
     pub fn redis_state(&self) -> &'static str {
-        match &self.cluster {
-            None => "disabled",
-            Some(c) if c.is_up() => "up",
-            Some(_) => "down",
-        }
+        self.backplane.reach().as_str()
     }
 
-    /// Whether load balancers should send new clients here: not draining, and Redis
-    /// reachable when `redis.unready_when_down` asks for it.
+    /// Whether load balancers should send new clients here: not draining, and the other
+    /// instances reachable when `redis.unready_when_down` asks for it.
     pub fn is_ready(&self) -> bool {
-        let redis_required_but_down = self.settings.unready_without_redis && self.redis_state() == "down";
-        !self.is_draining() && !redis_required_but_down
+        let cut_off = self.settings.unready_without_redis && self.backplane.reach() == Reach::Down;
+        !self.is_draining() && !cut_off
     }
 
     /// Shutdown, once the transports are closed: every socket still registered leaves as
@@ -296,13 +276,10 @@ impl Hub {
         }
     }
 
-    /// Shutdown in cluster mode: waits (bounded by the caller) until the disconnects queued
-    /// so far reached Redis, then takes this instance out of the cluster.
+    /// Shutdown: waits (bounded by the caller) until what the backplane queued so far
+    /// reached the other instances, then takes this instance out.
     pub async fn leave_cluster(&self) {
-        if let Some(c) = &self.cluster {
-            c.flushed().await;
-            c.leave().await;
-        }
+        self.backplane.leave().await;
     }
 
     pub fn settings(&self) -> &HubSettings {
@@ -427,8 +404,6 @@ impl Hub {
             self.metrics.sample_rates();
             let expired = self.router.expire_undelivered();
             self.metrics.undeliverable_dropped.inc_by(expired);
-            let dropped = self.offline.expire(Instant::now());
-            self.metrics.dropped("offline_expired", dropped);
             self.refresh_gauges(false).await;
         }
     }
@@ -436,4 +411,9 @@ impl Hub {
 
 pub(crate) fn now_wall() -> SystemTime {
     SystemTime::now()
+}
+
+/// Milliseconds since the Unix epoch: the wall-clock instants instances share.
+pub fn wall_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

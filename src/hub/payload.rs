@@ -39,8 +39,9 @@ pub enum PayloadError {
     UnusedAttachment { num: usize },
 }
 
-/// A validated Socket.IO argument list.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// A validated Socket.IO argument list. Serializable so instances can hand it to each
+/// other; what an instance receives was validated by the instance that took it in.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
     args_json: String,
     attachments: Vec<Bytes>,

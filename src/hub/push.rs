@@ -1,20 +1,17 @@
 //! Pushes, room membership and disconnects requested by the backend (gRPC and REST run
-//! exactly this code).
+//! exactly this code). Each operation is applied to this instance's sockets
+//! ([`Hub::apply_local`]) and carried by the backplane to the other instances that hold
+//! targets, which apply it the same way; the answers are merged into one report.
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::future::join_all;
-use socketioxide::BroadcastError;
-use socketioxide::socket::Sid;
+use serde::{Deserialize, Serialize};
 
-use super::offline::OfflineMessage;
-use super::payload::ClientAckArgs;
-use super::{
-    Door, ErrorKind, Hub, HubError, MAX_LIST_LEN, Operators, Payload, Socket, socket_room, user_room, validate_event,
-    validate_room,
+use super::backplane::{
+    EmitOutcome, EmitRequest, Located, NodeReply, NodeRequest, NotWritten, OfflineMessage, OfflineOutcome, Remote, Wait,
 };
-use crate::cluster::{Cluster, StoredMessage};
+use super::{Door, ErrorKind, Hub, HubError, MAX_LIST_LEN, Payload, validate_event, validate_room};
 use crate::telemetry::metrics::Metrics;
 
 /// Most pushes in one batch.
@@ -25,7 +22,7 @@ pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Which sockets an operation applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Target {
     User(String),
     Room(String),
@@ -53,14 +50,25 @@ pub struct PushCommand {
     pub door: Door,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AckOutcome {
     Acked(Payload),
     Timeout,
     Failed(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl AckOutcome {
+    /// The metric label of the outcome.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AckOutcome::Acked(_) => "acked",
+            AckOutcome::Timeout => "timeout",
+            AckOutcome::Failed(_) => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocketAck {
     pub socket_id: String,
     pub outcome: AckOutcome,
@@ -73,12 +81,20 @@ pub struct DeliveryReport {
     pub sockets_reached: u32,
     pub acks: Vec<SocketAck>,
     pub stored_offline: bool,
+    /// Sockets of the target the push could not be written to, and why.
+    pub not_written: Vec<NotWritten>,
+    /// Room and everyone pushes: sockets not written to, counted only.
+    pub not_written_uncounted: u32,
 }
 
-fn parse_sid(field: &str, id: &str) -> Result<Sid, HubError> {
+fn parse_sid(field: &str, id: &str) -> Result<socketioxide::socket::Sid, HubError> {
     id.parse().map_err(|_| {
         HubError::invalid(field, format!("{:?} is not a socket id", id.chars().take(64).collect::<String>()))
     })
+}
+
+pub(super) fn socket_id_of(id: &str) -> Option<socketioxide::socket::Sid> {
+    id.parse().ok()
 }
 
 fn validate_target(target: &Target, field: &str) -> Result<(), HubError> {
@@ -109,54 +125,6 @@ fn validate_rooms(rooms: &[String], field: &str) -> Result<(), HubError> {
 }
 
 impl Hub {
-    /// Operators over this instance's sockets only.
-    pub(super) fn operators(&self, namespace: &str) -> Result<Operators, HubError> {
-        Ok(self.cluster_operators(namespace)?.local())
-    }
-
-    /// Operators over the namespace's sockets on every instance (in embedded mode the
-    /// same as `operators`).
-    pub(super) fn cluster_operators(&self, namespace: &str) -> Result<Operators, HubError> {
-        self.check_namespace(namespace)?;
-        let op = self
-            .io
-            .of(namespace)
-            .ok_or_else(|| HubError::Unavailable(format!("namespace {namespace:?} is not ready")))?;
-        Ok(if self.cluster.is_some() { op } else { op.local() })
-    }
-
-    /// The cluster-wide operators a target selects, excluded rooms and sockets applied.
-    fn targeted(&self, namespace: &str, target: &Target, o: &PushOptions) -> Result<Operators, HubError> {
-        let ops = self.cluster_operators(namespace)?;
-        let mut op = match target {
-            Target::User(u) => ops.to(user_room(u)),
-            Target::Room(r) => ops.to(r.clone()),
-            Target::Socket(s) => ops.to(socket_room(s)),
-            Target::Everyone => ops,
-        };
-        if !o.except_rooms.is_empty() {
-            op = op.except(o.except_rooms.clone());
-        }
-        if !o.except_sockets.is_empty() {
-            op = op.except(o.except_sockets.iter().map(|s| socket_room(s)).collect::<Vec<_>>());
-        }
-        if o.volatile {
-            op = op.volatile();
-        }
-        Ok(op)
-    }
-
-    /// The local sockets a target selects.
-    fn select(&self, namespace: &str, target: &Target) -> Result<Vec<Socket>, HubError> {
-        let op = self.operators(namespace)?;
-        Ok(match target {
-            Target::User(u) => op.within(user_room(u)).sockets(),
-            Target::Room(r) => op.within(r.clone()).sockets(),
-            Target::Socket(s) => op.get_socket(parse_sid("target.socket_id", s)?).into_iter().collect(),
-            Target::Everyone => op.sockets(),
-        })
-    }
-
     pub fn validate_push(&self, cmd: &PushCommand) -> Result<(), HubError> {
         // A malformed field is reported before an unconfigured namespace (NOT_FOUND), so
         // a batch is refused whole for it whatever namespace the push names.
@@ -217,210 +185,102 @@ impl Hub {
             return Err(HubError::Unavailable("the bridge is shutting down".into()));
         }
         let (_, message_id) = self.router.next_event_id();
-        let wire = cmd.payload.wire_args().map_err(|e| HubError::invalid("payload", e.to_string()))?;
-        if let Some(cluster) = &self.cluster {
-            let report = self.run_cluster_push(cluster, &cmd, message_id, wire).await?;
-            self.metrics
-                .messages_sent
-                .with_label_values(&[cmd.namespace.as_str(), cmd.door.as_str()])
-                .inc_by(u64::from(report.sockets_reached));
-            return Ok(report);
-        }
-        let o = &cmd.options;
-
-        let mut sockets = self.select(&cmd.namespace, &cmd.target)?;
-        let except_rooms_given = !o.except_rooms.is_empty();
-        if except_rooms_given || !o.except_sockets.is_empty() {
-            sockets.retain(|s| {
-                let id = s.id.to_string();
-                let excluded_room =
-                    except_rooms_given && s.rooms().iter().any(|r| o.except_rooms.iter().any(|e| e == r));
-                !(o.except_sockets.contains(&id) || excluded_room)
-            });
-        }
-
-        if sockets.is_empty() {
-            let stored_offline = match (&cmd.target, o.ttl) {
-                (Target::User(user), Some(ttl)) if !self.registry.is_online(user) => {
-                    self.offline.store(
-                        user,
-                        OfflineMessage {
-                            namespace: cmd.namespace.clone(),
-                            event: cmd.event.clone(),
-                            payload: cmd.payload.clone(),
-                            expires_at: Instant::now() + ttl,
-                        },
-                    );
-                    self.metrics.offline_stored.inc();
-                    true
-                }
-                _ => false,
+        let PushCommand { target, namespace, event, payload, options: o, door } = cmd;
+        let expires_at_ms = o.ttl.map(|ttl| super::wall_ms(super::now_wall()) + ttl.as_millis() as u64);
+        if let (Target::User(user), Some(expires_at_ms)) = (&target, expires_at_ms) {
+            let kept = OfflineMessage {
+                namespace: namespace.clone(),
+                event: event.clone(),
+                payload: payload.clone(),
+                expires_at_ms,
             };
-            return Ok(DeliveryReport { message_id, stored_offline, ..Default::default() });
-        }
-
-        let report = match o.ack_timeout {
-            // One encode for the whole selection: socketioxide's broadcast serializes the
-            // packet once and hands the same bytes to every socket.
-            None if o.except_sockets.is_empty() && !matches!(cmd.target, Target::Socket(_)) => {
-                let ops = self.operators(&cmd.namespace)?;
-                let mut op = match &cmd.target {
-                    Target::User(u) => ops.to(user_room(u)),
-                    Target::Room(r) => ops.to(r.clone()),
-                    _ => ops,
-                };
-                if !o.except_rooms.is_empty() {
-                    op = op.except(o.except_rooms.clone());
-                }
-                if o.volatile {
-                    op = op.volatile();
-                }
-                let failed = match op.emit(&cmd.event, &wire).await {
-                    Ok(()) => 0,
-                    Err(BroadcastError::Socket(errors)) => errors.len(),
-                    Err(e) => return Err(HubError::Unavailable(format!("push could not be sent: {e}"))),
-                };
-                let reached = sockets.len().saturating_sub(failed);
-                DeliveryReport {
-                    message_id,
-                    sockets_reached: u32::try_from(reached).unwrap_or(u32::MAX),
-                    ..Default::default()
-                }
-            }
-            None => {
-                let mut reached = 0u32;
-                for s in &sockets {
-                    let sent =
-                        if o.volatile { s.volatile().emit(&cmd.event, &wire) } else { s.emit(&cmd.event, &wire) };
-                    match sent {
-                        Ok(()) => reached += 1,
-                        Err(e) => tracing::debug!(socket_id = %s.id, error = %e, "push not handed to socket"),
-                    }
-                }
-                DeliveryReport { message_id, sockets_reached: reached, ..Default::default() }
-            }
-            Some(timeout) => {
-                let waits = sockets.iter().map(|s| {
-                    let sent = if o.volatile {
-                        s.volatile().timeout(timeout).emit_with_ack::<_, ClientAckArgs>(&cmd.event, &wire)
-                    } else {
-                        s.timeout(timeout).emit_with_ack::<_, ClientAckArgs>(&cmd.event, &wire)
-                    };
-                    let socket_id = s.id.to_string();
-                    async move {
-                        let outcome = match sent {
-                            Err(e) => return (socket_id, None, AckOutcome::Failed(e.to_string())),
-                            Ok(stream) => match stream.await {
-                                Ok(ClientAckArgs(args)) => AckOutcome::Acked(args.into_payload()),
-                                Err(socketioxide::AckError::Timeout) => AckOutcome::Timeout,
-                                Err(e) => AckOutcome::Failed(e.to_string()),
-                            },
-                        };
-                        (socket_id, Some(()), outcome)
-                    }
-                });
-                let results = join_all(waits).await;
-                let reached = results.iter().filter(|(_, sent, _)| sent.is_some()).count();
-                let acks = results
-                    .into_iter()
-                    .map(|(socket_id, _, outcome)| {
-                        let label = match outcome {
-                            AckOutcome::Acked(_) => "acked",
-                            AckOutcome::Timeout => "timeout",
-                            AckOutcome::Failed(_) => "failed",
-                        };
-                        self.metrics.client_acks.with_label_values(&[label]).inc();
-                        SocketAck { socket_id, outcome }
-                    })
-                    .collect();
-                DeliveryReport {
-                    message_id,
-                    sockets_reached: u32::try_from(reached).unwrap_or(u32::MAX),
-                    acks,
-                    ..Default::default()
-                }
-            }
-        };
-        self.metrics
-            .messages_sent
-            .with_label_values(&[cmd.namespace.as_str(), cmd.door.as_str()])
-            .inc_by(u64::from(report.sockets_reached));
-        Ok(report)
-    }
-
-    /// A push in cluster mode: through the Redis adapter to every instance's sockets.
-    /// `sockets_reached` is exact for user and socket targets without exclusions (from
-    /// Redis' presence and index) and for pushes with acks (one answer per socket);
-    /// otherwise it counts this instance's sockets, since a broadcast does not report
-    /// back how many sockets other instances had.
-    async fn run_cluster_push(
-        &self,
-        cluster: &Cluster,
-        cmd: &PushCommand,
-        message_id: String,
-        wire: super::payload::WireArgs,
-    ) -> Result<DeliveryReport, HubError> {
-        let o = &cmd.options;
-        if let (Target::User(user), Some(ttl)) = (&cmd.target, o.ttl) {
-            match cluster.store_offline(user, &cmd.namespace, &cmd.event, &cmd.payload, ttl).await {
-                Ok(true) => {
+            match self.backplane.store_offline(user, kept).await {
+                Ok(OfflineOutcome::Stored) => {
                     self.metrics.offline_stored.inc();
                     return Ok(DeliveryReport { message_id, stored_offline: true, ..Default::default() });
                 }
-                Ok(false) => {}
-                // Redis is down: a user connected here still gets it live; for anyone
-                // else the bridge cannot know whether they are offline, so it says so.
+                Ok(OfflineOutcome::Full) => {
+                    self.metrics.dropped("offline_full", 1);
+                    return Err(HubError::ResourceExhausted(
+                        "the user is offline and the messages kept for them fill their share of the offline store; \
+                         nothing was kept"
+                            .into(),
+                    ));
+                }
+                Ok(OfflineOutcome::Online) => {}
+                // Cut off from the other instances: a user connected here still gets it
+                // live; for anyone else the bridge cannot know whether they are offline.
                 Err(e) if !self.registry.is_online(user) => return Err(e),
                 Err(_) => {}
             }
         }
-        let op = self.targeted(&cmd.namespace, &cmd.target, o)?;
-        if let Some(timeout) = o.ack_timeout {
-            let stream = op
-                .timeout(timeout)
-                .emit_with_ack::<_, ClientAckArgs>(&cmd.event, &wire)
-                .await
-                .map_err(|e| HubError::Unavailable(format!("push could not be sent: {e}")))?;
-            let acks: Vec<SocketAck> = stream
-                .map(|(sid, result)| {
-                    let outcome = match result {
-                        Ok(ClientAckArgs(args)) => AckOutcome::Acked(args.into_payload()),
-                        Err(socketioxide::AckError::Timeout) => AckOutcome::Timeout,
-                        Err(e) => AckOutcome::Failed(e.to_string()),
-                    };
-                    SocketAck { socket_id: sid.to_string(), outcome }
-                })
-                .collect()
-                .await;
-            for a in &acks {
-                let label = match a.outcome {
-                    AckOutcome::Acked(_) => "acked",
-                    AckOutcome::Timeout => "timeout",
-                    AckOutcome::Failed(_) => "failed",
-                };
-                self.metrics.client_acks.with_label_values(&[label]).inc();
-            }
-            let reached = u32::try_from(acks.len()).unwrap_or(u32::MAX);
-            return Ok(DeliveryReport { message_id, sockets_reached: reached, acks, ..Default::default() });
-        }
-        let no_exclusions = o.except_rooms.is_empty() && o.except_sockets.is_empty();
-        let reached = match &cmd.target {
-            Target::User(u) if no_exclusions => cluster.user_sockets(u, &cmd.namespace).await.ok(),
-            Target::Socket(s) if no_exclusions => cluster.socket_exists(&cmd.namespace, s).await.ok().map(u32::from),
-            _ => None,
+        let request = EmitRequest {
+            namespace,
+            target,
+            event,
+            payload,
+            volatile: o.volatile,
+            except_rooms: o.except_rooms,
+            except_sockets: o.except_sockets,
+            ack_timeout_ms: o.ack_timeout.map(|t| t.as_millis() as u64),
+            ttl_ms: o.ttl.map(|t| t.as_millis() as u64),
         };
-        let local = op.clone().local().sockets().len();
-        match op.emit(&cmd.event, &wire).await {
-            Ok(()) | Err(BroadcastError::Socket(_)) => {}
-            Err(e) => return Err(HubError::Unavailable(format!("push could not be sent: {e}"))),
+        let labels = [request.namespace.clone(), door.as_str().to_owned()];
+        let outcome = self.emit_everywhere(request, o.ack_timeout).await;
+        self.metrics.messages_sent.with_label_values(&labels).inc_by(u64::from(outcome.reached));
+        let EmitOutcome { reached, acks, not_written, not_written_uncounted } = outcome;
+        for a in &acks {
+            self.metrics.client_acks.with_label_values(&[a.outcome.label()]).inc();
         }
-        // This instance's own sockets are a floor: Redis' presence can lag behind them
-        // (just after Redis came back empty, before this instance re-registered them).
-        let local = u32::try_from(local).unwrap_or(u32::MAX);
-        let reached = reached.map_or(local, |r| r.max(local));
-        Ok(DeliveryReport { message_id, sockets_reached: reached, ..Default::default() })
+        Ok(DeliveryReport {
+            message_id,
+            sockets_reached: reached,
+            acks,
+            not_written,
+            not_written_uncounted,
+            stored_offline: false,
+        })
     }
 
+    /// Applies a push here and on the instances that hold its targets, and merges what
+    /// each did. User and socket targets (and every push waiting for acks) wait for the
+    /// holders' answers, so the report is exact; room and everyone pushes without acks
+    /// are sent on without waiting and count this instance's sockets.
+    async fn emit_everywhere(&self, request: EmitRequest, ack_timeout: Option<Duration>) -> EmitOutcome {
+        let located = match self.backplane.locate(&request.namespace, &request.target).await {
+            Ok(located) => located,
+            Err(e) => {
+                // Cut off from the others: this instance's sockets still get it.
+                tracing::debug!(error = %e, "push targets not located; delivering to this instance's sockets");
+                Located::HERE_ONLY
+            }
+        };
+        let exact = matches!(request.target, Target::User(_) | Target::Socket(_));
+        let wait = match ack_timeout {
+            Some(t) => Wait::Answers { extra: t },
+            None if exact => Wait::Answers { extra: Duration::ZERO },
+            None => Wait::No,
+        };
+        let mut total = if located.remote == Remote::None {
+            self.emit_local(&request).await
+        } else {
+            let relayed = self.backplane.relay(located.remote.clone(), NodeRequest::Emit(request.clone()), wait);
+            let (mut local, answers) = tokio::join!(self.emit_local(&request), relayed);
+            match answers {
+                Ok(answers) => {
+                    for answer in answers {
+                        if let NodeReply::Emitted(remote) = answer {
+                            local.merge(remote);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "push not carried to other instances"),
+            }
+            local
+        };
+        total.acks.sort_by(|a, b| a.socket_id.cmp(&b.socket_id));
+        total
+    }
     /// Many pushes run concurrently, each with its own result. The batch is validated whole
     /// first: one malformed push refuses the batch (naming `pushes[i].field`), so a caller
     /// never has half a batch delivered because of a typo.
@@ -437,21 +297,11 @@ impl Hub {
     }
 
     pub async fn join_rooms(&self, namespace: &str, target: &Target, rooms: &[String]) -> Result<u32, HubError> {
-        self.change_rooms(namespace, target, rooms, RoomChange::Join).await
+        self.change_rooms(namespace, target, rooms, true).await
     }
 
     pub async fn leave_rooms(&self, namespace: &str, target: &Target, rooms: &[String]) -> Result<u32, HubError> {
-        self.change_rooms(namespace, target, rooms, RoomChange::Leave).await
-    }
-
-    /// Cluster mode: how many sockets a target selects on every instance.
-    async fn count_cluster(&self, op: &Operators) -> Result<u32, HubError> {
-        let sockets = op
-            .clone()
-            .fetch_sockets()
-            .await
-            .map_err(|e| HubError::Unavailable(format!("other instances did not answer: {e}")))?;
-        Ok(u32::try_from(sockets.len()).unwrap_or(u32::MAX))
+        self.change_rooms(namespace, target, rooms, false).await
     }
 
     async fn change_rooms(
@@ -459,7 +309,7 @@ impl Hub {
         namespace: &str,
         target: &Target,
         rooms: &[String],
-        change: RoomChange,
+        join: bool,
     ) -> Result<u32, HubError> {
         self.check_namespace(namespace)?;
         validate_target(target, "target")?;
@@ -467,24 +317,13 @@ impl Hub {
             return Err(HubError::invalid("rooms", "name at least one room"));
         }
         validate_rooms(rooms, "rooms")?;
-        if self.cluster.is_some() {
-            let op = self.targeted(namespace, target, &PushOptions::default())?;
-            let count = self.count_cluster(&op).await?;
-            let changed = match change {
-                RoomChange::Join => op.join(rooms.to_vec()).await,
-                RoomChange::Leave => op.leave(rooms.to_vec()).await,
-            };
-            changed.map_err(|e| HubError::Unavailable(format!("room change not sent to other instances: {e}")))?;
-            return Ok(count);
-        }
-        let sockets = self.select(namespace, target)?;
-        for s in &sockets {
-            match change {
-                RoomChange::Join => s.join(rooms.to_vec()),
-                RoomChange::Leave => s.leave(rooms.to_vec()),
-            }
-        }
-        Ok(u32::try_from(sockets.len()).unwrap_or(u32::MAX))
+        let request = NodeRequest::ChangeRooms {
+            namespace: namespace.to_owned(),
+            target: target.clone(),
+            rooms: rooms.to_vec(),
+            join,
+        };
+        self.apply_everywhere(namespace, target, request).await
     }
 
     /// Closes the selected sockets. Each first gets a `bridge:disconnect` event carrying
@@ -495,63 +334,46 @@ impl Hub {
         if reason.len() > MAX_REASON_LEN {
             return Err(HubError::invalid("reason", format!("at most {MAX_REASON_LEN} bytes")));
         }
-        if self.cluster.is_some() {
-            let op = self.targeted(namespace, target, &PushOptions::default())?;
-            let count = self.count_cluster(&op).await?;
-            let unavailable = |e: BroadcastError| HubError::Unavailable(format!("disconnect not sent: {e}"));
-            match op.clone().emit(DISCONNECT_EVENT, &serde_json::json!({ "reason": reason })).await {
-                Ok(()) | Err(BroadcastError::Socket(_)) => {}
-                Err(e) => return Err(unavailable(e)),
-            }
-            match op.disconnect().await {
-                Ok(()) | Err(BroadcastError::Socket(_)) => {}
-                Err(e) => return Err(unavailable(e)),
-            }
-            return Ok(count);
-        }
-        let sockets = self.select(namespace, target)?;
-        let count = sockets.len();
-        for s in sockets {
-            let _ = s.emit(DISCONNECT_EVENT, &serde_json::json!({ "reason": reason }));
-            if let Err(e) = s.disconnect() {
-                tracing::debug!(error = %e, "socket already gone");
-            }
-        }
-        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+        let request = NodeRequest::Disconnect {
+            namespace: namespace.to_owned(),
+            target: target.clone(),
+            reason: reason.to_owned(),
+        };
+        self.apply_everywhere(namespace, target, request).await
     }
 
-    /// Delivers what was kept for a user who just connected, oldest first.
-    pub(crate) fn deliver_offline(&self, socket: &Socket, user_id: &str) {
-        let namespace = socket.ns().to_owned();
-        for msg in self.offline.take(user_id, &namespace, Instant::now()) {
-            if let Ok(wire) = msg.payload.wire_args()
-                && socket.emit(&msg.event, &wire).is_ok()
-            {
-                self.metrics.offline_delivered.inc();
-                self.metrics.messages_sent.with_label_values(&[namespace.as_str(), "offline"]).inc();
-            }
-        }
+    /// Applies a room change or disconnect here and on every instance holding targets,
+    /// waiting for their counts.
+    async fn apply_everywhere(&self, namespace: &str, target: &Target, request: NodeRequest) -> Result<u32, HubError> {
+        let located = self.backplane.locate(namespace, target).await.unwrap_or(Located::HERE_ONLY);
+        let remote = if located.remote == Remote::None {
+            Vec::new()
+        } else {
+            // Cut off from the others: this instance's sockets still change.
+            self.backplane
+                .relay(located.remote, request.clone(), Wait::Answers { extra: Duration::ZERO })
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "not carried to other instances");
+                    Vec::new()
+                })
+        };
+        let local = self.apply_local(request).await;
+        Ok(std::iter::once(local).chain(remote).map(|r| if let NodeReply::Count(n) = r { n } else { 0 }).sum())
     }
 }
 
-/// Emits what the cluster kept for a user who just connected, oldest first.
-pub(crate) fn emit_kept(metrics: &Metrics, socket: &Socket, messages: Vec<StoredMessage>) {
+/// Emits what was kept for a user who just connected, oldest first.
+pub(crate) fn emit_kept(metrics: &Metrics, socket: &super::Socket, messages: Vec<OfflineMessage>) {
     let namespace = socket.ns().to_owned();
     for m in messages {
-        let payload = Payload::from_trusted_parts(m.args_json, m.attachments);
-        if let Ok(wire) = payload.wire_args()
+        if let Ok(wire) = m.payload.wire_args()
             && socket.emit(&m.event, &wire).is_ok()
         {
             metrics.offline_delivered.inc();
             metrics.messages_sent.with_label_values(&[namespace.as_str(), "offline"]).inc();
         }
     }
-}
-
-#[derive(Clone, Copy)]
-enum RoomChange {
-    Join,
-    Leave,
 }
 
 /// Event a client receives just before a backend-requested disconnect.

@@ -1,5 +1,6 @@
-//! The event router: backend subscriptions (one per `Events` stream), client events handed
-//! to them, and the backend's acks carried back to the waiting client callbacks.
+//! The event router: backend subscriptions (one per `Events` stream) and the messages
+//! handed to them: client events and lifecycle news, from this instance's sockets or (in
+//! cluster mode) read from the backplane. Waiting client callbacks are in [`AckBook`].
 //!
 //! Rules:
 //! - Streams subscribed under the same group share the load; every group gets its own copy.
@@ -10,17 +11,18 @@
 //! - Client events that no subscription matches wait in a bounded buffer for at most
 //!   `undelivered_max_age`, then are dropped and counted.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
+pub use super::acks::{AckBook, AckReply, AckWaiter};
+use super::keyhash::key_hash;
 use super::pattern::{Pattern, any_matches};
-use super::registry::Handshake;
-use super::{ClientAck, ErrorKind, HubError, HubSettings, MAX_LIST_LEN, MAX_NAME_LEN, Metrics, Payload};
+use super::registry::{Connection, Handshake};
+use super::{HubError, HubSettings, MAX_LIST_LEN, MAX_NAME_LEN, Metrics, Payload};
 
 /// A client event on its way to the backend.
 #[derive(Debug)]
@@ -46,12 +48,36 @@ pub struct SocketConnected {
     pub connected_at: SystemTime,
 }
 
+impl SocketConnected {
+    pub fn of(conn: &Connection, rooms: Vec<String>) -> Self {
+        Self {
+            socket_id: conn.socket_id.clone(),
+            user_id: conn.user_id.clone(),
+            namespace: conn.namespace.clone(),
+            handshake: conn.handshake.clone(),
+            rooms,
+            connected_at: conn.connected_at,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct SocketDisconnected {
     pub socket_id: String,
     pub user_id: Option<String>,
     pub namespace: String,
     pub reason: String,
+}
+
+impl SocketDisconnected {
+    pub fn of(conn: &Connection, reason: &str) -> Self {
+        Self {
+            socket_id: conn.socket_id.clone(),
+            user_id: conn.user_id.clone(),
+            namespace: conn.namespace.clone(),
+            reason: reason.to_owned(),
+        }
+    }
 }
 
 /// What a backend stream receives.
@@ -63,92 +89,6 @@ pub enum BackendMessage {
     SocketDisconnected(Arc<SocketDisconnected>),
     UserOnline(Arc<str>),
     UserOffline(Arc<str>),
-}
-
-/// The backend's (or the bridge's) answer to a client's ack callback.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AckReply {
-    Payload(Payload),
-    Error { code: String, message: String },
-}
-
-impl AckReply {
-    pub fn error(code: &str, message: impl Into<String>) -> Self {
-        Self::Error { code: code.to_owned(), message: message.into() }
-    }
-
-    /// The client callback's arguments: the backend's payload, or one error object.
-    pub fn into_payload(self) -> Payload {
-        match self {
-            AckReply::Payload(p) => p,
-            AckReply::Error { code, message } => Payload::from_json_args(&[serde_json::json!({
-                "error": { "code": code, "message": message }
-            })]),
-        }
-    }
-}
-
-/// Where the answer to a client event goes. The router answers it itself, from whichever
-/// task settles the event (the backend's ack, a failure, or the one timeout task), so no
-/// task, channel or timer is created per event.
-pub enum AckWaiter {
-    /// The client's ack callback, waiting since `since`.
-    Client { ack: ClientAck, since: Instant },
-    /// The reply as a value (unit tests).
-    #[cfg(test)]
-    Channel(tokio::sync::oneshot::Sender<AckReply>),
-}
-
-impl AckWaiter {
-    pub fn client(ack: ClientAck) -> Self {
-        Self::Client { ack, since: Instant::now() }
-    }
-
-    /// Hands the reply over: to the client, counting how long it waited.
-    fn settle(self, metrics: &Metrics, reply: AckReply) {
-        match self {
-            AckWaiter::Client { ack, since } => {
-                metrics.backend_ack_duration.observe(since.elapsed().as_secs_f64());
-                answer(Some(ack), reply);
-            }
-            #[cfg(test)]
-            AckWaiter::Channel(tx) => {
-                let _ = tx.send(reply);
-            }
-        }
-    }
-
-    /// No answer in time: the client gets an error that says why.
-    fn time_out(self, metrics: &Metrics, buffered: bool, timeout: Duration) {
-        let reply = if buffered {
-            metrics.error(ErrorKind::NoBackend);
-            AckReply::error("no_backend", "no backend is subscribed to this event")
-        } else {
-            metrics.error(ErrorKind::AckTimeout);
-            AckReply::error("ack_timeout", format!("the backend did not answer within {} ms", timeout.as_millis()))
-        };
-        match self {
-            AckWaiter::Client { ack, .. } => answer(Some(ack), reply),
-            #[cfg(test)]
-            AckWaiter::Channel(tx) => {
-                let _ = tx.send(reply);
-            }
-        }
-    }
-}
-
-/// Sends an ack answer to the client, if it asked for one and is still there.
-pub(crate) fn answer(ack: Option<ClientAck>, reply: AckReply) {
-    let Some(ack) = ack else { return };
-    let payload = reply.into_payload();
-    match payload.send_args() {
-        Ok(args) => {
-            if let Err(e) = ack.send(&args) {
-                tracing::debug!(error = %e, "ack not delivered: client gone");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "ack payload could not be encoded"),
-    }
 }
 
 /// A backend's subscription request, validated by `EventRouter::subscribe`.
@@ -201,15 +141,6 @@ impl Subscriber {
     }
 }
 
-struct PendingAck {
-    waiter: AckWaiter,
-    /// Subscribers the event was handed to. When all of them are gone the client is told
-    /// at once instead of waiting for the timeout.
-    holders: Holders,
-    /// Still in the undelivered buffer (no holder yet, but one may come).
-    buffered: bool,
-}
-
 struct Undelivered {
     seq: u64,
     event: Arc<ClientEvent>,
@@ -231,44 +162,10 @@ pub struct GroupInfo {
     pub queued_events: u64,
 }
 
-/// Client callbacks waiting for an answer.
-#[derive(Default)]
-struct Acks {
-    pending: HashMap<u64, PendingAck>,
-    /// (deadline, seq) in the order the waits began. Every wait has the same timeout, so
-    /// deadlines never decrease and one task expires them from the front. Settled entries
-    /// at the front are dropped as they settle, so this stays about as long as `pending`.
-    deadlines: VecDeque<(Instant, u64)>,
-}
-
-impl Acks {
-    fn insert(&mut self, seq: u64, ack: PendingAck, timeout: Duration, timer: &Notify) {
-        if self.deadlines.is_empty() {
-            timer.notify_one();
-        }
-        self.deadlines.push_back((Instant::now() + timeout, seq));
-        self.pending.insert(seq, ack);
-    }
-
-    fn remove(&mut self, seq: u64) -> Option<PendingAck> {
-        let p = self.pending.remove(&seq)?;
-        while let Some(&(_, front)) = self.deadlines.front() {
-            if self.pending.contains_key(&front) {
-                break;
-            }
-            self.deadlines.pop_front();
-        }
-        Some(p)
-    }
-}
-
 pub struct EventRouter {
     state: Mutex<State>,
-    acks: Mutex<Acks>,
-    /// Wakes the timeout task when the first wait begins.
-    ack_timer: Notify,
-    ack_timeout: Duration,
-    metrics: Arc<Metrics>,
+    /// Client callbacks waiting for their event's answer.
+    acks: Arc<AckBook>,
     next_seq: AtomicU64,
     next_subscriber: AtomicU64,
     instance_id: String,
@@ -285,10 +182,7 @@ impl EventRouter {
     pub fn new(settings: &HubSettings, instance_id: String, metrics: Arc<Metrics>) -> Self {
         Self {
             state: Mutex::default(),
-            acks: Mutex::default(),
-            ack_timer: Notify::new(),
-            ack_timeout: settings.ack_timeout,
-            metrics,
+            acks: Arc::new(AckBook::new(settings.ack_timeout, metrics)),
             next_seq: AtomicU64::new(1),
             next_subscriber: AtomicU64::new(1),
             instance_id,
@@ -297,6 +191,10 @@ impl EventRouter {
             undelivered_max_age: settings.undelivered_max_age,
             lifecycle_dropped: AtomicU64::new(0),
         }
+    }
+
+    pub fn acks(&self) -> &Arc<AckBook> {
+        &self.acks
     }
 
     /// A fresh event id, unique across instances: `<instance id>-<seq>`.
@@ -320,7 +218,7 @@ impl EventRouter {
         &self,
         request: SubscribeRequest,
         known_namespaces: &[String],
-    ) -> Result<(u64, mpsc::Receiver<BackendMessage>), HubError> {
+    ) -> Result<(u64, String, mpsc::Receiver<BackendMessage>), HubError> {
         let group = if request.group.is_empty() { "default".to_owned() } else { request.group };
         if group.len() > MAX_NAME_LEN || group.chars().any(char::is_control) {
             return Err(HubError::invalid(
@@ -364,31 +262,24 @@ impl EventRouter {
         };
         let mut state = self.lock_state();
         self.flush_undelivered(&mut state, &subscriber);
-        state.groups.entry(group).or_default().push(subscriber);
-        Ok((id, rx))
+        state.groups.entry(group.clone()).or_default().push(subscriber);
+        Ok((id, group, rx))
     }
 
     /// Hands buffered events to a new subscriber, oldest first, while its queue has room.
     fn flush_undelivered(&self, state: &mut State, subscriber: &Subscriber) {
         let now = Instant::now();
         let mut kept = VecDeque::with_capacity(state.undelivered.len());
-        let mut acks = self.lock_acks();
         while let Some(item) = state.undelivered.pop_front() {
             let fresh = now.duration_since(item.at) < self.undelivered_max_age;
-            if fresh && subscriber.wants_event(&item.event.namespace, &item.event.event) {
-                match subscriber.tx.try_send(BackendMessage::ClientEvent(item.event.clone())) {
-                    Ok(()) => {
-                        if let Some(p) = acks.pending.get_mut(&item.seq) {
-                            p.holders.push(subscriber.id);
-                            p.buffered = false;
-                        }
-                        continue;
-                    }
-                    Err(_) => kept.push_back(item),
-                }
-            } else {
-                kept.push_back(item);
+            if fresh
+                && subscriber.wants_event(&item.event.namespace, &item.event.event)
+                && subscriber.tx.try_send(BackendMessage::ClientEvent(item.event.clone())).is_ok()
+            {
+                self.acks.held_by(item.seq, Some(subscriber.id));
+                continue;
             }
+            kept.push_back(item);
         }
         state.undelivered = kept;
     }
@@ -402,25 +293,7 @@ impl EventRouter {
             }
             state.groups.retain(|_, members| !members.is_empty());
         }
-        let orphaned: Vec<PendingAck> = {
-            let mut acks = self.lock_acks();
-            let seqs: Vec<u64> = acks
-                .pending
-                .iter_mut()
-                .filter_map(|(seq, p)| {
-                    let before = p.holders.len();
-                    p.holders.remove(subscriber_id);
-                    (before > 0 && p.holders.is_empty() && !p.buffered).then_some(*seq)
-                })
-                .collect();
-            seqs.into_iter().filter_map(|seq| acks.remove(seq)).collect()
-        };
-        for p in orphaned {
-            p.waiter.settle(
-                &self.metrics,
-                AckReply::error("backend_unavailable", "the backend stream handling this event went away"),
-            );
-        }
+        self.acks.holder_gone(subscriber_id);
     }
 
     /// Closes every stream (shutdown): their receivers end once drained.
@@ -428,91 +301,56 @@ impl EventRouter {
         self.lock_state().groups.clear();
     }
 
-    /// Routes one client event. `ack` is where the backend's answer goes when the client
-    /// asked for one (a refusal is answered at once). Counts refusals and drops. Never
-    /// blocks.
-    pub fn dispatch(&self, seq: u64, event: ClientEvent, ack: Option<AckWaiter>) -> DispatchOutcome {
-        let event = Arc::new(event);
+    /// Hands a client event to one stream of each group that wants it, or, when no group
+    /// does, to the undelivered buffer. A callback waiting under `seq` learns which
+    /// streams hold the event. Never blocks.
+    pub fn dispatch(&self, seq: u64, event: Arc<ClientEvent>) -> DispatchOutcome {
         let mut state = self.lock_state();
-        let mut holders = Holders::default();
+        let mut delivered = false;
         let mut overloaded = false;
-        let mut expired = Vec::new();
         for members in state.groups.values() {
             let Some(chosen) = choose(members, &event.socket_id, |s| s.wants_event(&event.namespace, &event.event))
             else {
                 continue;
             };
             match chosen.tx.try_send(BackendMessage::ClientEvent(event.clone())) {
-                Ok(()) => holders.push(chosen.id),
+                Ok(()) => {
+                    delivered = true;
+                    self.acks.held_by(seq, Some(chosen.id));
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => overloaded = true,
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
-        let outcome = if !holders.is_empty() {
-            DispatchOutcome::Delivered
-        } else if overloaded {
-            DispatchOutcome::Overloaded
+        if delivered {
+            return DispatchOutcome::Delivered;
+        }
+        if overloaded {
+            return DispatchOutcome::Overloaded;
+        }
+        let (_, expired) = self.expire_front(&mut state);
+        let outcome = if state.undelivered.len() < self.undelivered_capacity {
+            // Marked under the state lock, so a subscriber flushing the buffer (which
+            // needs that lock) always finds it marked.
+            self.acks.held_by(seq, None);
+            state.undelivered.push_back(Undelivered { seq, event, at: Instant::now() });
+            DispatchOutcome::Buffered
         } else {
-            expired = self.expire_front(&mut state).1;
-            if state.undelivered.len() < self.undelivered_capacity {
-                state.undelivered.push_back(Undelivered { seq, event, at: Instant::now() });
-                DispatchOutcome::Buffered
-            } else {
-                DispatchOutcome::Dropped
-            }
-        };
-        // Registered while the state lock is held, so a subscriber flushing the buffer
-        // (which needs that lock) always finds the pending ack to attach to.
-        let refused = match (ack, outcome) {
-            (Some(waiter), DispatchOutcome::Delivered | DispatchOutcome::Buffered) => {
-                let buffered = outcome == DispatchOutcome::Buffered;
-                self.lock_acks().insert(
-                    seq,
-                    PendingAck { waiter, holders, buffered },
-                    self.ack_timeout,
-                    &self.ack_timer,
-                );
-                None
-            }
-            (Some(waiter), DispatchOutcome::Overloaded) => {
-                Some((waiter, AckReply::error("backend_overloaded", "the backend is not keeping up; retry later")))
-            }
-            (Some(waiter), DispatchOutcome::Dropped) => {
-                Some((waiter, AckReply::error("no_backend", "no backend is subscribed to this event")))
-            }
-            (None, _) => None,
+            DispatchOutcome::Dropped
         };
         drop(state);
-        match outcome {
-            DispatchOutcome::Delivered | DispatchOutcome::Buffered => {}
-            DispatchOutcome::Overloaded => self.metrics.error(ErrorKind::BackendOverloaded),
-            DispatchOutcome::Dropped => self.metrics.undeliverable_dropped.inc(),
-        }
         self.settle_expired(expired);
-        if let Some((waiter, reply)) = refused {
-            waiter.settle(&self.metrics, reply);
-        }
         outcome
-    }
-
-    /// Cluster mode: remembers a client callback waiting for an event written to Redis.
-    /// No stream holds it here; it ends with the backend's answer, a write failure or
-    /// the timeout.
-    pub fn await_ack(&self, seq: u64, waiter: AckWaiter) {
-        self.lock_acks().insert(
-            seq,
-            PendingAck { waiter, holders: Holders::default(), buffered: false },
-            self.ack_timeout,
-            &self.ack_timer,
-        );
     }
 
     /// Ends a waiting client callback with an error (its event could not be sent on).
     pub fn fail_ack(&self, seq: u64, reply: AckReply) {
-        let pending = self.lock_acks().remove(seq);
-        if let Some(p) = pending {
-            p.waiter.settle(&self.metrics, reply);
-        }
+        self.acks.settle(seq, reply);
+    }
+
+    /// A client callback starts waiting for the answer to event `seq`.
+    pub fn await_ack(&self, seq: u64, waiter: AckWaiter) {
+        self.acks.wait(seq, waiter);
     }
 
     /// Whether an event id was minted by this instance (its client waits here).
@@ -520,38 +358,30 @@ impl EventRouter {
         self.seq_of(event_id).is_some()
     }
 
-    /// Cluster mode: the local stream of `group` that should get a message read from
-    /// Redis. Same choice rule as local dispatch: by socket (or user) hash among the
-    /// streams that want it.
+    /// The local stream of `group` that should get a message read from the backplane.
+    /// Same choice rule as `dispatch`: by socket (or user) hash among the streams that
+    /// want it.
     pub fn pick(&self, group: &str, message: &BackendMessage) -> Option<Picked> {
         let state = self.lock_state();
         let members = state.groups.get(group)?;
-        let (key, matching): (&str, Vec<&Subscriber>) = match message {
-            BackendMessage::ClientEvent(e) => {
-                (&e.socket_id, members.iter().filter(|s| s.wants_event(&e.namespace, &e.event)).collect())
+        let chosen = match message {
+            BackendMessage::ClientEvent(e) => choose(members, &e.socket_id, |s| s.wants_event(&e.namespace, &e.event)),
+            BackendMessage::SocketConnected(c) => {
+                let key = c.user_id.as_deref().unwrap_or(&c.socket_id);
+                choose(members, key, |s| s.wants_lifecycle && s.wants_namespace(&c.namespace))
             }
-            BackendMessage::SocketConnected(c) => (
-                c.user_id.as_deref().unwrap_or(&c.socket_id),
-                members.iter().filter(|s| s.wants_lifecycle && s.wants_namespace(&c.namespace)).collect(),
-            ),
-            BackendMessage::SocketDisconnected(d) => (
-                d.user_id.as_deref().unwrap_or(&d.socket_id),
-                members.iter().filter(|s| s.wants_lifecycle && s.wants_namespace(&d.namespace)).collect(),
-            ),
-            BackendMessage::UserOnline(u) | BackendMessage::UserOffline(u) => {
-                (u, members.iter().filter(|s| s.wants_lifecycle).collect())
+            BackendMessage::SocketDisconnected(d) => {
+                let key = d.user_id.as_deref().unwrap_or(&d.socket_id);
+                choose(members, key, |s| s.wants_lifecycle && s.wants_namespace(&d.namespace))
             }
+            BackendMessage::UserOnline(u) | BackendMessage::UserOffline(u) => choose(members, u, |s| s.wants_lifecycle),
             BackendMessage::Subscribed { .. } => return None,
         };
-        if matching.is_empty() {
-            return None;
-        }
-        let chosen = matching[(hash_key(key) % matching.len() as u64) as usize];
-        Some(Picked { subscriber: chosen.id, tx: chosen.tx.clone(), confirm_all: chosen.confirm_all })
+        chosen.map(|s| Picked { subscriber: s.id, tx: s.tx.clone(), confirm_all: s.confirm_all })
     }
 
-    /// Cluster mode with Redis out of reach: hands a message straight to this instance's
-    /// streams, one per group that wants it. True if any stream took it.
+    /// Hands a message straight to this instance's streams, one per group that wants it
+    /// (the backplane cannot carry it elsewhere right now). True if any stream took it.
     pub fn deliver_here(&self, message: &BackendMessage) -> bool {
         let groups: Vec<String> = self.lock_state().groups.keys().cloned().collect();
         let mut delivered = false;
@@ -586,48 +416,13 @@ impl EventRouter {
 
     /// Delivers the backend's answer to the waiting client callback.
     pub fn complete_ack(&self, event_id: &str, reply: AckReply) -> Result<(), HubError> {
-        let pending = self.seq_of(event_id).and_then(|seq| self.lock_acks().remove(seq));
-        match pending {
-            Some(p) => {
-                p.waiter.settle(&self.metrics, reply);
-                Ok(())
-            }
-            None => Err(HubError::NotFound(format!(
-                "ack.event_id {:?}: no client is waiting for it (unknown, already answered, or timed out)",
-                event_id.chars().take(64).collect::<String>()
-            ))),
+        if self.seq_of(event_id).is_some_and(|seq| self.acks.settle(seq, reply)) {
+            return Ok(());
         }
-    }
-
-    /// Answers the waits whose time is up, whenever the oldest one's deadline passes.
-    /// Runs for the router's life (started once, with the hub's tasks).
-    pub async fn run_ack_timeouts(self: Arc<Self>) {
-        loop {
-            let now = Instant::now();
-            let mut due = Vec::new();
-            let next = {
-                let mut acks = self.lock_acks();
-                loop {
-                    match acks.deadlines.front() {
-                        Some(&(deadline, seq)) if deadline <= now => {
-                            acks.deadlines.pop_front();
-                            if let Some(p) = acks.pending.remove(&seq) {
-                                due.push(p);
-                            }
-                        }
-                        Some(&(deadline, _)) => break Some(deadline),
-                        None => break None,
-                    }
-                }
-            };
-            for p in due {
-                p.waiter.time_out(&self.metrics, p.buffered, self.ack_timeout);
-            }
-            match next {
-                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-                None => self.ack_timer.notified().await,
-            }
-        }
+        Err(HubError::NotFound(format!(
+            "ack.event_id {:?}: no client is waiting for it (unknown, already answered, or timed out)",
+            event_id.chars().take(64).collect::<String>()
+        )))
     }
 
     /// Sends a lifecycle message to one lifecycle-subscribed stream of each group. Full
@@ -648,32 +443,27 @@ impl EventRouter {
 
     /// Drops buffered events older than the max age; returns how many.
     pub fn expire_undelivered(&self) -> u64 {
-        let (dropped, waits) = self.expire_front(&mut self.lock_state());
-        self.settle_expired(waits);
+        let (dropped, expired) = self.expire_front(&mut self.lock_state());
+        self.settle_expired(expired);
         dropped
     }
 
-    /// Drops buffered events past their age: how many, and the waits left to answer
-    /// (answered by the caller once it has released the state lock).
-    fn expire_front(&self, state: &mut State) -> (u64, Vec<PendingAck>) {
+    /// Drops buffered events past their age: how many, and the sequences of those whose
+    /// callbacks are answered by the caller once it has released the state lock.
+    fn expire_front(&self, state: &mut State) -> (u64, Vec<u64>) {
         let now = Instant::now();
-        let mut dropped = 0;
-        let mut waits = Vec::new();
+        let mut expired = Vec::new();
         while state.undelivered.front().is_some_and(|u| now.duration_since(u.at) >= self.undelivered_max_age) {
             if let Some(u) = state.undelivered.pop_front() {
-                dropped += 1;
-                if let Some(p) = self.lock_acks().remove(u.seq) {
-                    waits.push(p);
-                }
+                expired.push(u.seq);
             }
         }
-        (dropped, waits)
+        (expired.len() as u64, expired)
     }
 
-    fn settle_expired(&self, waits: Vec<PendingAck>) {
-        for p in waits {
-            p.waiter
-                .settle(&self.metrics, AckReply::error("no_backend", "no backend subscribed to this event in time"));
+    fn settle_expired(&self, expired: Vec<u64>) {
+        for seq in expired {
+            self.acks.settle(seq, AckReply::error("no_backend", "no backend subscribed to this event in time"));
         }
     }
 
@@ -682,7 +472,7 @@ impl EventRouter {
     }
 
     pub fn pending_acks(&self) -> usize {
-        self.lock_acks().pending.len()
+        self.acks.len()
     }
 
     pub fn lifecycle_dropped(&self) -> u64 {
@@ -706,16 +496,12 @@ impl EventRouter {
         // matters more than losing routing, so poisoning is ignored.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    fn lock_acks(&self) -> std::sync::MutexGuard<'_, Acks> {
-        self.acks.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 const _: () = assert!(MAX_SUBSCRIBE_ITEMS <= MAX_LIST_LEN);
 
 /// The member of a group that gets a message: among the members `wants` accepts, in
-/// subscription order, the one at `hash(key) % count`. The same member as long as the
+/// subscription order, the one at `key_hash(key) % count`. The same member as long as the
 /// group does not change, so one socket's (or user's) messages keep their order.
 fn choose<'a>(members: &'a [Subscriber], key: &str, wants: impl Fn(&Subscriber) -> bool) -> Option<&'a Subscriber> {
     if let [only] = members {
@@ -725,46 +511,8 @@ fn choose<'a>(members: &'a [Subscriber], key: &str, wants: impl Fn(&Subscriber) 
     if count == 0 {
         return None;
     }
-    let index = (hash_key(key) % count as u64) as usize;
+    let index = (key_hash(key) % count as u64) as usize;
     members.iter().filter(|s| wants(s)).nth(index)
-}
-
-/// The subscribers holding an event (one per group it went to): nearly always one, kept
-/// inline.
-#[derive(Default)]
-struct Holders {
-    first: Option<u64>,
-    rest: Vec<u64>,
-}
-
-impl Holders {
-    fn push(&mut self, id: u64) {
-        match self.first {
-            None => self.first = Some(id),
-            Some(_) => self.rest.push(id),
-        }
-    }
-
-    fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn remove(&mut self, id: u64) {
-        self.rest.retain(|h| *h != id);
-        if self.first == Some(id) {
-            self.first = self.rest.pop();
-        }
-    }
-}
-
-fn hash_key(key: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
 }
 
 #[cfg(test)]
@@ -795,11 +543,11 @@ mod tests {
         }
     }
 
-    fn event(router: &EventRouter, socket: &str, name: &str) -> (u64, ClientEvent) {
+    fn event(router: &EventRouter, socket: &str, name: &str) -> (u64, Arc<ClientEvent>) {
         let (seq, id) = router.next_event_id();
         (
             seq,
-            ClientEvent {
+            Arc::new(ClientEvent {
                 id,
                 socket_id: socket.into(),
                 user_id: None,
@@ -809,7 +557,7 @@ mod tests {
                 wants_ack: false,
                 received_at: SystemTime::now(),
                 handshake: Arc::default(),
-            },
+            }),
         )
     }
 
@@ -819,7 +567,7 @@ mod tests {
             event_patterns: patterns.iter().map(|p| p.to_string()).collect(),
             ..Default::default()
         };
-        let (id, mut rx) = router.subscribe(req, &["/".into()]).unwrap();
+        let (id, _, mut rx) = router.subscribe(req, &["/".into()]).unwrap();
         assert!(matches!(rx.try_recv(), Ok(BackendMessage::Subscribed { .. })));
         (id, rx)
     }
@@ -841,7 +589,7 @@ mod tests {
         let (_, mut b) = sub(&r, "b", &["chat.*"]);
         for i in 0..50 {
             let (seq, e) = event(&r, &format!("s{i}"), "chat.msg");
-            assert_eq!(r.dispatch(seq, e, None), DispatchOutcome::Delivered);
+            assert_eq!(r.dispatch(seq, e), DispatchOutcome::Delivered);
         }
         let (n1, n2) = (drain(&mut a1).len(), drain(&mut a2).len());
         assert_eq!(n1 + n2, 50);
@@ -850,14 +598,12 @@ mod tests {
     }
 
     #[test]
-    fn full_queue_answers_overloaded_at_once() {
+    fn full_queue_refuses_at_once() {
         let r = router(1);
-        let (_, _rx) = r.subscribe(SubscribeRequest::default(), &["/".into()]).unwrap();
+        let (_, _, _rx) = r.subscribe(SubscribeRequest::default(), &["/".into()]).unwrap();
         // The Subscribed message fills the one slot.
         let (seq, e) = event(&r, "s", "x");
-        let (tx, mut rx) = oneshot::channel();
-        assert_eq!(r.dispatch(seq, e, Some(AckWaiter::Channel(tx))), DispatchOutcome::Overloaded);
-        assert!(matches!(rx.try_recv(), Ok(AckReply::Error { code, .. }) if code == "backend_overloaded"));
+        assert_eq!(r.dispatch(seq, e), DispatchOutcome::Overloaded);
     }
 
     #[test]
@@ -865,7 +611,7 @@ mod tests {
         let r = router(10);
         for name in ["one", "two", "three"] {
             let (seq, e) = event(&r, "s", name);
-            r.dispatch(seq, e, None);
+            r.dispatch(seq, e);
         }
         assert_eq!(r.undelivered_len(), 2, "buffer is bounded");
         let (_, mut rx) = sub(&r, "g", &[]);
@@ -880,16 +626,31 @@ mod tests {
         let (seq, e) = event(&r, "s", "x");
         let event_id = e.id.clone();
         let (tx, mut ack) = oneshot::channel();
-        r.dispatch(seq, e, Some(AckWaiter::Channel(tx)));
+        r.await_ack(seq, AckWaiter::Channel(tx));
+        r.dispatch(seq, e);
         r.complete_ack(&event_id, AckReply::Payload(Payload::default())).unwrap();
         assert_eq!(ack.try_recv(), Ok(AckReply::Payload(Payload::default())));
         assert!(r.complete_ack(&event_id, AckReply::Payload(Payload::default())).is_err());
 
         let (seq, e) = event(&r, "s", "x");
         let (tx, mut ack) = oneshot::channel();
-        r.dispatch(seq, e, Some(AckWaiter::Channel(tx)));
+        r.await_ack(seq, AckWaiter::Channel(tx));
+        r.dispatch(seq, e);
         r.unsubscribe(id);
         assert!(matches!(ack.try_recv(), Ok(AckReply::Error { code, .. }) if code == "backend_unavailable"));
+    }
+
+    #[test]
+    fn a_buffered_event_answers_its_client_when_it_expires_unread() {
+        let mut s = settings(10);
+        s.undelivered_max_age = Duration::ZERO;
+        let r = EventRouter::new(&s, "i".into(), Arc::new(Metrics::new(&["/".into()])));
+        let (seq, e) = event(&r, "s", "x");
+        let (tx, mut ack) = oneshot::channel();
+        r.await_ack(seq, AckWaiter::Channel(tx));
+        assert_eq!(r.dispatch(seq, e), DispatchOutcome::Buffered);
+        assert_eq!(r.expire_undelivered(), 1);
+        assert!(matches!(ack.try_recv(), Ok(AckReply::Error { code, .. }) if code == "no_backend"));
     }
 
     #[test]

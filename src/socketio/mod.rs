@@ -11,20 +11,15 @@ use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler, Va
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{ParserConfig, SocketIo, TransportType};
-use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
 
-use crate::cluster::link::BridgeDriver;
 use crate::config::Config;
 use crate::hub::registry::{Connection, Handshake};
-use crate::hub::{Adapter, ConnectRefusal, Hub, Io, Payload};
+use crate::hub::{ConnectRefusal, Hub, Io, Payload};
 
-/// Builds the Socket.IO engine with the configured timings and limits, on the adapter
-/// that reaches other instances through `driver` (none in embedded mode).
-pub fn build(config: &Config, driver: BridgeDriver) -> (SocketIoLayer<Adapter>, Io) {
+/// Builds the Socket.IO engine with the configured timings and limits. It serves this
+/// instance's sockets only: the hub's backplane reaches other instances.
+pub fn build(config: &Config) -> (SocketIoLayer, Io) {
     let s = &config.socketio;
-    let adapter = RedisAdapterConfig::new()
-        .with_prefix(format!("{}-adapter", config.redis.prefix))
-        .with_request_timeout(std::time::Duration::from_millis(config.redis.request_timeout_ms));
     SocketIo::builder()
         .ping_interval(config.ping_interval())
         .ping_timeout(config.ping_timeout())
@@ -42,39 +37,35 @@ pub fn build(config: &Config, driver: BridgeDriver) -> (SocketIoLayer<Adapter>, 
                 .max_incoming_binaries(s.max_attachments)
                 .max_incoming_binary_buf_size(usize::try_from(s.max_payload_bytes).unwrap_or(usize::MAX)),
         )
-        .with_adapter::<Adapter>(RedisAdapterCtr::new_with_driver(driver, adapter))
         .build_layer()
 }
 
 /// Registers every configured namespace with authentication and the hub's handlers.
-/// Resolves when the adapter has each namespace's channels set up (at once in embedded
-/// mode; in cluster mode subscriptions wait for Redis in the background).
-pub async fn register_namespaces(io: &Io, hub: &Arc<Hub>, namespaces: &[String]) -> Result<(), String> {
+pub fn register_namespaces(io: &Io, hub: &Arc<Hub>, namespaces: &[String]) {
     for ns in namespaces {
         let on_connect = {
             let hub = hub.clone();
-            move |socket: SocketRef<Adapter>| {
+            move |socket: SocketRef| {
                 let hub = hub.clone();
                 async move { hub.after_connect(&socket) }
             }
         };
         let admit = {
             let hub = hub.clone();
-            move |socket: SocketRef<Adapter>, TryData(auth): TryData<serde_json::Value>| {
+            move |socket: SocketRef, TryData(auth): TryData<serde_json::Value>| {
                 let hub = hub.clone();
-                async move { admit(&hub, socket, auth.unwrap_or(serde_json::Value::Null)) }
+                async move { admit(&hub, socket, auth.unwrap_or(serde_json::Value::Null)).await }
             }
         };
-        io.ns(ns.clone(), on_connect.with(admit)).await.map_err(|e| format!("namespace {ns:?}: {e}"))?;
+        io.ns(ns.clone(), on_connect.with(admit));
     }
-    Ok(())
 }
 
 /// Connect middleware: authenticates, then registers the socket and its handlers. This
 /// runs before socketioxide sends the client its CONNECT packet (the connect handler runs
 /// after, in its own task), so no event the client sends once connected can arrive before
 /// its handler is in place. Refusals become the client's `connect_error` with the reason.
-fn admit(hub: &Arc<Hub>, socket: SocketRef<Adapter>, auth: serde_json::Value) -> Result<(), ConnectRefusal> {
+async fn admit(hub: &Arc<Hub>, socket: SocketRef, auth: serde_json::Value) -> Result<(), ConnectRefusal> {
     let identity = hub.authorize(&auth)?;
     let parts = socket.req_parts();
     let header = |name: &str| {
@@ -90,11 +81,11 @@ fn admit(hub: &Arc<Hub>, socket: SocketRef<Adapter>, auth: serde_json::Value) ->
             TransportType::Polling => "polling".into(),
         },
     };
-    let conn = hub.on_connect(&socket, identity, handshake);
+    let conn = hub.on_connect(&socket, identity, handshake).await;
     socket.on_fallback(EventForwarder { hub: hub.clone(), conn });
     let on_disconnect = {
         let hub = hub.clone();
-        move |socket: SocketRef<Adapter>, reason: DisconnectReason| {
+        move |socket: SocketRef, reason: DisconnectReason| {
             let hub = hub.clone();
             async move { hub.on_disconnect(socket.ns(), &socket.id.to_string(), reason_text(reason)) }
         }
@@ -116,16 +107,16 @@ struct EventForwarder {
 /// Marker for the `MessageHandler` impl above.
 struct Forwarded;
 
-impl MessageHandler<Adapter, Forwarded> for EventForwarder {
-    fn call(&self, socket: Arc<Socket<Adapter>>, mut value: Value, ack_id: Option<i64>) {
+impl MessageHandler<socketioxide::adapter::LocalAdapter, Forwarded> for EventForwarder {
+    fn call(&self, socket: Arc<Socket>, mut value: Value, ack_id: Option<i64>) {
         let ack = match ack_id {
-            Some(_) => AckSender::<Adapter>::from_message_parts(&socket, &mut value, &ack_id).ok(),
+            Some(_) => AckSender::from_message_parts(&socket, &mut value, &ack_id).ok(),
             None => None,
         };
         let Value::Str(text, attachments) = value else { return };
         let Some((event, args)) = split_event(text.as_str()) else { return };
         let payload = Payload::from_client(&args, attachments.map(Vec::from).unwrap_or_default());
-        let socket = SocketRef::<Adapter>::from(socket);
+        let socket = SocketRef::from(socket);
         // Placeholders must name attachments that arrived (and every attachment must be
         // named); a packet that lies about them is malformed, as the reference server
         // treats it: the connection is closed. (Without attachments there is nothing to

@@ -179,7 +179,14 @@ impl Metrics {
         for outcome in ["acked", "timeout", "failed"] {
             metrics.client_acks.with_label_values(&[outcome]);
         }
-        for reason in ["lifecycle_queue_full", "offline_expired", "redis_unavailable", "cluster_outbox_full"] {
+        for reason in [
+            "lifecycle_queue_full",
+            "offline_expired",
+            "offline_full",
+            "socket_buffer_full",
+            "redis_unavailable",
+            "cluster_outbox_full",
+        ] {
             metrics.dropped_messages.with_label_values(&[reason]);
         }
         metrics

@@ -1,13 +1,11 @@
-//! Client events and lifecycle news on their way to backends through Redis Streams.
+//! Client events and lifecycle news on their way from Redis Streams to this instance's
+//! backend streams.
 //!
-//! Writing: each instance appends to `P:events:<n>`, the partition chosen by user id (socket
-//! id for anonymous sockets), so a user's events and lifecycle news stay in order (see
-//! `Outgoing`).
-//!
-//! Reading: every backend group is a Redis consumer group on every partition stream. An
-//! instance with streams of a group runs one reader for it, which reads the partitions
-//! assigned to it: the group's live readers, sorted, take partitions round-robin, so each
-//! partition (and so each socket) is read by one instance at a time and order holds.
+//! Writing is the outbox's (see `outbox`). Reading: every backend group is a Redis
+//! consumer group on every partition stream. An instance with streams of a group runs one
+//! reader for it, which reads the partitions assigned to it: the group's live readers,
+//! sorted, take partitions round-robin, so each partition (and so each socket) is read by
+//! one instance at a time and order holds.
 //!
 //! At-least-once: an entry stays pending in Redis until the backend has it. An event with
 //! `wants_ack` (or any event, for a stream subscribed with `confirm_all`) is acknowledged
@@ -19,18 +17,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamInfoConsumersReply, StreamReadReply,
 };
-use serde::{Deserialize, Serialize};
 
-use super::{Cluster, Outgoing, now_ms, wall_ms};
-use crate::hub::registry::Handshake;
-use crate::hub::router::{AckReply, BackendMessage, ClientEvent, SocketConnected, SocketDisconnected};
-use crate::hub::{HubError, Payload};
+use super::codec::decode;
+use super::{Cluster, now_ms};
+use crate::hub::router::BackendMessage;
 
 /// Entries read per call.
 const READ_COUNT: usize = 256;
@@ -40,159 +35,6 @@ const READ_BLOCK_MS: usize = 500;
 /// the reader stops taking new entries (they wait in Redis), so a backend that never
 /// confirms cannot grow memory here without bound.
 const MAX_UNCONFIRMED: usize = 10_000;
-
-#[derive(Serialize, Deserialize)]
-enum Wire {
-    Event {
-        id: String,
-        socket_id: String,
-        user_id: Option<String>,
-        namespace: String,
-        event: String,
-        args_json: String,
-        attachments: Vec<Bytes>,
-        wants_ack: bool,
-        received_at_ms: u64,
-        handshake: Handshake,
-    },
-    Connected {
-        socket_id: String,
-        user_id: Option<String>,
-        namespace: String,
-        handshake: Handshake,
-        rooms: Vec<String>,
-        connected_at_ms: u64,
-    },
-    Disconnected {
-        socket_id: String,
-        user_id: Option<String>,
-        namespace: String,
-        reason: String,
-    },
-    Online(String),
-    Offline(String),
-}
-
-#[derive(Serialize, Deserialize)]
-struct Envelope {
-    origin: String,
-    body: Wire,
-}
-
-pub(crate) fn encode(origin: &str, message: &BackendMessage) -> Vec<u8> {
-    let body = match message {
-        BackendMessage::ClientEvent(e) => Wire::Event {
-            id: e.id.clone(),
-            socket_id: e.socket_id.clone(),
-            user_id: e.user_id.clone(),
-            namespace: e.namespace.clone(),
-            event: e.event.clone(),
-            args_json: e.payload.args_json().to_owned(),
-            attachments: e.payload.attachments().to_vec(),
-            wants_ack: e.wants_ack,
-            received_at_ms: wall_ms(e.received_at),
-            handshake: (*e.handshake).clone(),
-        },
-        BackendMessage::SocketConnected(c) => Wire::Connected {
-            socket_id: c.socket_id.clone(),
-            user_id: c.user_id.clone(),
-            namespace: c.namespace.clone(),
-            handshake: (*c.handshake).clone(),
-            rooms: c.rooms.clone(),
-            connected_at_ms: wall_ms(c.connected_at),
-        },
-        BackendMessage::SocketDisconnected(d) => Wire::Disconnected {
-            socket_id: d.socket_id.clone(),
-            user_id: d.user_id.clone(),
-            namespace: d.namespace.clone(),
-            reason: d.reason.clone(),
-        },
-        BackendMessage::UserOnline(u) => Wire::Online(u.to_string()),
-        BackendMessage::UserOffline(u) => Wire::Offline(u.to_string()),
-        // Never written: Subscribed is local to a stream.
-        BackendMessage::Subscribed { .. } => Wire::Offline(String::new()),
-    };
-    rmp_serde::to_vec_named(&Envelope { origin: origin.to_owned(), body }).unwrap_or_default()
-}
-
-fn decode(bytes: &[u8]) -> Option<BackendMessage> {
-    let envelope: Envelope = rmp_serde::from_slice(bytes).ok()?;
-    let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
-    Some(match envelope.body {
-        Wire::Event {
-            id,
-            socket_id,
-            user_id,
-            namespace,
-            event,
-            args_json,
-            attachments,
-            wants_ack,
-            received_at_ms,
-            handshake,
-        } => BackendMessage::ClientEvent(Arc::new(ClientEvent {
-            id,
-            socket_id,
-            user_id,
-            namespace,
-            event,
-            payload: Payload::from_trusted_parts(args_json, attachments),
-            wants_ack,
-            received_at: at(received_at_ms),
-            handshake: Arc::new(handshake),
-        })),
-        Wire::Connected { socket_id, user_id, namespace, handshake, rooms, connected_at_ms } => {
-            BackendMessage::SocketConnected(Arc::new(SocketConnected {
-                socket_id,
-                user_id,
-                namespace,
-                handshake: Arc::new(handshake),
-                rooms,
-                connected_at: at(connected_at_ms),
-            }))
-        }
-        Wire::Disconnected { socket_id, user_id, namespace, reason } => {
-            BackendMessage::SocketDisconnected(Arc::new(SocketDisconnected { socket_id, user_id, namespace, reason }))
-        }
-        Wire::Online(u) if !u.is_empty() => BackendMessage::UserOnline(u.into()),
-        Wire::Offline(u) if !u.is_empty() => BackendMessage::UserOffline(u.into()),
-        _ => return None,
-    })
-}
-
-/// A backend's answer travelling to the instance that holds the client.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct WireAck {
-    event_id: String,
-    args_json: Option<String>,
-    attachments: Vec<Bytes>,
-    error: Option<(String, String)>,
-}
-
-impl WireAck {
-    pub fn new(event_id: &str, reply: AckReply) -> Self {
-        match reply {
-            AckReply::Payload(p) => {
-                let (args_json, attachments) = p.into_parts();
-                Self { event_id: event_id.to_owned(), args_json: Some(args_json), attachments, error: None }
-            }
-            AckReply::Error { code, message } => Self {
-                event_id: event_id.to_owned(),
-                args_json: None,
-                attachments: Vec::new(),
-                error: Some((code, message)),
-            },
-        }
-    }
-
-    pub fn into_parts(self) -> (String, AckReply) {
-        let reply = match (self.error, self.args_json) {
-            (Some((code, message)), _) => AckReply::Error { code, message },
-            (None, args) => AckReply::Payload(Payload::from_trusted_parts(args.unwrap_or_default(), self.attachments)),
-        };
-        (self.event_id, reply)
-    }
-}
 
 /// An entry handed to a local stream that still needs the backend's confirmation.
 struct InFlight {
@@ -212,24 +54,16 @@ pub struct EventBus {
 }
 
 impl Cluster {
-    /// Writes a client event or lifecycle message for the backends.
-    pub(crate) fn publish(&self, message: BackendMessage, pending_ack: Option<u64>) -> Result<(), HubError> {
-        self.enqueue(Outgoing::Message { message, pending_ack }).map_err(|_| {
-            self.metrics.dropped("cluster_outbox_full", 1);
-            HubError::ResourceExhausted("too many events waiting for Redis".into())
-        })
-    }
-
     /// Creates `group`'s consumer groups (reading from now on) and tells every instance a
     /// backend group exists, so their clients' events are written from now on too.
     /// Done before the stream is confirmed: an event a backend emits after its Subscribed
     /// cannot be missed. Redis down: the reader creates them once it is back.
-    pub async fn prepare_group(&self, group: &str) {
+    pub(super) async fn prepare_group(&self, group: &str) {
         let Some(mut redis) = self.link.conn() else { return };
         for p in 0..self.settings.partitions {
             let created: Result<(), _> = redis::cmd("XGROUP")
                 .arg("CREATE")
-                .arg(self.key(&["events", &p.to_string()]))
+                .arg(self.keys.events(p))
                 .arg(group)
                 .arg("$")
                 .arg("MKSTREAM")
@@ -243,18 +77,18 @@ impl Cluster {
             }
         }
         let _: Result<(), _> = redis::pipe()
-            .sadd(self.key(&["groups"]), group)
+            .sadd(self.keys.groups(), group)
             .ignore()
-            .publish(self.key(&["groups"]), group)
+            .publish(self.keys.groups(), group)
             .ignore()
             .query_async(&mut redis)
             .await;
     }
 
     /// Makes sure this instance reads `group`'s events (a stream of it subscribed here).
-    pub fn ensure_reader(self: &Arc<Self>, group: &str) {
+    pub(super) fn ensure_reader(self: &Arc<Self>, group: &str) {
         self.groups_known.store(true, std::sync::atomic::Ordering::Release);
-        let mut readers = self.events.readers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut readers = self.streams.readers.lock().unwrap_or_else(|e| e.into_inner());
         if readers.insert(group.to_owned()) {
             tokio::spawn(self.clone().run_reader(group.to_owned()));
         }
@@ -263,9 +97,9 @@ impl Cluster {
     /// The backend confirmed an event: it leaves the group's pending list in Redis. The
     /// Redis write runs on its own task so the stream's next answers are not held up by
     /// a round trip. Returns whether the event's client wanted an answer, when known here.
-    pub fn settle(self: &Arc<Self>, group: &str, event_id: &str) -> Option<bool> {
+    pub(super) fn settle(self: &Arc<Self>, group: &str, event_id: &str) -> Option<bool> {
         let entry = self
-            .events
+            .streams
             .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -289,11 +123,11 @@ impl Cluster {
         let mut reader = Reader::new(self.clone(), group.clone());
         let mut backoff = Duration::from_millis(100);
         loop {
-            if !self.router.has_group(&group) {
-                let mut readers = self.events.readers.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.node().router.has_group(&group) {
+                let mut readers = self.streams.readers.lock().unwrap_or_else(|e| e.into_inner());
                 // Checked again under the lock, so a stream subscribing now either sees
                 // this reader still registered or starts a new one.
-                if !self.router.has_group(&group) {
+                if !self.node().router.has_group(&group) {
                     readers.remove(&group);
                     break;
                 }
@@ -357,11 +191,11 @@ impl Reader {
     }
 
     fn stream(&self, partition: usize) -> String {
-        self.cluster.key(&["events", &partition.to_string()])
+        self.cluster.keys.events(partition)
     }
 
     fn consumer(&self) -> &str {
-        &self.cluster.instance_id
+        self.cluster.instance_id()
     }
 
     async fn step(&mut self) -> Result<(), redis::RedisError> {
@@ -399,7 +233,7 @@ impl Reader {
     }
 
     fn unconfirmed(&self) -> usize {
-        let in_flight = self.cluster.events.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let in_flight = self.cluster.streams.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         in_flight.keys().filter(|(group, _)| *group == self.group).count()
     }
 
@@ -409,7 +243,7 @@ impl Reader {
     async fn create_groups(&mut self) -> Result<(), redis::RedisError> {
         let Some(conn) = self.conn.as_mut() else { return Ok(()) };
         for p in 0..self.cluster.settings.partitions {
-            let stream = self.cluster.key(&["events", &p.to_string()]);
+            let stream = self.cluster.keys.events(p);
             let created: Result<(), _> = redis::cmd("XGROUP")
                 .arg("CREATE")
                 .arg(&stream)
@@ -424,14 +258,14 @@ impl Reader {
                 return Err(e);
             }
         }
-        let _: () = redis::cmd("SADD").arg(self.cluster.key(&["groups"])).arg(&self.group).query_async(conn).await?;
+        let _: () = redis::cmd("SADD").arg(self.cluster.keys.groups()).arg(&self.group).query_async(conn).await?;
         self.created = true;
         Ok(())
     }
 
     /// Reports this reader and works out which partitions are its own.
     async fn refresh_membership(&mut self) -> Result<(), redis::RedisError> {
-        let key = self.cluster.key(&["group", &self.group]);
+        let key = self.cluster.keys.group(&self.group);
         let since = now_ms().saturating_sub(self.cluster.settings.node_timeout.as_millis() as u64);
         let consumer = self.consumer().to_owned();
         let Some(conn) = self.conn.as_mut() else { return Ok(()) };
@@ -467,9 +301,11 @@ impl Reader {
 
     /// Forgets entries whose stream is gone; true if there were any (read them again).
     fn release_orphans(&self) -> bool {
-        let mut in_flight = self.cluster.events.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut in_flight = self.cluster.streams.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let before = in_flight.len();
-        in_flight.retain(|(group, _), entry| *group != self.group || self.cluster.router.has_subscriber(entry.holder));
+        in_flight.retain(|(group, _), entry| {
+            *group != self.group || self.cluster.node().router.has_subscriber(entry.holder)
+        });
         in_flight.len() != before
     }
 
@@ -478,7 +314,7 @@ impl Reader {
     async fn settle_unanswered(&mut self) -> Result<(), redis::RedisError> {
         let limit = self.cluster.settings.ack_timeout + Duration::from_secs(1);
         let expired: Vec<(String, String)> = {
-            let mut in_flight = self.cluster.events.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            let mut in_flight = self.cluster.streams.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             let keys: Vec<(String, String)> = in_flight
                 .iter()
                 .filter(|((group, _), e)| *group == self.group && e.wants_ack && e.since.elapsed() > limit)
@@ -494,7 +330,7 @@ impl Reader {
 
     fn is_in_flight(&self, event_id: &str) -> bool {
         self.cluster
-            .events
+            .streams
             .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -640,13 +476,13 @@ impl Reader {
             return Ok(());
         }
         loop {
-            let Some(picked) = self.cluster.router.pick(&self.group, &message) else {
+            let Some(picked) = self.cluster.node().router.pick(&self.group, &message) else {
                 // No stream here wants it (patterns, namespaces, lifecycle): done with it.
                 return self.ack(stream, &entry.id).await;
             };
             let confirm = event_id.is_some() && (wants_ack || picked.confirm_all);
             if let (true, Some(id)) = (confirm, &event_id) {
-                self.cluster.events.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                self.cluster.streams.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(
                     (self.group.clone(), id.clone()),
                     InFlight {
                         stream: stream.to_owned(),
@@ -661,7 +497,7 @@ impl Reader {
                 // That stream just closed; pick another (or none).
                 if let Some(id) = &event_id {
                     self.cluster
-                        .events
+                        .streams
                         .in_flight
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -670,7 +506,7 @@ impl Reader {
                 continue;
             }
             if again {
-                self.cluster.metrics.cluster_redelivered.inc();
+                self.cluster.node().metrics.cluster_redelivered.inc();
             }
             return if confirm { Ok(()) } else { self.ack(stream, &entry.id).await };
         }
@@ -684,50 +520,10 @@ impl Reader {
 
     /// Stops counting as a reader of the group, so its partitions move at once.
     async fn leave(&mut self) {
-        let key = self.cluster.key(&["group", &self.group]);
+        let key = self.cluster.keys.group(&self.group);
         let consumer = self.consumer().to_owned();
         if let Some(conn) = self.conn.as_mut() {
             let _: Result<i64, _> = redis::cmd("ZREM").arg(key).arg(consumer).query_async(conn).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_survive_the_trip_through_redis_bytes_intact() {
-        let event = ClientEvent {
-            id: "abc-1".into(),
-            socket_id: "s1".into(),
-            user_id: Some("u".into()),
-            namespace: "/".into(),
-            event: "chat".into(),
-            payload: Payload::from_trusted_parts(
-                "[12345678901234567890123,{\"_placeholder\":true,\"num\":0}]".into(),
-                vec![Bytes::from_static(&[0, 1, 255])],
-            ),
-            wants_ack: true,
-            received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            handshake: Arc::new(Handshake { user_agent: "ua".into(), ..Default::default() }),
-        };
-        let bytes = encode("node", &BackendMessage::ClientEvent(Arc::new(event)));
-        let Some(BackendMessage::ClientEvent(back)) = decode(&bytes) else { panic!("not an event") };
-        assert_eq!(back.payload.args_json(), "[12345678901234567890123,{\"_placeholder\":true,\"num\":0}]");
-        assert_eq!(back.payload.attachments(), &[Bytes::from_static(&[0, 1, 255])]);
-        assert_eq!(back.received_at, UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
-        assert!(back.wants_ack);
-        assert_eq!(back.handshake.user_agent, "ua");
-        assert!(decode(b"garbage").is_none());
-    }
-
-    #[test]
-    fn ack_answers_keep_payload_or_error() {
-        let (id, reply) = WireAck::new("e1", AckReply::error("x", "y")).into_parts();
-        assert_eq!((id.as_str(), reply), ("e1", AckReply::error("x", "y")));
-        let p = Payload::from_trusted_parts("[1]".into(), vec![Bytes::from_static(b"b")]);
-        let (_, reply) = WireAck::new("e2", AckReply::Payload(p.clone())).into_parts();
-        assert_eq!(reply, AckReply::Payload(p));
     }
 }

@@ -1,0 +1,198 @@
+//! Operations on sockets carried to the instances that hold them, and their answers.
+//!
+//! Each instance listens on its own channel (`P:node:<instance>`): requests for its
+//! sockets, answers to its own requests, and backend acks for its clients. Requests for
+//! every instance (room and everyone pushes, listings) go once on `P:all`. A request that
+//! wants answers names the asking instance; the asker waits for one answer per instance it
+//! addressed (the live instances the last heartbeat saw, for `P:all`), at most
+//! `redis.request_timeout_ms` plus the operation's own wait (an ack timeout).
+//!
+//! Requests are applied in the order they arrive, so pushes from one instance to one
+//! socket keep their order; one that must wait (for client acks) finishes on its own task
+//! after its packets went out.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use tokio::sync::mpsc;
+
+use super::Cluster;
+use super::codec::{NodeMessage, WireAck};
+use crate::hub::HubError;
+use crate::hub::backplane::{NodeReply, NodeRequest, Remote, Wait};
+use crate::hub::router::AckReply;
+
+/// Messages waiting on an instance's channel before new ones are dropped (and logged):
+/// other instances send them, never clients, and the reader applies them at memory speed.
+const CHANNEL_BUFFER: usize = 16_384;
+
+/// Requests of this instance waiting for answers.
+#[derive(Default)]
+pub struct Relay {
+    next_id: AtomicU64,
+    waiting: Mutex<HashMap<u64, mpsc::Sender<NodeReply>>>,
+}
+
+impl Cluster {
+    /// Carries `request` to other instances; see the module doc.
+    pub(super) async fn relay(&self, to: Remote, request: NodeRequest, wait: Wait) -> Result<Vec<NodeReply>, HubError> {
+        let (channels, expected) = match to {
+            Remote::None => return Ok(Vec::new()),
+            Remote::Nodes(nodes) => {
+                let expected = nodes.len();
+                (nodes.iter().map(|n| self.keys.node_channel(n)).collect::<Vec<_>>(), expected)
+            }
+            Remote::All => (vec![self.keys.all_channel()], self.other_live_nodes().len()),
+        };
+        if expected == 0 {
+            return Ok(Vec::new());
+        }
+        if !self.link.is_up() {
+            return Err(HubError::Unavailable("the cluster's Redis is unreachable".into()));
+        }
+        let me = self.instance_id().to_owned();
+        let Wait::Answers { extra } = wait else {
+            let message = NodeMessage::Request { id: 0, from: me, answer_to: false, request };
+            if let Some(bytes) = message.encode() {
+                for channel in &channels {
+                    self.link.publish(channel, &bytes).await;
+                }
+            }
+            return Ok(Vec::new());
+        };
+        let id = self.relay.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, mut rx) = mpsc::channel(expected);
+        self.relay.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        let _forget = Forget { relay: &self.relay, id };
+        let message = NodeMessage::Request { id, from: me, answer_to: true, request };
+        let Some(bytes) = message.encode() else { return Ok(Vec::new()) };
+        for channel in &channels {
+            self.link.publish(channel, &bytes).await;
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.request_timeout + extra;
+        let mut answers = Vec::with_capacity(expected);
+        while answers.len() < expected {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(reply)) => answers.push(reply),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if answers.len() < expected {
+            tracing::debug!(expected, got = answers.len(), "some instances did not answer in time");
+        }
+        Ok(answers)
+    }
+
+    /// Sends a backend's answer to the instance whose client waits for `event_id`.
+    pub(super) fn forward_ack(self: &Arc<Self>, event_id: &str, reply: AckReply) -> Result<(), HubError> {
+        let origin = match event_id.split_once('-') {
+            Some((origin, _)) if is_instance_id(origin) => origin.to_owned(),
+            _ => {
+                return Err(HubError::NotFound(format!(
+                    "ack.event_id {:?} is not an event id this cluster issued",
+                    event_id.chars().take(64).collect::<String>()
+                )));
+            }
+        };
+        let Some(bytes) = NodeMessage::Ack(WireAck::new(event_id, reply)).encode() else { return Ok(()) };
+        // Sent on its own task: answers to other instances' clients must not wait behind
+        // each other's round trips.
+        let cluster = self.clone();
+        tokio::spawn(async move { cluster.link.publish(&cluster.keys.node_channel(&origin), &bytes).await });
+        Ok(())
+    }
+
+    /// Reads this instance's channel until the process ends.
+    pub(super) async fn run_node_channel(self: Arc<Self>) {
+        let mut rx = self.link.subscribe(self.keys.node_channel(self.instance_id()), CHANNEL_BUFFER).await;
+        while let Some((_, bytes)) = rx.recv().await {
+            match NodeMessage::decode(&bytes) {
+                Some(NodeMessage::Request { id, from, answer_to, request }) => {
+                    self.apply_request(id, from, answer_to, request).await;
+                }
+                Some(NodeMessage::Answer { id, reply }) => {
+                    let waiting = self.relay.waiting.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
+                    if let Some(tx) = waiting {
+                        let _ = tx.try_send(reply);
+                    }
+                }
+                Some(NodeMessage::Ack(ack)) => {
+                    let (event_id, reply) = ack.into_parts();
+                    if let Err(e) = self.node().router.complete_ack(&event_id, reply) {
+                        tracing::debug!(error = %e, "forwarded ack not applied");
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Reads the every-instance channel until the process ends.
+    pub(super) async fn run_all_channel(self: Arc<Self>) {
+        let mut rx = self.link.subscribe(self.keys.all_channel(), CHANNEL_BUFFER).await;
+        while let Some((_, bytes)) = rx.recv().await {
+            if let Some(NodeMessage::Request { id, from, answer_to, request }) = NodeMessage::decode(&bytes)
+                && from != self.instance_id()
+            {
+                self.apply_request(id, from, answer_to, request).await;
+            }
+        }
+    }
+
+    /// Learns at once when a backend group appears anywhere (the heartbeat would take up
+    /// to a second).
+    pub(super) async fn run_group_news(self: Arc<Self>) {
+        let mut rx = self.link.subscribe(self.keys.groups(), 64).await;
+        while rx.recv().await.is_some() {
+            self.groups_known.store(true, Ordering::Release);
+        }
+    }
+
+    /// Applies another instance's request to this instance's sockets, and answers it when
+    /// asked to. Whatever the request does at once (its packets going out) happens before
+    /// the next request is read; only waiting for client acks continues on its own task.
+    async fn apply_request(self: &Arc<Self>, id: u64, from: String, answer_to: bool, request: NodeRequest) {
+        let Some(hub) = self.node().hub.upgrade() else { return };
+        let mut applying = Box::pin(async move { hub.apply_local(request).await });
+        let reply = match futures::poll!(&mut applying) {
+            Poll::Ready(reply) => reply,
+            Poll::Pending => {
+                let cluster = self.clone();
+                tokio::spawn(async move {
+                    let reply = applying.await;
+                    if answer_to {
+                        cluster.answer(&from, id, reply).await;
+                    }
+                });
+                return;
+            }
+        };
+        if answer_to {
+            self.answer(&from, id, reply).await;
+        }
+    }
+
+    async fn answer(&self, to: &str, id: u64, reply: NodeReply) {
+        if let Some(bytes) = (NodeMessage::Answer { id, reply }).encode() {
+            self.link.publish(&self.keys.node_channel(to), &bytes).await;
+        }
+    }
+}
+
+/// Removes a request's answer slot however the wait ends.
+struct Forget<'a> {
+    relay: &'a Relay,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.relay.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
+fn is_instance_id(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}

@@ -160,7 +160,7 @@ impl Server {
         // itself, and in cluster mode the backends and other instances hear of it through
         // Redis before this instance leaves.
         self.hub.unregister_all("server shutting down");
-        if tokio::time::timeout(remaining(), self.hub.leave_cluster()).await.is_err() {
+        if tokio::time::timeout(remaining(), self.hub.leave_peers()).await.is_err() {
             tracing::warn!("cluster writes still queued at the end of the grace period");
         }
         self.trigger_http.fire();

@@ -38,17 +38,11 @@ pub struct Relay {
 impl Cluster {
     /// Carries `request` to other instances; see the module doc.
     pub(super) async fn relay(&self, to: Remote, request: NodeRequest, wait: Wait) -> Result<Vec<NodeReply>, HubError> {
-        let (channels, expected) = match to {
+        let channels: Vec<String> = match &to {
             Remote::None => return Ok(Vec::new()),
-            Remote::Nodes(nodes) => {
-                let expected = nodes.len();
-                (nodes.iter().map(|n| self.keys.node_channel(n)).collect::<Vec<_>>(), expected)
-            }
-            Remote::All => (vec![self.keys.all_channel()], self.other_live_nodes().len()),
+            Remote::Nodes(nodes) => nodes.iter().map(|n| self.keys.node_channel(n)).collect(),
+            Remote::All => vec![self.keys.all_channel()],
         };
-        if expected == 0 {
-            return Ok(Vec::new());
-        }
         if !self.link.is_up() {
             return Err(HubError::Unavailable("the cluster's Redis is unreachable".into()));
         }
@@ -62,6 +56,13 @@ impl Cluster {
             }
             return Ok(Vec::new());
         };
+        let expected = match &to {
+            Remote::Nodes(nodes) => nodes.len(),
+            _ => self.other_listeners().await,
+        };
+        if expected == 0 {
+            return Ok(Vec::new());
+        }
         let id = self.relay.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, mut rx) = mpsc::channel(expected);
         self.relay.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
@@ -83,6 +84,18 @@ impl Cluster {
             tracing::debug!(expected, got = answers.len(), "some instances did not answer in time");
         }
         Ok(answers)
+    }
+
+    /// How many other instances listen on `P:all` now (Redis knows exactly; the heartbeat's
+    /// list can be a second behind an instance that just started).
+    async fn other_listeners(&self) -> usize {
+        let Some(mut conn) = self.link.conn() else { return self.other_live_nodes().len() };
+        let reply: Result<(String, usize), _> =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg(self.keys.all_channel()).query_async(&mut conn).await;
+        match reply {
+            Ok((_, n)) => n.saturating_sub(1),
+            Err(_) => self.other_live_nodes().len(),
+        }
     }
 
     /// Sends a backend's answer to the instance whose client waits for `event_id`.

@@ -40,9 +40,8 @@ impl AckReply {
 pub enum AckWaiter {
     /// The client's ack callback, waiting since `since`.
     Client { ack: ClientAck, since: Instant },
-    /// The reply as a value (unit tests).
-    #[cfg(test)]
-    Channel(tokio::sync::oneshot::Sender<AckReply>),
+    /// The reply as a value, for a waiter inside the process.
+    Reply(tokio::sync::oneshot::Sender<AckReply>),
 }
 
 impl AckWaiter {
@@ -57,8 +56,7 @@ impl AckWaiter {
                 metrics.backend_ack_duration.observe(since.elapsed().as_secs_f64());
                 answer(Some(ack), reply);
             }
-            #[cfg(test)]
-            AckWaiter::Channel(tx) => {
+            AckWaiter::Reply(tx) => {
                 let _ = tx.send(reply);
             }
         }
@@ -75,8 +73,7 @@ impl AckWaiter {
         };
         match self {
             AckWaiter::Client { ack, .. } => answer(Some(ack), reply),
-            #[cfg(test)]
-            AckWaiter::Channel(tx) => {
+            AckWaiter::Reply(tx) => {
                 let _ = tx.send(reply);
             }
         }

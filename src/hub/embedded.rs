@@ -57,8 +57,15 @@ impl Backplane for EmbeddedBackplane {
         Reach::Alone
     }
 
+    /// This instance alone.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, HubError>> {
-        futures::future::ready(Ok(Vec::new())).boxed()
+        let node = self.node();
+        let this = NodeInfo {
+            instance_id: node.instance_id.clone(),
+            connections: node.registry.len() as u64,
+            last_seen: super::now_wall(),
+        };
+        futures::future::ready(Ok(vec![this])).boxed()
     }
 
     fn leave(&self) -> BoxFuture<'_, ()> {

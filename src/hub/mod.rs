@@ -278,7 +278,7 @@ impl Hub {
 
     /// Shutdown: waits (bounded by the caller) until what the backplane queued so far
     /// reached the other instances, then takes this instance out.
-    pub async fn leave_cluster(&self) {
+    pub async fn leave_peers(&self) {
         self.backplane.leave().await;
     }
 

@@ -626,7 +626,7 @@ mod tests {
         let (seq, e) = event(&r, "s", "x");
         let event_id = e.id.clone();
         let (tx, mut ack) = oneshot::channel();
-        r.await_ack(seq, AckWaiter::Channel(tx));
+        r.await_ack(seq, AckWaiter::Reply(tx));
         r.dispatch(seq, e);
         r.complete_ack(&event_id, AckReply::Payload(Payload::default())).unwrap();
         assert_eq!(ack.try_recv(), Ok(AckReply::Payload(Payload::default())));
@@ -634,7 +634,7 @@ mod tests {
 
         let (seq, e) = event(&r, "s", "x");
         let (tx, mut ack) = oneshot::channel();
-        r.await_ack(seq, AckWaiter::Channel(tx));
+        r.await_ack(seq, AckWaiter::Reply(tx));
         r.dispatch(seq, e);
         r.unsubscribe(id);
         assert!(matches!(ack.try_recv(), Ok(AckReply::Error { code, .. }) if code == "backend_unavailable"));
@@ -647,7 +647,7 @@ mod tests {
         let r = EventRouter::new(&s, "i".into(), Arc::new(Metrics::new(&["/".into()])));
         let (seq, e) = event(&r, "s", "x");
         let (tx, mut ack) = oneshot::channel();
-        r.await_ack(seq, AckWaiter::Channel(tx));
+        r.await_ack(seq, AckWaiter::Reply(tx));
         assert_eq!(r.dispatch(seq, e), DispatchOutcome::Buffered);
         assert_eq!(r.expire_undelivered(), 1);
         assert!(matches!(ack.try_recv(), Ok(AckReply::Error { code, .. }) if code == "no_backend"));

@@ -17,6 +17,7 @@ pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod hub;
+pub mod names;
 pub mod shutdown;
 pub mod socketio;
 pub mod telemetry;

@@ -394,3 +394,97 @@ async fn batch_push_answers_each_item() {
     assert_eq!(d.event("u", "one").await["args"], json!([1]));
     d.exit().await;
 }
+
+/// The REST door and gRPC refuse and accept exactly the same room names, event names and
+/// payload sizes: both defer to the hub's one set of rules, and the OpenAPI document states
+/// the same patterns.
+#[tokio::test]
+async fn rest_and_grpc_accept_and_refuse_the_same_names_and_sizes() {
+    let bridge = Bridge::start(&args(&["socketio.max_payload_bytes=1000"])).await;
+    let mut grpc = bridge.client().await;
+    let longest = "r".repeat(256);
+    let too_long = "r".repeat(257);
+    let wide = "é".repeat(256);
+    let rooms: &[(&str, &str)] = &[
+        ("plain", "team"),
+        ("256 characters", &longest),
+        ("257 characters", &too_long),
+        ("256 two-byte characters", &wide),
+        ("empty", ""),
+        ("user prefix", "user:bob"),
+        ("socket prefix", "socket:AAAAAAAAAAAAAAAA"),
+        ("control character", "a\u{7}b"),
+        ("C1 control character", "a\u{85}b"),
+        ("prefix-like", "users:bob"),
+    ];
+    let events: &[(&str, &str)] = &[
+        ("plain", "chat.message"),
+        ("reserved", "connect"),
+        ("reserved", "disconnecting"),
+        ("reserved-like", "connected"),
+        ("257 characters", &too_long),
+        ("control character", "x\ny"),
+        ("empty", ""),
+    ];
+    let mut checked = 0;
+    let mut outcomes = Vec::new();
+    for (what, room) in rooms {
+        let via_grpc =
+            grpc.push(push_request(T::Room((*room).into()), "e", "[1]")).await.map(|_| ()).map_err(|s| s.code());
+        let (status, _, body) = bridge
+            .rest("POST", "/api/v1/push", Some(API_KEY), Some(&json!({"roomId": room, "event": "e", "payload": 1})))
+            .await;
+        assert_eq!(via_grpc.is_ok(), status == 200, "room {what} ({room:?}): gRPC {via_grpc:?}, REST {status} {body}");
+        outcomes.push(format!("room {what}: {}", if status == 200 { "accepted" } else { "refused" }));
+        checked += 1;
+    }
+    for (what, event) in events {
+        let via_grpc =
+            grpc.push(push_request(T::Room("team".into()), event, "[1]")).await.map(|_| ()).map_err(|s| s.code());
+        let (status, _, body) = bridge
+            .rest("POST", "/api/v1/push", Some(API_KEY), Some(&json!({"roomId": "team", "event": event, "payload": 1})))
+            .await;
+        assert_eq!(
+            via_grpc.is_ok(),
+            status == 200,
+            "event {what} ({event:?}): gRPC {via_grpc:?}, REST {status} {body}"
+        );
+        outcomes.push(format!("event {what}: {}", if status == 200 { "accepted" } else { "refused" }));
+        checked += 1;
+    }
+    // Sizes: the payload limit counts the argument list's bytes, "[" and "]" included.
+    for len in [990usize, 996, 997, 998, 1000, 1001] {
+        let text = "x".repeat(len.saturating_sub(4));
+        let args_json = format!("[{}]", json!(text));
+        let via_grpc = grpc.push(push_request(T::Room("team".into()), "e", &args_json)).await.map(|_| ());
+        let (status, _, body) = bridge
+            .rest(
+                "POST",
+                "/api/v1/push",
+                Some(API_KEY),
+                Some(&json!({"roomId": "team", "event": "e", "payload": text})),
+            )
+            .await;
+        assert_eq!(
+            via_grpc.is_ok(),
+            status == 200,
+            "payload of {} bytes: gRPC {via_grpc:?}, REST {status} {body}",
+            args_json.len()
+        );
+        outcomes.push(format!(
+            "payload {} bytes: {}",
+            args_json.len(),
+            if status == 200 { "accepted" } else { "refused" }
+        ));
+        checked += 1;
+    }
+    eprintln!("{checked} cases, same outcome through both doors:\n  {}", outcomes.join("\n  "));
+    assert!(outcomes.iter().any(|o| o.ends_with("accepted")) && outcomes.iter().any(|o| o.ends_with("refused")));
+    // The document states the hub's own patterns.
+    let (_, _, doc) = bridge.rest("GET", "/api/v1/openapi.json", None, None).await;
+    let room = &doc["components"]["schemas"]["PushBody"]["properties"]["roomId"];
+    assert_eq!(room["pattern"], json!(socket_bridge::names::room_pattern()));
+    assert_eq!(room["maxLength"], json!(socket_bridge::names::MAX_NAME_LEN));
+    let event = &doc["components"]["schemas"]["PushBody"]["properties"]["event"];
+    assert_eq!(event["pattern"], json!(socket_bridge::names::event_pattern()));
+}

@@ -31,13 +31,13 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PushBody {
     #[serde(default, deserialize_with = "present")]
-    #[schema(nullable = false, min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(nullable = false)]
     pub user_id: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(nullable = false, min_length = 1, max_length = 256, pattern = r"^(?!user:)[^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(nullable = false)]
     pub room_id: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(nullable = false, pattern = r"^[A-Za-z0-9_-]{16}$")]
+    #[schema(nullable = false)]
     pub socket_id: Option<String>,
     /// Every socket of the namespace; must be true when given.
     #[serde(default, deserialize_with = "present")]
@@ -45,9 +45,8 @@ pub struct PushBody {
     pub broadcast: Option<bool>,
     /// Socket.IO namespace; default "/". An unconfigured namespace answers 404.
     #[serde(default, deserialize_with = "present")]
-    #[schema(nullable = false, min_length = 1, max_length = 128)]
+    #[schema(nullable = false)]
     pub namespace: Option<String>,
-    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub event: String,
     /// The event's single argument (any JSON). Omit for an event without arguments.
     #[serde(default, deserialize_with = "present")]
@@ -67,17 +66,17 @@ pub struct PushBodyOptions {
     pub volatile: Option<bool>,
     /// Wait this many milliseconds for every reached socket's acknowledgement.
     #[serde(default, deserialize_with = "millis")]
-    #[schema(nullable = false, minimum = 1, maximum = 300000)]
+    #[schema(nullable = false, minimum = 1)]
     pub timeout: Option<u64>,
     /// Keep the message this many milliseconds for an offline user (userId target only).
     #[serde(default, deserialize_with = "millis")]
-    #[schema(nullable = false, minimum = 1, maximum = 604800000)]
+    #[schema(nullable = false, minimum = 1)]
     pub ttl: Option<u64>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(nullable = false, max_items = 256)]
+    #[schema(nullable = false)]
     pub except_rooms: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(nullable = false, max_items = 256)]
+    #[schema(nullable = false)]
     pub except_socket_ids: Option<Vec<String>>,
 }
 
@@ -128,7 +127,7 @@ pub struct AckEntry {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushBatchBody {
-    #[schema(min_items = 1, max_items = 1000)]
+    #[schema(min_items = 1)]
     pub pushes: Vec<PushBody>,
 }
 
@@ -366,36 +365,42 @@ pub async fn push_batch(
         (status = 429, description = "Rate limited; see Retry-After", body = ErrorResponse),
     ))]
 pub async fn status(State(hub): State<Arc<Hub>>) -> Json<StatusBody> {
-    let s = hub.status().await;
-    Json(StatusBody {
-        instance_id: s.instance_id,
-        version: s.version.into(),
-        uptime_seconds: s.uptime.as_secs_f64(),
-        active_connections: s.connections,
-        unique_users: s.unique_users,
-        room_count: s.rooms,
-        message_rate: MessageRate { incoming: s.messages_in_per_second, outgoing: s.messages_out_per_second },
-        error_rate: s.errors_per_second,
-        messages_in_total: s.messages_in_total,
-        messages_out_total: s.messages_out_total,
-        errors_total: s.errors_total,
-        memory_usage: MemoryUsage { rss: s.rss_bytes },
-        backend_groups: s
-            .backend_groups
-            .into_iter()
-            .map(|g| BackendGroupStatus { group: g.group, streams: g.streams, queued_events: g.queued_events })
-            .collect(),
-        undelivered_events: s.undelivered_events,
-        draining: s.draining,
-        nodes: s
-            .nodes
-            .iter()
-            .map(|n| NodeStatus {
-                instance_id: n.instance_id.clone(),
-                connections: n.connections,
-                last_seen: crate::telemetry::rfc3339(n.last_seen),
-            })
-            .collect(),
-        redis: s.redis.to_owned(),
-    })
+    Json(StatusBody::from(hub.status().await))
+}
+
+/// The one JSON view of a status report: the REST status and the dashboard both show it.
+impl From<crate::hub::StatusReport> for StatusBody {
+    fn from(s: crate::hub::StatusReport) -> Self {
+        Self {
+            instance_id: s.instance_id,
+            version: s.version.into(),
+            uptime_seconds: s.uptime.as_secs_f64(),
+            active_connections: s.connections,
+            unique_users: s.unique_users,
+            room_count: s.rooms,
+            message_rate: MessageRate { incoming: s.messages_in_per_second, outgoing: s.messages_out_per_second },
+            error_rate: s.errors_per_second,
+            messages_in_total: s.messages_in_total,
+            messages_out_total: s.messages_out_total,
+            errors_total: s.errors_total,
+            memory_usage: MemoryUsage { rss: s.rss_bytes },
+            backend_groups: s
+                .backend_groups
+                .into_iter()
+                .map(|g| BackendGroupStatus { group: g.group, streams: g.streams, queued_events: g.queued_events })
+                .collect(),
+            undelivered_events: s.undelivered_events,
+            draining: s.draining,
+            nodes: s
+                .nodes
+                .iter()
+                .map(|n| NodeStatus {
+                    instance_id: n.instance_id.clone(),
+                    connections: n.connections,
+                    last_seen: crate::telemetry::rfc3339(n.last_seen),
+                })
+                .collect(),
+            redis: s.redis.to_owned(),
+        }
+    }
 }

@@ -57,31 +57,9 @@ pub async fn page() -> impl IntoResponse {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
-    instance_id: String,
-    version: &'static str,
-    uptime_seconds: f64,
-    active_connections: u64,
-    unique_users: u64,
-    room_count: u64,
-    message_rate: super::api::MessageRate,
-    error_rate: f64,
-    messages_in_total: u64,
-    messages_out_total: u64,
-    errors_total: u64,
-    memory: super::api::MemoryUsage,
-    draining: bool,
-    backend_groups: Vec<super::api::BackendGroupStatus>,
-    nodes: Vec<Node>,
+    #[serde(flatten)]
+    status: super::api::StatusBody,
     rooms: Vec<RoomRow>,
-    undelivered_events: u64,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Node {
-    instance_id: String,
-    connections: u64,
-    last_seen: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -107,44 +85,7 @@ async fn snapshot_of(hub: &Hub) -> Snapshot {
             }));
         }
     }
-    Snapshot {
-        nodes: s
-            .nodes
-            .iter()
-            .map(|n| Node {
-                instance_id: n.instance_id.clone(),
-                connections: n.connections,
-                last_seen: crate::telemetry::rfc3339(n.last_seen),
-            })
-            .collect(),
-        instance_id: s.instance_id,
-        version: s.version,
-        uptime_seconds: s.uptime.as_secs_f64(),
-        active_connections: s.connections,
-        unique_users: s.unique_users,
-        room_count: s.rooms,
-        message_rate: super::api::MessageRate {
-            incoming: s.messages_in_per_second,
-            outgoing: s.messages_out_per_second,
-        },
-        error_rate: s.errors_per_second,
-        messages_in_total: s.messages_in_total,
-        messages_out_total: s.messages_out_total,
-        errors_total: s.errors_total,
-        memory: super::api::MemoryUsage { rss: s.rss_bytes },
-        draining: s.draining,
-        backend_groups: s
-            .backend_groups
-            .into_iter()
-            .map(|g| super::api::BackendGroupStatus {
-                group: g.group,
-                streams: g.streams,
-                queued_events: g.queued_events,
-            })
-            .collect(),
-        rooms,
-        undelivered_events: s.undelivered_events,
-    }
+    Snapshot { status: super::api::StatusBody::from(s), rooms }
 }
 
 pub async fn snapshot(State(hub): State<Arc<Hub>>) -> Json<Snapshot> {

@@ -220,42 +220,49 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The OpenAPI 3 document, generated from the handlers' types. What the types cannot say
-/// (exactly one target; `ttl` only with a user; `broadcast` only `true`) is added here, so
-/// the document states precisely what the handlers accept.
+/// The OpenAPI 3 document, generated from the handlers' types. Every limit and pattern is
+/// filled in from the constants the hub enforces ([`crate::names`] and the push limits),
+/// and what the types cannot say (exactly one target; `ttl` only with a user; `broadcast`
+/// only `true`) is added here, so the document states precisely what the handlers accept.
 pub fn openapi_document() -> serde_json::Value {
+    use crate::hub::{MAX_ACK_TIMEOUT, MAX_BATCH, MAX_TTL};
+    use crate::names;
+    use serde_json::json;
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let name =
+        |max: usize, pattern: String| json!({ "type": "string", "minLength": 1, "maxLength": max, "pattern": pattern });
     if let Some(push) = doc.pointer_mut("/components/schemas/PushBody") {
         const TARGETS: [&str; 4] = ["userId", "roomId", "socketId", "broadcast"];
         let only = |field: &str| {
-            let others: Vec<_> =
-                TARGETS.iter().filter(|t| **t != field).map(|t| serde_json::json!({ "required": [t] })).collect();
-            let mut alt = serde_json::json!({ "required": [field], "not": { "anyOf": others } });
+            let others: Vec<_> = TARGETS.iter().filter(|t| **t != field).map(|t| json!({ "required": [t] })).collect();
+            let mut alt = json!({ "required": [field], "not": { "anyOf": others } });
             if field != "userId" {
-                alt["properties"] = serde_json::json!({ "options": { "not": { "required": ["ttl"] } } });
+                alt["properties"] = json!({ "options": { "not": { "required": ["ttl"] } } });
             }
             alt
         };
         push["oneOf"] = TARGETS.iter().map(|t| only(t)).collect();
-        push["properties"]["broadcast"] = serde_json::json!({ "type": "boolean", "enum": [true] });
-        push["properties"]["event"]["pattern"] = serde_json::json!(EVENT_PATTERN);
+        let props = &mut push["properties"];
+        props["broadcast"] = json!({ "type": "boolean", "enum": [true] });
+        props["userId"] = name(names::MAX_USER_ID_LEN, names::printable_pattern());
+        props["roomId"] = name(names::MAX_NAME_LEN, names::room_pattern());
+        props["socketId"] = json!({ "type": "string", "pattern": names::SOCKET_ID_PATTERN });
+        props["namespace"] = json!({ "type": "string", "minLength": 1, "maxLength": names::MAX_NAMESPACE_LEN });
+        props["event"] = name(names::MAX_NAME_LEN, names::event_pattern());
     }
     if let Some(options) = doc.pointer_mut("/components/schemas/PushBodyOptions/properties") {
-        options["exceptRooms"]["items"] = serde_json::json!({
-            "type": "string", "minLength": 1, "maxLength": 256, "pattern": ROOM_PATTERN
-        });
-        options["exceptSocketIds"]["items"] = serde_json::json!({ "type": "string", "pattern": SOCKET_ID_PATTERN });
+        options["exceptRooms"]["items"] = name(names::MAX_NAME_LEN, names::room_pattern());
+        options["exceptRooms"]["maxItems"] = json!(names::MAX_LIST_LEN);
+        options["exceptSocketIds"]["items"] = json!({ "type": "string", "pattern": names::SOCKET_ID_PATTERN });
+        options["exceptSocketIds"]["maxItems"] = json!(names::MAX_LIST_LEN);
+        options["timeout"]["maximum"] = json!(MAX_ACK_TIMEOUT.as_millis() as u64);
+        options["ttl"]["maximum"] = json!(MAX_TTL.as_millis() as u64);
+    }
+    if let Some(batch) = doc.pointer_mut("/components/schemas/PushBatchBody/properties/pushes") {
+        batch["maxItems"] = json!(MAX_BATCH);
     }
     doc
 }
-
-/// A room callers may name: no control characters, not an internal `user:` room.
-const ROOM_PATTERN: &str = r"^(?!user:)[^\x00-\x1f\x7f-\x9f]*$";
-/// An event name: no control characters, none of the names the Socket.IO client reserves.
-const EVENT_PATTERN: &str =
-    r"^(?!(connect|connect_error|disconnect|disconnecting|newListener|removeListener)$)[^\x00-\x1f\x7f-\x9f]*$";
-/// A Socket.IO socket id.
-const SOCKET_ID_PATTERN: &str = r"^[A-Za-z0-9_-]{16}$";
 
 async fn openapi() -> Json<serde_json::Value> {
     static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();

@@ -17,8 +17,7 @@ pub fn key_family(alg: Algorithm) -> KeyFamily {
     alg.family()
 }
 
-/// Longest user id accepted, in characters.
-pub const MAX_USER_ID_LEN: usize = 128;
+use crate::names::MAX_USER_ID_LEN;
 /// Longest token accepted, in bytes: a cheap refusal before any parsing.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Most rooms a token's `rooms` claim may list.
@@ -198,7 +197,7 @@ fn map_jwt_error(kind: ErrorKind) -> AuthError {
 }
 
 fn valid_user_id(id: &str) -> Result<String, AuthError> {
-    if id.is_empty() || id.chars().count() > MAX_USER_ID_LEN || id.chars().any(char::is_control) {
+    if crate::names::check_user_id(id).is_err() {
         return Err(AuthError::InvalidUserId);
     }
     Ok(id.to_owned())

@@ -34,7 +34,9 @@ use backplane::{Backplane, NodeHandle, Reach};
 pub use connections::{ConnectRefusal, JOIN_EVENT, LEAVE_EVENT};
 pub use listing::{ConnectionFilter, Page, RoomSummary, StatusReport};
 pub use payload::{Payload, PayloadError, PayloadLimits};
-pub use push::{AckOutcome, DeliveryReport, PushCommand, PushOptions, SocketAck, Target};
+pub use push::{
+    AckOutcome, DeliveryReport, MAX_ACK_TIMEOUT, MAX_BATCH, MAX_TTL, PushCommand, PushOptions, SocketAck, Target,
+};
 use registry::Registry;
 use router::EventRouter;
 
@@ -43,31 +45,9 @@ pub type Socket = socketioxide::extract::SocketRef;
 pub type ClientAck = socketioxide::extract::AckSender;
 pub type Operators = socketioxide::operators::BroadcastOperators;
 
-/// Prefix of the internal per-user rooms. Clients can neither join them nor be granted
-/// them by a token; the backend reaches them with a user target.
-pub const USER_ROOM_PREFIX: &str = "user:";
-/// Reserved for per-socket rooms: nobody may name a room with it (earlier versions used
-/// such rooms internally, and a backend addressing a socket should use a socket target).
-pub const SOCKET_ROOM_PREFIX: &str = "socket:";
-/// Longest room, event or group name accepted, in characters (so the REST schema can state
-/// it exactly).
-pub const MAX_NAME_LEN: usize = 256;
-/// Longest namespace name, in characters.
-pub const MAX_NAMESPACE_LEN: usize = 128;
-/// Most rooms or sockets named in one request.
-pub const MAX_LIST_LEN: usize = 256;
-/// Event names the Socket.IO client reserves for itself; a push under one of them would
-/// never reach application code.
-const RESERVED_EVENTS: &[&str] =
-    &["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
-
-pub fn is_internal_room(room: &str) -> bool {
-    room.starts_with(USER_ROOM_PREFIX) || room.starts_with(SOCKET_ROOM_PREFIX)
-}
-
-pub fn user_room(user_id: &str) -> String {
-    format!("{USER_ROOM_PREFIX}{user_id}")
-}
+pub use crate::names::{
+    MAX_LIST_LEN, MAX_NAME_LEN, MAX_NAMESPACE_LEN, SOCKET_ROOM_PREFIX, USER_ROOM_PREFIX, is_internal_room, user_room,
+};
 
 /// A failed hub call. Doors map these to gRPC codes and HTTP statuses; `field` names the
 /// request field at fault so callers can fix it.
@@ -91,38 +71,15 @@ impl HubError {
 
 /// Checks a room name given by the backend or a token.
 pub fn validate_room(room: &str) -> Result<(), HubError> {
-    validate_name(room).map_err(|m| HubError::invalid("room", m))?;
-    if is_internal_room(room) {
-        return Err(HubError::invalid(
-            "room",
-            format!(
-                "{room:?}: the {USER_ROOM_PREFIX:?} and {SOCKET_ROOM_PREFIX:?} prefixes are reserved; target the user or socket instead"
-            ),
-        ));
-    }
-    Ok(())
+    crate::names::check_room(room).map_err(|m| HubError::invalid("room", m))
 }
 
 fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    let chars = name.chars().count();
-    if chars > MAX_NAME_LEN {
-        return Err(format!("is {chars} characters, over the limit of {MAX_NAME_LEN}"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
-    }
-    Ok(())
+    crate::names::check_name(name)
 }
 
 fn validate_event(event: &str) -> Result<(), HubError> {
-    validate_name(event).map_err(|m| HubError::invalid("event", m))?;
-    if RESERVED_EVENTS.contains(&event) {
-        return Err(HubError::invalid("event", format!("{event:?} is reserved by the Socket.IO client")));
-    }
-    Ok(())
+    crate::names::check_event(event).map_err(|m| HubError::invalid("event", m))
 }
 
 /// Settings the hub applies, taken from `Config` once.

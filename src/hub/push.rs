@@ -99,11 +99,7 @@ pub(super) fn socket_id_of(id: &str) -> Option<socketioxide::socket::Sid> {
 
 fn validate_target(target: &Target, field: &str) -> Result<(), HubError> {
     match target {
-        Target::User(u)
-            if u.is_empty() || u.chars().count() > super::auth::MAX_USER_ID_LEN || u.chars().any(char::is_control) =>
-        {
-            Err(HubError::invalid(format!("{field}.user_id"), "must be 1 to 128 characters of printable text"))
-        }
+        Target::User(u) => crate::names::check_user_id(u).map_err(|m| HubError::invalid(format!("{field}.user_id"), m)),
         Target::Room(r) => validate_room(r).map_err(|e| rename_field(e, &format!("{field}.room"))),
         Target::Socket(s) => parse_sid(&format!("{field}.socket_id"), s).map(|_| ()),
         _ => Ok(()),

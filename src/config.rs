@@ -136,6 +136,12 @@ pub struct AuthConfig {
     pub mode: AuthMode,
     /// Let dev mode listen on a non-loopback address. Anyone could then claim any user id.
     pub allow_dev_on_public_interface: bool,
+    /// End a socket when its token expires (its `exp`, plus `auth.jwt.leeway_seconds`): the
+    /// client gets `bridge:disconnect` with reason "token expired" and must reconnect with
+    /// a fresh token. Off by default: clients that connect once with a short-lived token
+    /// would otherwise be cut off mid-session; turn it on when a revoked or expired
+    /// credential must stop receiving pushes.
+    pub disconnect_on_token_expiry: bool,
     pub jwt: JwtConfig,
 }
 
@@ -175,10 +181,17 @@ pub struct SocketIoSettings {
     pub max_attachments: usize,
     /// Connections beyond this are refused with a connect error.
     pub max_connections: usize,
+    /// Packets waiting to be written to one client before pushes to it are refused (and
+    /// reported per socket as `buffer_full`). 128, the Socket.IO layer's default: a client
+    /// that stopped reading holds at most this many of its pushes.
+    pub max_buffer_size: usize,
     /// Rooms a client may join itself with `bridge:join` (globs). Empty: none.
     pub client_room_patterns: Vec<String>,
     /// Fields of the handshake `auth` payload never forwarded to the backend.
     pub redacted_auth_fields: Vec<String>,
+    /// Largest handshake `auth` object, in bytes (as JSON). It is kept with the socket and
+    /// sent to backends in `SocketConnected`; 8 KiB holds a large JWT and a few fields.
+    pub max_auth_bytes: usize,
     /// Sustained events per second one socket may send.
     pub events_per_second: f64,
     /// Burst of events one socket may send above the sustained rate.
@@ -189,13 +202,28 @@ pub struct SocketIoSettings {
     pub cors_origins: Vec<String>,
 }
 
+/// Client events on their way to backends. Every queue is bounded in bytes as well as in
+/// count: a client may send events as large as `socketio.max_payload_bytes`, so a count
+/// alone would let ten sockets hold gigabytes. The byte defaults fit a 2 GiB instance:
+/// at most 256 MiB of events in all, whatever clients and backends do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
     /// Events queued per backend stream before the bridge answers clients "overloaded".
     pub stream_queue: usize,
+    /// Bytes queued per backend stream: 64 MiB lets a backend that stalls for a second
+    /// catch up on 64,000 events of 1 KB, and caps what one that never reads can hold.
+    pub stream_queue_max_bytes: usize,
     /// Client events kept while no backend subscription matches them.
     pub undelivered_capacity: usize,
+    /// Bytes kept while no backend subscription matches them: 64 MiB.
+    pub undelivered_max_bytes: usize,
+    /// Bytes of client events held in memory on their way to backends, in all (queues,
+    /// the undelivered buffer, the cluster outbox): 256 MiB, an eighth of a 2 GiB instance.
+    pub max_bytes: usize,
+    /// The same for one socket: 4 MiB, four events at the default payload limit; a
+    /// socket past it gets `backend_overloaded` until its earlier events are taken.
+    pub max_bytes_per_socket: usize,
     /// How long such an event waits for a subscriber before it is dropped and counted.
     pub undelivered_max_age_ms: u64,
 }
@@ -321,7 +349,12 @@ impl Default for GrpcConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { mode: AuthMode::Dev, allow_dev_on_public_interface: false, jwt: JwtConfig::default() }
+        Self {
+            mode: AuthMode::Dev,
+            allow_dev_on_public_interface: false,
+            disconnect_on_token_expiry: false,
+            jwt: JwtConfig::default(),
+        }
     }
 }
 
@@ -350,8 +383,10 @@ impl Default for SocketIoSettings {
             max_payload_bytes: 1_000_000,
             max_attachments: 16,
             max_connections: 100_000,
+            max_buffer_size: 128,
             client_room_patterns: Vec::new(),
             redacted_auth_fields: vec!["token".into(), "password".into(), "secret".into()],
+            max_auth_bytes: 8192,
             events_per_second: 100.0,
             event_burst: 200,
             flood_disconnect_after: 200,
@@ -362,7 +397,15 @@ impl Default for SocketIoSettings {
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        Self { stream_queue: 4096, undelivered_capacity: 10_000, undelivered_max_age_ms: 30_000 }
+        Self {
+            stream_queue: 4096,
+            stream_queue_max_bytes: 64 << 20,
+            undelivered_capacity: 10_000,
+            undelivered_max_bytes: 64 << 20,
+            undelivered_max_age_ms: 30_000,
+            max_bytes: 256 << 20,
+            max_bytes_per_socket: 4 << 20,
+        }
     }
 }
 
@@ -530,6 +573,12 @@ impl Config {
         if self.http.request_timeout_ms == 0 {
             err("http.request_timeout_ms", "must be greater than 0");
         }
+        if !(256..=1 << 20).contains(&s.max_auth_bytes) {
+            err("socketio.max_auth_bytes", "must be between 256 and 1048576");
+        }
+        if !(1..=65_536).contains(&s.max_buffer_size) {
+            err("socketio.max_buffer_size", "must be between 1 and 65536");
+        }
         if s.max_connections == 0 {
             err("socketio.max_connections", "must be greater than 0");
         }
@@ -551,6 +600,16 @@ impl Config {
         }
         if self.events.stream_queue == 0 {
             err("events.stream_queue", "must be greater than 0");
+        }
+        for (field, value) in [
+            ("events.stream_queue_max_bytes", self.events.stream_queue_max_bytes),
+            ("events.undelivered_max_bytes", self.events.undelivered_max_bytes),
+            ("events.max_bytes", self.events.max_bytes),
+            ("events.max_bytes_per_socket", self.events.max_bytes_per_socket),
+        ] {
+            if !(1024..=4 << 30).contains(&value) {
+                err(field, "must be between 1024 and 4294967296");
+            }
         }
         if self.log.file_max_bytes < 1024 {
             err("log.file_max_bytes", "must be at least 1024");

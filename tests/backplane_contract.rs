@@ -13,7 +13,7 @@ use common::redis_server::RedisServer;
 use socket_bridge::config::Config;
 use socket_bridge::hub::backplane::{Backplane, NodeReply, NodeRequest, OfflineMessage, OfflineOutcome, Remote, Wait};
 use socket_bridge::hub::registry::{Connection, Handshake};
-use socket_bridge::hub::router::{AckReply, AckWaiter, BackendMessage, ClientEvent, SubscribeRequest};
+use socket_bridge::hub::router::{AckReply, AckWaiter, BackendMessage, ClientEvent, Queued, SubscribeRequest};
 use socket_bridge::hub::{Hub, HubSettings, Payload, Target};
 use socket_bridge::shutdown::{self, ShutdownTrigger};
 use tokio::sync::mpsc;
@@ -123,7 +123,7 @@ fn disconnect(hub: &Hub, conn: &Connection) {
     }
 }
 
-async fn subscribe(hub: &Hub, group: &str, lifecycle: bool) -> mpsc::Receiver<BackendMessage> {
+async fn subscribe(hub: &Hub, group: &str, lifecycle: bool) -> mpsc::Receiver<Queued> {
     let request = SubscribeRequest {
         group: group.into(),
         wants_lifecycle: lifecycle,
@@ -135,13 +135,13 @@ async fn subscribe(hub: &Hub, group: &str, lifecycle: bool) -> mpsc::Receiver<Ba
 }
 
 /// Lifecycle and event labels a stream receives until `until` has arrived (or times out).
-async fn read_until(rx: &mut mpsc::Receiver<BackendMessage>, until: &str) -> Vec<String> {
+async fn read_until(rx: &mut mpsc::Receiver<Queued>, until: &str) -> Vec<String> {
     let mut seen = Vec::new();
     let deadline = Instant::now() + WAIT;
     while !seen.iter().any(|s| s == until) {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some(m)) => seen.extend(label(&m)),
+            Ok(Some(q)) => seen.extend(label(&q.message)),
             _ => panic!("stream ended or timed out before {until}; saw {seen:?}"),
         }
     }
@@ -270,7 +270,7 @@ async fn events_reach_the_group_in_order_and_answers_come_back(nodes: Nodes) {
             payload: Payload::default(),
             wants_ack: i == 99,
             received_at: std::time::SystemTime::now(),
-            handshake: c.handshake.clone(),
+            charge: socket_bridge::hub::budget::Charge::none(),
         });
         sender.backplane().send_event(seq, event).expect("accepted");
     }

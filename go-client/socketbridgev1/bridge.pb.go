@@ -2325,7 +2325,6 @@ type ClientEvent struct {
 	Payload       *Payload               `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
 	WantsAck      bool                   `protobuf:"varint,7,opt,name=wants_ack,json=wantsAck,proto3" json:"wants_ack,omitempty"`
 	ReceivedAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
-	Handshake     *Handshake             `protobuf:"bytes,9,opt,name=handshake,proto3" json:"handshake,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2412,13 +2411,6 @@ func (x *ClientEvent) GetWantsAck() bool {
 func (x *ClientEvent) GetReceivedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ReceivedAt
-	}
-	return nil
-}
-
-func (x *ClientEvent) GetHandshake() *Handshake {
-	if x != nil {
-		return x.Handshake
 	}
 	return nil
 }
@@ -2975,7 +2967,7 @@ const file_socketbridge_v1_bridge_proto_rawDesc = "" +
 	"Subscribed\x12#\n" +
 	"\rsubscriber_id\x18\x01 \x01(\tR\fsubscriberId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
-	"instanceId\"\xcf\x02\n" +
+	"instanceId\"\xa6\x02\n" +
 	"\vClientEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tsocket_id\x18\x02 \x01(\tR\bsocketId\x12\x17\n" +
@@ -2985,8 +2977,8 @@ const file_socketbridge_v1_bridge_proto_rawDesc = "" +
 	"\apayload\x18\x06 \x01(\v2\x18.socketbridge.v1.PayloadR\apayload\x12\x1b\n" +
 	"\twants_ack\x18\a \x01(\bR\bwantsAck\x12;\n" +
 	"\vreceived_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"receivedAt\x128\n" +
-	"\thandshake\x18\t \x01(\v2\x1a.socketbridge.v1.HandshakeR\thandshake\"\xf4\x01\n" +
+	"receivedAtJ\x04\b\t\x10\n" +
+	"R\thandshake\"\xf4\x01\n" +
 	"\x0fSocketConnected\x12\x1b\n" +
 	"\tsocket_id\x18\x01 \x01(\tR\bsocketId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1c\n" +
@@ -3119,38 +3111,37 @@ var file_socketbridge_v1_bridge_proto_depIdxs = []int32{
 	30, // 26: socketbridge.v1.EventsRequest.ack:type_name -> socketbridge.v1.Ack
 	1,  // 27: socketbridge.v1.ClientEvent.payload:type_name -> socketbridge.v1.Payload
 	40, // 28: socketbridge.v1.ClientEvent.received_at:type_name -> google.protobuf.Timestamp
-	25, // 29: socketbridge.v1.ClientEvent.handshake:type_name -> socketbridge.v1.Handshake
-	25, // 30: socketbridge.v1.SocketConnected.handshake:type_name -> socketbridge.v1.Handshake
-	40, // 31: socketbridge.v1.SocketConnected.connected_at:type_name -> google.protobuf.Timestamp
-	32, // 32: socketbridge.v1.EventsResponse.subscribed:type_name -> socketbridge.v1.Subscribed
-	33, // 33: socketbridge.v1.EventsResponse.client_event:type_name -> socketbridge.v1.ClientEvent
-	34, // 34: socketbridge.v1.EventsResponse.socket_connected:type_name -> socketbridge.v1.SocketConnected
-	35, // 35: socketbridge.v1.EventsResponse.socket_disconnected:type_name -> socketbridge.v1.SocketDisconnected
-	36, // 36: socketbridge.v1.EventsResponse.user_online:type_name -> socketbridge.v1.UserOnline
-	37, // 37: socketbridge.v1.EventsResponse.user_offline:type_name -> socketbridge.v1.UserOffline
-	4,  // 38: socketbridge.v1.BridgeService.Push:input_type -> socketbridge.v1.PushRequest
-	7,  // 39: socketbridge.v1.BridgeService.PushBatch:input_type -> socketbridge.v1.PushBatchRequest
-	11, // 40: socketbridge.v1.BridgeService.JoinRooms:input_type -> socketbridge.v1.JoinRoomsRequest
-	13, // 41: socketbridge.v1.BridgeService.LeaveRooms:input_type -> socketbridge.v1.LeaveRoomsRequest
-	15, // 42: socketbridge.v1.BridgeService.DisconnectSockets:input_type -> socketbridge.v1.DisconnectSocketsRequest
-	17, // 43: socketbridge.v1.BridgeService.Status:input_type -> socketbridge.v1.StatusRequest
-	21, // 44: socketbridge.v1.BridgeService.ListRooms:input_type -> socketbridge.v1.ListRoomsRequest
-	24, // 45: socketbridge.v1.BridgeService.ListConnections:input_type -> socketbridge.v1.ListConnectionsRequest
-	31, // 46: socketbridge.v1.BridgeService.Events:input_type -> socketbridge.v1.EventsRequest
-	6,  // 47: socketbridge.v1.BridgeService.Push:output_type -> socketbridge.v1.PushResponse
-	10, // 48: socketbridge.v1.BridgeService.PushBatch:output_type -> socketbridge.v1.PushBatchResponse
-	12, // 49: socketbridge.v1.BridgeService.JoinRooms:output_type -> socketbridge.v1.JoinRoomsResponse
-	14, // 50: socketbridge.v1.BridgeService.LeaveRooms:output_type -> socketbridge.v1.LeaveRoomsResponse
-	16, // 51: socketbridge.v1.BridgeService.DisconnectSockets:output_type -> socketbridge.v1.DisconnectSocketsResponse
-	20, // 52: socketbridge.v1.BridgeService.Status:output_type -> socketbridge.v1.StatusResponse
-	23, // 53: socketbridge.v1.BridgeService.ListRooms:output_type -> socketbridge.v1.ListRoomsResponse
-	27, // 54: socketbridge.v1.BridgeService.ListConnections:output_type -> socketbridge.v1.ListConnectionsResponse
-	38, // 55: socketbridge.v1.BridgeService.Events:output_type -> socketbridge.v1.EventsResponse
-	47, // [47:56] is the sub-list for method output_type
-	38, // [38:47] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	25, // 29: socketbridge.v1.SocketConnected.handshake:type_name -> socketbridge.v1.Handshake
+	40, // 30: socketbridge.v1.SocketConnected.connected_at:type_name -> google.protobuf.Timestamp
+	32, // 31: socketbridge.v1.EventsResponse.subscribed:type_name -> socketbridge.v1.Subscribed
+	33, // 32: socketbridge.v1.EventsResponse.client_event:type_name -> socketbridge.v1.ClientEvent
+	34, // 33: socketbridge.v1.EventsResponse.socket_connected:type_name -> socketbridge.v1.SocketConnected
+	35, // 34: socketbridge.v1.EventsResponse.socket_disconnected:type_name -> socketbridge.v1.SocketDisconnected
+	36, // 35: socketbridge.v1.EventsResponse.user_online:type_name -> socketbridge.v1.UserOnline
+	37, // 36: socketbridge.v1.EventsResponse.user_offline:type_name -> socketbridge.v1.UserOffline
+	4,  // 37: socketbridge.v1.BridgeService.Push:input_type -> socketbridge.v1.PushRequest
+	7,  // 38: socketbridge.v1.BridgeService.PushBatch:input_type -> socketbridge.v1.PushBatchRequest
+	11, // 39: socketbridge.v1.BridgeService.JoinRooms:input_type -> socketbridge.v1.JoinRoomsRequest
+	13, // 40: socketbridge.v1.BridgeService.LeaveRooms:input_type -> socketbridge.v1.LeaveRoomsRequest
+	15, // 41: socketbridge.v1.BridgeService.DisconnectSockets:input_type -> socketbridge.v1.DisconnectSocketsRequest
+	17, // 42: socketbridge.v1.BridgeService.Status:input_type -> socketbridge.v1.StatusRequest
+	21, // 43: socketbridge.v1.BridgeService.ListRooms:input_type -> socketbridge.v1.ListRoomsRequest
+	24, // 44: socketbridge.v1.BridgeService.ListConnections:input_type -> socketbridge.v1.ListConnectionsRequest
+	31, // 45: socketbridge.v1.BridgeService.Events:input_type -> socketbridge.v1.EventsRequest
+	6,  // 46: socketbridge.v1.BridgeService.Push:output_type -> socketbridge.v1.PushResponse
+	10, // 47: socketbridge.v1.BridgeService.PushBatch:output_type -> socketbridge.v1.PushBatchResponse
+	12, // 48: socketbridge.v1.BridgeService.JoinRooms:output_type -> socketbridge.v1.JoinRoomsResponse
+	14, // 49: socketbridge.v1.BridgeService.LeaveRooms:output_type -> socketbridge.v1.LeaveRoomsResponse
+	16, // 50: socketbridge.v1.BridgeService.DisconnectSockets:output_type -> socketbridge.v1.DisconnectSocketsResponse
+	20, // 51: socketbridge.v1.BridgeService.Status:output_type -> socketbridge.v1.StatusResponse
+	23, // 52: socketbridge.v1.BridgeService.ListRooms:output_type -> socketbridge.v1.ListRoomsResponse
+	27, // 53: socketbridge.v1.BridgeService.ListConnections:output_type -> socketbridge.v1.ListConnectionsResponse
+	38, // 54: socketbridge.v1.BridgeService.Events:output_type -> socketbridge.v1.EventsResponse
+	46, // [46:55] is the sub-list for method output_type
+	37, // [37:46] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_socketbridge_v1_bridge_proto_init() }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hub::Payload;
 use crate::hub::backplane::{NodeReply, NodeRequest};
+use crate::hub::budget::Charge;
 use crate::hub::registry::Handshake;
 use crate::hub::router::{AckReply, BackendMessage, ClientEvent, SocketConnected, SocketDisconnected};
 use crate::hub::wall_ms;
@@ -27,7 +28,6 @@ enum Wire {
         attachments: Vec<Bytes>,
         wants_ack: bool,
         received_at_ms: u64,
-        handshake: Handshake,
     },
     Connected {
         socket_id: String,
@@ -65,7 +65,6 @@ pub fn encode(origin: &str, message: &BackendMessage) -> Vec<u8> {
             attachments: e.payload.attachments().to_vec(),
             wants_ack: e.wants_ack,
             received_at_ms: wall_ms(e.received_at),
-            handshake: (*e.handshake).clone(),
         },
         BackendMessage::SocketConnected(c) => Wire::Connected {
             socket_id: c.socket_id.clone(),
@@ -93,28 +92,19 @@ pub fn decode(bytes: &[u8]) -> Option<BackendMessage> {
     let envelope: Envelope = rmp_serde::from_slice(bytes).ok()?;
     let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
     Some(match envelope.body {
-        Wire::Event {
-            id,
-            socket_id,
-            user_id,
-            namespace,
-            event,
-            args_json,
-            attachments,
-            wants_ack,
-            received_at_ms,
-            handshake,
-        } => BackendMessage::ClientEvent(Arc::new(ClientEvent {
-            id,
-            socket_id,
-            user_id,
-            namespace,
-            event,
-            payload: Payload::from_trusted_parts(args_json, attachments),
-            wants_ack,
-            received_at: at(received_at_ms),
-            handshake: Arc::new(handshake),
-        })),
+        Wire::Event { id, socket_id, user_id, namespace, event, args_json, attachments, wants_ack, received_at_ms } => {
+            BackendMessage::ClientEvent(Arc::new(ClientEvent {
+                id,
+                socket_id,
+                user_id,
+                namespace,
+                event,
+                payload: Payload::from_trusted_parts(args_json, attachments),
+                wants_ack,
+                received_at: at(received_at_ms),
+                charge: Charge::none(),
+            }))
+        }
         Wire::Connected { socket_id, user_id, namespace, handshake, rooms, connected_at_ms } => {
             BackendMessage::SocketConnected(Arc::new(SocketConnected {
                 socket_id,
@@ -208,7 +198,7 @@ mod tests {
             ),
             wants_ack: true,
             received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            handshake: Arc::new(Handshake { user_agent: "ua".into(), ..Default::default() }),
+            charge: Charge::none(),
         };
         let bytes = encode("node", &BackendMessage::ClientEvent(Arc::new(event)));
         let Some(BackendMessage::ClientEvent(back)) = decode(&bytes) else { panic!("not an event") };
@@ -216,7 +206,6 @@ mod tests {
         assert_eq!(back.payload.attachments(), &[Bytes::from_static(&[0, 1, 255])]);
         assert_eq!(back.received_at, UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
         assert!(back.wants_ack);
-        assert_eq!(back.handshake.user_agent, "ua");
         assert!(decode(b"garbage").is_none());
     }
 

@@ -493,7 +493,7 @@ impl Reader {
                     },
                 );
             }
-            if picked.tx.send(message.clone()).await.is_err() {
+            if picked.sender.send(message.clone()).await.is_err() {
                 // That stream just closed; pick another (or none).
                 if let Some(id) = &event_id {
                     self.cluster

@@ -86,9 +86,15 @@ pub fn pb_payload(p: Payload) -> pb::Payload {
 
 pub fn push_response(r: DeliveryReport) -> pb::PushResponse {
     pb::PushResponse {
+        sockets_not_reached: r.sockets_not_reached(),
         message_id: r.message_id,
         sockets_reached: r.sockets_reached,
         stored_offline: r.stored_offline,
+        not_reached: r
+            .not_written
+            .into_iter()
+            .map(|n| pb::SocketNotReached { socket_id: n.socket_id, reason: n.reason, kept: n.kept })
+            .collect(),
         acks: r
             .acks
             .into_iter()
@@ -121,7 +127,6 @@ pub fn handshake(h: &Handshake) -> pb::Handshake {
 fn client_event(e: std::sync::Arc<ClientEvent>) -> pb::ClientEvent {
     match std::sync::Arc::try_unwrap(e) {
         Ok(e) => pb::ClientEvent {
-            handshake: Some(handshake(&e.handshake)),
             id: e.id,
             socket_id: e.socket_id,
             user_id: e.user_id.unwrap_or_default(),
@@ -140,7 +145,6 @@ fn client_event(e: std::sync::Arc<ClientEvent>) -> pb::ClientEvent {
             payload: Some(pb_payload(e.payload.clone())),
             wants_ack: e.wants_ack,
             received_at: Some(e.received_at.into()),
-            handshake: Some(handshake(&e.handshake)),
         },
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use super::convert::{self, status_from};
-use crate::hub::router::{BackendMessage, SubscribeRequest};
+use crate::hub::router::{Queued, SubscribeRequest};
 use crate::hub::{Hub, HubError};
 use crate::proto as pb;
 
@@ -89,7 +89,7 @@ const COALESCE_BELOW: usize = 32;
 /// write instead of one write (and one wake-up of the backend) each. When nothing else is
 /// waiting the turn costs nothing; the stream never waits for a timer.
 struct Outbound {
-    rx: mpsc::Receiver<BackendMessage>,
+    rx: mpsc::Receiver<Queued>,
     /// The last poll found the queue empty.
     idle: bool,
     /// This wake-up has already let the others go first.
@@ -110,7 +110,8 @@ impl Stream for Outbound {
         match self.rx.poll_recv(cx) {
             Poll::Ready(m) => {
                 self.idle = false;
-                Poll::Ready(m.map(|m| Ok(convert::backend_message(m))))
+                // The queued message's bytes return to the stream's budget here.
+                Poll::Ready(m.map(|q| Ok(convert::backend_message(q.message))))
             }
             Poll::Pending => {
                 self.idle = true;

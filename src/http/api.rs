@@ -105,6 +105,22 @@ pub struct PushResult {
     pub stored_offline: bool,
     /// One entry per reached socket when `options.timeout` was set.
     pub acks: Vec<AckEntry>,
+    /// Sockets of the target the event could not be handed to, with the reason.
+    pub not_reached: Vec<NotReachedEntry>,
+    /// Sockets the event could not be handed to, in all (room and everyone pushes count
+    /// sockets whose ids a broadcast does not give).
+    pub sockets_not_reached: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotReachedEntry {
+    pub socket_id: String,
+    /// "buffer_full" (the socket's outgoing buffer was full) or "closed".
+    pub reason: String,
+    /// With `ttl`: kept and delivered once the socket has room again, or on the user's
+    /// next connect.
+    pub kept: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -244,6 +260,12 @@ impl PushBody {
 
 fn push_result(r: DeliveryReport) -> PushResult {
     PushResult {
+        sockets_not_reached: r.sockets_not_reached(),
+        not_reached: r
+            .not_written
+            .into_iter()
+            .map(|n| NotReachedEntry { socket_id: n.socket_id, reason: n.reason, kept: n.kept })
+            .collect(),
         message_id: r.message_id,
         sockets_reached: r.sockets_reached,
         stored_offline: r.stored_offline,

@@ -30,6 +30,8 @@ pub struct Identity {
     pub user_id: Option<String>,
     /// Rooms granted by the token's `rooms` claim.
     pub rooms: Vec<String>,
+    /// When the credential stops being valid (the token's `exp`); None when it never does.
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 /// Why a connection was refused. The message is what the browser's `connect_error` shows;
@@ -65,6 +67,8 @@ struct Claims {
     sub: String,
     #[serde(default)]
     rooms: Vec<String>,
+    /// Required (validated by jsonwebtoken); kept to end the socket when it passes.
+    exp: u64,
 }
 
 enum Mode {
@@ -142,7 +146,7 @@ impl Authenticator {
                     Some(serde_json::Value::String(id)) => Some(valid_user_id(id)?),
                     Some(_) => return Err(AuthError::InvalidUserId),
                 };
-                Ok(Identity { user_id, rooms: Vec::new() })
+                Ok(Identity { user_id, rooms: Vec::new(), expires_at: None })
             }
             Mode::Jwt { key, validation, allowed } => {
                 let token = match auth.get("token") {
@@ -162,7 +166,8 @@ impl Authenticator {
                 for room in &rooms {
                     super::validate_room(room).map_err(|e| AuthError::InvalidRooms(e.to_string()))?;
                 }
-                Ok(Identity { user_id: Some(valid_user_id(&data.claims.sub)?), rooms })
+                let expires_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(data.claims.exp);
+                Ok(Identity { user_id: Some(valid_user_id(&data.claims.sub)?), rooms, expires_at: Some(expires_at) })
             }
         }
     }
@@ -271,8 +276,8 @@ mod tests {
     fn jwt_auth() -> Authenticator {
         Authenticator::from_config(&AuthConfig {
             mode: AuthMode::Jwt,
-            allow_dev_on_public_interface: false,
             jwt: JwtConfig { secret: Some(Secret::new(SECRET)), ..JwtConfig::default() },
+            ..AuthConfig::default()
         })
         .unwrap()
     }
@@ -289,7 +294,8 @@ mod tests {
     fn valid_token_gives_user_and_rooms() {
         let t = token(json!({"sub": "alice", "exp": now() + 60, "rooms": ["team:1"]}), SECRET);
         let id = jwt_auth().authenticate(&json!({"token": t})).unwrap();
-        assert_eq!(id, Identity { user_id: Some("alice".into()), rooms: vec!["team:1".into()] });
+        assert_eq!((id.user_id.as_deref(), id.rooms), (Some("alice"), vec!["team:1".to_owned()]));
+        assert!(id.expires_at.is_some_and(|t| t > std::time::SystemTime::now()), "the token's exp is kept");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use tokio::sync::mpsc;
 
-use super::router::{AckReply, BackendMessage, SubscribeRequest};
+use super::router::{AckReply, Queued, SubscribeRequest};
 use super::{Hub, HubError};
 
 impl Hub {
@@ -13,7 +13,7 @@ impl Hub {
     pub async fn subscribe_backend(
         &self,
         request: SubscribeRequest,
-    ) -> Result<(u64, String, mpsc::Receiver<BackendMessage>), HubError> {
+    ) -> Result<(u64, String, mpsc::Receiver<Queued>), HubError> {
         let (id, group, rx) = self.router.subscribe(request, &self.settings.namespaces)?;
         self.backplane.group_subscribed(&group).await;
         Ok((id, group, rx))

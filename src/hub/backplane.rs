@@ -159,6 +159,9 @@ pub struct EmitRequest {
     pub ack_timeout_ms: Option<u64>,
     /// A push with a ttl that cannot be written to a socket is kept for it.
     pub ttl_ms: Option<u64>,
+    /// When that ttl ends (wall clock, milliseconds since the Unix epoch), fixed by the
+    /// instance that took the push.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// One instance's answer to a [`NodeRequest`].

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::acks::answer;
 use super::auth::{AuthError, Identity};
 use super::backplane::EventRefusal;
+use super::budget::OverBudget;
 use super::pattern::any_matches;
 use super::registry::{Connection, Handshake};
 use super::router::{AckReply, AckWaiter, ClientEvent};
@@ -27,6 +28,8 @@ pub enum ConnectRefusal {
     Draining,
     #[error("the auth payload must be a JSON object")]
     InvalidAuth,
+    #[error("the auth payload is {size} bytes, over the limit of {max}")]
+    AuthTooLarge { size: usize, max: usize },
 }
 
 impl Hub {
@@ -36,6 +39,13 @@ impl Hub {
         if !matches!(auth, serde_json::Value::Object(_) | serde_json::Value::Null) {
             self.metrics.error(ErrorKind::InvalidRequest);
             return Err(ConnectRefusal::InvalidAuth);
+        }
+        // The auth object is kept with the socket (what the backend may see of it) and
+        // sent with SocketConnected: its size is the client's choice, so it is capped.
+        let size = serde_json::to_vec(auth).map_or(usize::MAX, |v| v.len());
+        if size > self.settings.max_auth_bytes {
+            self.metrics.error(ErrorKind::InvalidRequest);
+            return Err(ConnectRefusal::AuthTooLarge { size, max: self.settings.max_auth_bytes });
         }
         if self.is_draining() {
             return Err(ConnectRefusal::Draining);
@@ -74,6 +84,10 @@ impl Hub {
     pub async fn on_connect(&self, socket: &Socket, identity: Identity, handshake: Handshake) -> Arc<Connection> {
         let socket_id = socket.id.to_string();
         let namespace = socket.ns().to_owned();
+        if let (Some(after), Some(expires_at)) = (self.settings.end_expired_sockets_after, identity.expires_at) {
+            let mut expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
+            expiries.insert((expires_at + after, namespace.clone(), socket_id.clone()));
+        }
         let mut rooms = identity.rooms;
         if let Some(user) = &identity.user_id {
             rooms.push(user_room(user));
@@ -102,15 +116,14 @@ impl Hub {
     }
 
     /// The client has its CONNECT packet: it can now receive what was kept for it.
-    pub fn after_connect(&self, socket: &Socket) {
+    pub fn after_connect(self: &Arc<Self>, socket: &Socket) {
         let Some(conn) = self.registry.get(socket.ns(), &socket.id.to_string()) else { return };
         if conn.user_id.is_none() {
             return;
         }
         let kept = self.backplane.take_offline(&conn);
-        let socket = socket.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move { super::push::emit_kept(&metrics, &socket, kept.await) });
+        let (hub, socket) = (self.clone(), socket.clone());
+        tokio::spawn(async move { hub.deliver_kept(&conn, &socket, kept.await) });
     }
 
     /// Registry entries whose socket socketioxide no longer knows (it failed between the
@@ -137,8 +150,29 @@ impl Hub {
         stale.len()
     }
 
+    /// Ends the sockets whose credential expired (`auth.disconnect_on_token_expiry`).
+    pub(super) fn end_expired_sockets(&self) {
+        let now = std::time::SystemTime::now();
+        let due: Vec<(std::time::SystemTime, String, String)> = {
+            let mut expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
+            let later = expiries.split_off(&(now, String::new(), String::new()));
+            std::mem::replace(&mut *expiries, later).into_iter().collect()
+        };
+        for (_, namespace, socket_id) in due {
+            let socket = super::push::socket_id_of(&socket_id)
+                .and_then(|sid| self.io.of(namespace.as_str()).and_then(|op| op.get_socket(sid)));
+            if let Some(socket) = socket {
+                tracing::info!(socket_id, "socket's token expired; disconnecting it");
+                self.metrics.error(ErrorKind::Auth);
+                let _ = socket.emit(super::push::DISCONNECT_EVENT, &serde_json::json!({ "reason": "token expired" }));
+                let _ = socket.disconnect();
+            }
+        }
+    }
+
     pub fn on_disconnect(&self, namespace: &str, socket_id: &str, reason: &str) {
         let Some((conn, presence)) = self.registry.unregister(namespace, socket_id) else { return };
+        self.forward_owed(&conn);
         self.metrics.disconnects.with_label_values(&[reason]).inc();
         tracing::debug!(socket_id, reason, "socket disconnected");
         self.backplane.socket_disconnected(conn, reason, presence);
@@ -180,6 +214,19 @@ impl Hub {
             answer(ack, reply);
             return;
         }
+        // Charged before anything is built: an event over the budget is refused whole.
+        let charge = match self.budget.charge(&conn.pending_bytes, payload.len() + event.len()) {
+            Ok(charge) => charge,
+            Err(over) => {
+                self.metrics.error(ErrorKind::BackendOverloaded);
+                let message = match over {
+                    OverBudget::Socket => "this socket's earlier events still wait for the backend; retry later",
+                    OverBudget::Total => "the backend is not keeping up; retry later",
+                };
+                answer(ack, AckReply::error("backend_overloaded", message));
+                return;
+            }
+        };
         let (seq, id) = self.router.next_event_id();
         let client_event = Arc::new(ClientEvent {
             id,
@@ -190,7 +237,7 @@ impl Hub {
             payload,
             wants_ack: ack.is_some(),
             received_at: super::now_wall(),
-            handshake: conn.handshake.clone(),
+            charge,
         });
         // The router answers the callback: the backend's reply (from whichever instance
         // got it), a refusal below, or the timeout.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use socketioxide::{BroadcastError, SendError, SocketError};
 
-use super::backplane::{ConnectionView, EmitOutcome, EmitRequest, NodeReply, NodeRequest, NotWritten};
+use super::backplane::{ConnectionView, EmitOutcome, EmitRequest, NodeReply, NodeRequest, NotWritten, OfflineMessage};
 use super::listing::ConnectionFilter;
 use super::payload::ClientAckArgs;
 use super::push::{DISCONNECT_EVENT, socket_id_of};
@@ -123,15 +123,28 @@ impl Hub {
         let Some(timeout) = r.ack_timeout_ms.map(Duration::from_millis) else {
             let mut outcome = EmitOutcome::default();
             for s in &sockets {
-                let sent = if r.volatile { s.volatile().emit(&r.event, &wire) } else { s.emit(&r.event, &wire) };
+                // A ttl push to a socket already owed earlier ones waits behind them.
+                let owed_to = self.owed_to(r, s);
+                let sent = match &owed_to {
+                    Some(conn) if self.owes(conn) => Err(SendError::Socket(SocketError::InternalChannelFull)),
+                    _ if r.volatile => s.volatile().emit(&r.event, &wire),
+                    _ => s.emit(&r.event, &wire),
+                };
                 match sent {
                     Ok(()) => outcome.reached += 1,
                     Err(e) => {
-                        self.metrics.dropped("socket_buffer_full", 1);
+                        let full = matches!(e, SendError::Socket(SocketError::InternalChannelFull));
+                        let kept = match (&owed_to, full) {
+                            (Some(conn), true) => self.owe(conn, owed_message(r, s)),
+                            _ => false,
+                        };
+                        if !kept {
+                            self.metrics.dropped("socket_buffer_full", 1);
+                        }
                         outcome.not_written.push(NotWritten {
                             socket_id: s.id.to_string(),
                             reason: not_written_reason(&e).to_owned(),
-                            kept: false,
+                            kept,
                         });
                     }
                 }
@@ -163,6 +176,15 @@ impl Hub {
             acks: results.into_iter().map(|(socket_id, _, outcome)| SocketAck { socket_id, outcome }).collect(),
             ..Default::default()
         }
+    }
+
+    /// The connection a ttl push would be kept for, if it cannot be written now: only
+    /// user targets with a ttl (what `validate_push` allows), never volatile ones.
+    fn owed_to(&self, r: &EmitRequest, socket: &Socket) -> Option<std::sync::Arc<super::registry::Connection>> {
+        if r.ttl_ms.is_none() || r.volatile {
+            return None;
+        }
+        self.registry.get(&r.namespace, socket.id.as_str())
     }
 
     /// This instance's connections in `namespace` that `filter` selects, sorted by socket
@@ -227,6 +249,17 @@ fn select(op: &Operators, target: &Target, except_rooms: &[String], except_socke
         });
     }
     sockets
+}
+
+/// A ttl push as kept for a socket that could not take it.
+fn owed_message(r: &EmitRequest, _socket: &Socket) -> OfflineMessage {
+    let ttl = r.ttl_ms.unwrap_or(0);
+    OfflineMessage {
+        namespace: r.namespace.clone(),
+        event: r.event.clone(),
+        payload: r.payload.clone(),
+        expires_at_ms: r.expires_at_ms.unwrap_or_else(|| super::wall_ms(super::now_wall()) + ttl),
+    }
 }
 
 fn count(n: usize) -> u32 {

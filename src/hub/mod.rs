@@ -12,6 +12,7 @@ mod acks;
 pub mod auth;
 mod backends;
 pub mod backplane;
+pub mod budget;
 mod connections;
 pub mod embedded;
 pub mod keyhash;
@@ -21,6 +22,7 @@ pub mod offline;
 pub mod pattern;
 pub mod payload;
 mod push;
+mod redelivery;
 pub mod registry;
 pub mod router;
 
@@ -91,12 +93,23 @@ pub struct HubSettings {
     pub max_connections: usize,
     pub client_room_patterns: Vec<pattern::Pattern>,
     pub redacted_auth_fields: Vec<String>,
+    pub max_auth_bytes: usize,
     pub events_per_second: f64,
     pub event_burst: u32,
     pub flood_disconnect_after: u32,
     pub stream_queue: usize,
+    pub stream_queue_max_bytes: usize,
     pub undelivered_capacity: usize,
+    pub undelivered_max_bytes: usize,
     pub undelivered_max_age: Duration,
+    /// Bytes of client events held in memory on their way to backends, in all.
+    pub event_max_bytes: usize,
+    /// The same, per socket.
+    pub event_max_bytes_per_socket: usize,
+    /// Bounds of what one socket may be owed (ttl pushes it could not take yet).
+    pub owed: offline::OfflineLimits,
+    /// End sockets whose credential expired, this long after the expiry (None: never).
+    pub end_expired_sockets_after: Option<Duration>,
     /// Readiness fails while the cluster's Redis is unreachable.
     pub unready_without_redis: bool,
 }
@@ -114,11 +127,25 @@ impl HubSettings {
             max_connections: s.max_connections,
             client_room_patterns: s.client_room_patterns.iter().filter_map(|p| pattern::Pattern::new(p).ok()).collect(),
             redacted_auth_fields: s.redacted_auth_fields.clone(),
+            max_auth_bytes: s.max_auth_bytes,
             events_per_second: s.events_per_second,
             event_burst: s.event_burst,
             flood_disconnect_after: s.flood_disconnect_after,
             stream_queue: config.events.stream_queue,
+            stream_queue_max_bytes: config.events.stream_queue_max_bytes,
             undelivered_capacity: config.events.undelivered_capacity,
+            undelivered_max_bytes: config.events.undelivered_max_bytes,
+            event_max_bytes: config.events.max_bytes,
+            event_max_bytes_per_socket: config.events.max_bytes_per_socket,
+            end_expired_sockets_after: config
+                .auth
+                .disconnect_on_token_expiry
+                .then(|| Duration::from_secs(config.auth.jwt.leeway_seconds)),
+            owed: offline::OfflineLimits {
+                max_messages_per_user: config.offline.max_messages_per_user,
+                max_bytes_per_user: config.offline.max_bytes_per_user,
+                max_bytes: config.offline.max_bytes,
+            },
             undelivered_max_age: config.undelivered_max_age(),
             unready_without_redis: config.redis.unready_when_down,
         }
@@ -133,6 +160,13 @@ pub struct Hub {
     authenticator: auth::Authenticator,
     registry: Arc<Registry>,
     router: Arc<EventRouter>,
+    /// Bytes of client events on their way to backends, per socket and in all.
+    budget: budget::EventBudget,
+    /// Sockets owed ttl pushes they could not take yet.
+    debtors: redelivery::Debtors,
+    /// (when its credential expires, namespace, socket id), soonest first: the sockets
+    /// `auth.disconnect_on_token_expiry` ends.
+    expiries: std::sync::Mutex<std::collections::BTreeSet<(SystemTime, String, String)>>,
     /// What differs between one instance and many (see [`backplane`]).
     backplane: Arc<dyn Backplane>,
     metrics: Arc<Metrics>,
@@ -174,6 +208,9 @@ impl Hub {
             io,
             metrics,
             router,
+            budget: budget::EventBudget::new(settings.event_max_bytes, settings.event_max_bytes_per_socket),
+            debtors: redelivery::Debtors::default(),
+            expiries: std::sync::Mutex::default(),
             backplane,
             settings,
             authenticator,
@@ -198,6 +235,7 @@ impl Hub {
     /// Starts the background work: upkeep, and the backplane's own.
     pub fn start_tasks(self: &Arc<Self>, shutdown: crate::shutdown::Shutdown) {
         self.backplane.start(shutdown.clone());
+        tokio::spawn(self.clone().run_redelivery(shutdown.clone()));
         tokio::spawn(self.clone().run_maintenance(shutdown));
         // Not tied to shutdown: callbacks still waiting while the bridge drains get their
         // timeout answer as before.
@@ -359,6 +397,7 @@ impl Hub {
                 }
             }
             self.metrics.sample_rates();
+            self.end_expired_sockets();
             let expired = self.router.expire_undelivered();
             self.metrics.undeliverable_dropped.inc_by(expired);
             self.refresh_gauges(false).await;

@@ -12,7 +12,6 @@ use super::backplane::{
     EmitOutcome, EmitRequest, Located, NodeReply, NodeRequest, NotWritten, OfflineMessage, OfflineOutcome, Remote, Wait,
 };
 use super::{Door, ErrorKind, Hub, HubError, MAX_LIST_LEN, Payload, validate_event, validate_room};
-use crate::telemetry::metrics::Metrics;
 
 /// Most pushes in one batch.
 pub const MAX_BATCH: usize = 1000;
@@ -85,6 +84,13 @@ pub struct DeliveryReport {
     pub not_written: Vec<NotWritten>,
     /// Room and everyone pushes: sockets not written to, counted only.
     pub not_written_uncounted: u32,
+}
+
+impl DeliveryReport {
+    /// Sockets the push was not handed to, named or counted only.
+    pub fn sockets_not_reached(&self) -> u32 {
+        u32::try_from(self.not_written.len()).unwrap_or(u32::MAX).saturating_add(self.not_written_uncounted)
+    }
 }
 
 fn parse_sid(field: &str, id: &str) -> Result<socketioxide::socket::Sid, HubError> {
@@ -220,6 +226,7 @@ impl Hub {
             except_sockets: o.except_sockets,
             ack_timeout_ms: o.ack_timeout.map(|t| t.as_millis() as u64),
             ttl_ms: o.ttl.map(|t| t.as_millis() as u64),
+            expires_at_ms,
         };
         let labels = [request.namespace.clone(), door.as_str().to_owned()];
         let outcome = self.emit_everywhere(request, o.ack_timeout).await;
@@ -356,19 +363,6 @@ impl Hub {
         };
         let local = self.apply_local(request).await;
         Ok(std::iter::once(local).chain(remote).map(|r| if let NodeReply::Count(n) = r { n } else { 0 }).sum())
-    }
-}
-
-/// Emits what was kept for a user who just connected, oldest first.
-pub(crate) fn emit_kept(metrics: &Metrics, socket: &super::Socket, messages: Vec<OfflineMessage>) {
-    let namespace = socket.ns().to_owned();
-    for m in messages {
-        if let Ok(wire) = m.payload.wire_args()
-            && socket.emit(&m.event, &wire).is_ok()
-        {
-            metrics.offline_delivered.inc();
-            metrics.messages_sent.with_label_values(&[namespace.as_str(), "offline"]).inc();
-        }
     }
 }
 

@@ -31,6 +31,10 @@ pub struct Connection {
     /// Cleared when the registry removes the socket (it disconnected): holders of the
     /// connection (the socket's event handler) then treat it as gone, as a lookup would.
     registered: std::sync::atomic::AtomicBool,
+    /// Bytes of this socket's events waiting for a backend (see `hub::budget`).
+    pub pending_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    /// Pushes with a ttl it could not take yet (see `hub::redelivery`).
+    pub owed: Mutex<super::redelivery::Owed>,
 }
 
 impl Connection {
@@ -51,6 +55,8 @@ impl Connection {
             bucket: Mutex::new(TokenBucket::new(rate, f64::from(burst))),
             strikes: std::sync::atomic::AtomicU32::new(0),
             registered: std::sync::atomic::AtomicBool::new(true),
+            pending_bytes: Arc::default(),
+            owed: Mutex::default(),
         }
     }
 

@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 pub use super::acks::{AckBook, AckReply, AckWaiter};
+use super::budget::Charge;
 use super::keyhash::key_hash;
 use super::pattern::{Pattern, any_matches};
 use super::registry::{Connection, Handshake};
@@ -35,7 +36,9 @@ pub struct ClientEvent {
     pub payload: Payload,
     pub wants_ack: bool,
     pub received_at: SystemTime,
-    pub handshake: Arc<Handshake>,
+    /// The bytes it holds of the socket's and the bridge's budget, returned when the
+    /// event is let go.
+    pub charge: Charge,
 }
 
 #[derive(Debug)]
@@ -102,10 +105,97 @@ pub struct SubscribeRequest {
     pub confirm_all: bool,
 }
 
-/// A local stream chosen for a message read from the cluster.
+impl BackendMessage {
+    /// Bytes it holds in memory, roughly: what the queues' byte limits count.
+    pub fn size(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        OVERHEAD
+            + match self {
+                BackendMessage::ClientEvent(e) => {
+                    e.id.len() + e.socket_id.len() + e.namespace.len() + e.event.len() + e.payload.len()
+                }
+                BackendMessage::SocketConnected(c) => {
+                    let h = &c.handshake;
+                    let handshake = h.user_agent.len() + h.remote_address.len() + h.origin.len() + h.auth_json.len();
+                    c.socket_id.len() + c.namespace.len() + handshake + c.rooms.iter().map(String::len).sum::<usize>()
+                }
+                BackendMessage::SocketDisconnected(d) => d.socket_id.len() + d.namespace.len() + d.reason.len(),
+                BackendMessage::UserOnline(u) | BackendMessage::UserOffline(u) => u.len(),
+                BackendMessage::Subscribed { subscriber_id, instance_id } => subscriber_id.len() + instance_id.len(),
+            }
+    }
+}
+
+/// A message in a stream's queue, holding its bytes of the stream's budget until the
+/// stream takes it out.
+pub struct Queued {
+    pub message: BackendMessage,
+    _bytes: Option<OwnedSemaphorePermit>,
+}
+
+/// Why a stream did not take a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Its queue is full, in count or in bytes.
+    Full,
+    /// The stream is gone.
+    Closed,
+}
+
+/// The sending side of one backend stream's queue: bounded in messages and in bytes, so
+/// a backend that stops reading holds at most `events.stream_queue` messages and
+/// `events.stream_queue_max_bytes` bytes here.
+#[derive(Clone)]
+pub struct StreamSender {
+    tx: mpsc::Sender<Queued>,
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+impl StreamSender {
+    fn new(queue: usize, max_bytes: usize) -> (Self, mpsc::Receiver<Queued>) {
+        let (tx, rx) = mpsc::channel(queue);
+        (Self { tx, bytes: Arc::new(Semaphore::new(max_bytes)), max_bytes }, rx)
+    }
+
+    /// Bytes a message takes of the budget: its size, at most the whole budget (so one
+    /// message larger than the budget still fits an empty queue).
+    fn cost(&self, message: &BackendMessage) -> u32 {
+        u32::try_from(message.size().min(self.max_bytes)).unwrap_or(u32::MAX)
+    }
+
+    /// Queues a message now, or refuses it.
+    pub fn offer(&self, message: BackendMessage) -> Result<(), Refused> {
+        if self.tx.is_closed() {
+            return Err(Refused::Closed);
+        }
+        let permit = self.bytes.clone().try_acquire_many_owned(self.cost(&message)).map_err(|_| Refused::Full)?;
+        self.tx.try_send(Queued { message, _bytes: Some(permit) }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Refused::Full,
+            mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+        })
+    }
+
+    /// Queues a message, waiting while the queue is full (the caller holds it elsewhere
+    /// meanwhile, e.g. in Redis). Err when the stream is gone.
+    pub async fn send(&self, message: BackendMessage) -> Result<(), Refused> {
+        let permit = self.bytes.clone().acquire_many_owned(self.cost(&message)).await.map_err(|_| Refused::Closed)?;
+        self.tx.send(Queued { message, _bytes: Some(permit) }).await.map_err(|_| Refused::Closed)
+    }
+
+    fn queued(&self) -> u64 {
+        (self.tx.max_capacity() - self.tx.capacity()) as u64
+    }
+
+    fn queued_bytes(&self) -> u64 {
+        self.max_bytes.saturating_sub(self.bytes.available_permits()) as u64
+    }
+}
+
+/// A local stream chosen for a message read from the backplane.
 pub struct Picked {
     pub subscriber: u64,
-    pub tx: mpsc::Sender<BackendMessage>,
+    pub sender: StreamSender,
     pub confirm_all: bool,
 }
 
@@ -128,7 +218,7 @@ struct Subscriber {
     namespaces: Vec<String>,
     wants_lifecycle: bool,
     confirm_all: bool,
-    tx: mpsc::Sender<BackendMessage>,
+    sender: StreamSender,
 }
 
 impl Subscriber {
@@ -145,6 +235,7 @@ struct Undelivered {
     seq: u64,
     event: Arc<ClientEvent>,
     at: Instant,
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -152,6 +243,16 @@ struct State {
     /// group name → its streams, in subscription order.
     groups: BTreeMap<String, Vec<Subscriber>>,
     undelivered: VecDeque<Undelivered>,
+    /// Bytes the undelivered buffer holds.
+    undelivered_bytes: usize,
+}
+
+impl State {
+    fn pop_undelivered(&mut self) -> Option<Undelivered> {
+        let item = self.undelivered.pop_front()?;
+        self.undelivered_bytes -= item.bytes;
+        Some(item)
+    }
 }
 
 /// Per-group view for Status.
@@ -160,6 +261,7 @@ pub struct GroupInfo {
     pub group: String,
     pub streams: u32,
     pub queued_events: u64,
+    pub queued_bytes: u64,
 }
 
 pub struct EventRouter {
@@ -170,7 +272,9 @@ pub struct EventRouter {
     next_subscriber: AtomicU64,
     instance_id: String,
     stream_queue: usize,
+    stream_queue_max_bytes: usize,
     undelivered_capacity: usize,
+    undelivered_max_bytes: usize,
     undelivered_max_age: Duration,
     lifecycle_dropped: AtomicU64,
 }
@@ -187,7 +291,9 @@ impl EventRouter {
             next_subscriber: AtomicU64::new(1),
             instance_id,
             stream_queue: settings.stream_queue,
+            stream_queue_max_bytes: settings.stream_queue_max_bytes,
             undelivered_capacity: settings.undelivered_capacity,
+            undelivered_max_bytes: settings.undelivered_max_bytes,
             undelivered_max_age: settings.undelivered_max_age,
             lifecycle_dropped: AtomicU64::new(0),
         }
@@ -218,7 +324,7 @@ impl EventRouter {
         &self,
         request: SubscribeRequest,
         known_namespaces: &[String],
-    ) -> Result<(u64, String, mpsc::Receiver<BackendMessage>), HubError> {
+    ) -> Result<(u64, String, mpsc::Receiver<Queued>), HubError> {
         let group = if request.group.is_empty() { "default".to_owned() } else { request.group };
         if group.len() > MAX_NAME_LEN || group.chars().any(char::is_control) {
             return Err(HubError::invalid(
@@ -246,9 +352,9 @@ impl EventRouter {
             }
         }
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.stream_queue);
+        let (sender, rx) = StreamSender::new(self.stream_queue, self.stream_queue_max_bytes);
         // The queue is empty, so this first message always fits.
-        let _ = tx.try_send(BackendMessage::Subscribed {
+        let _ = sender.offer(BackendMessage::Subscribed {
             subscriber_id: format!("{}-s{id}", self.instance_id),
             instance_id: self.instance_id.clone(),
         });
@@ -258,7 +364,7 @@ impl EventRouter {
             namespaces: request.namespaces,
             wants_lifecycle: request.wants_lifecycle,
             confirm_all: request.confirm_all,
-            tx,
+            sender,
         };
         let mut state = self.lock_state();
         self.flush_undelivered(&mut state, &subscriber);
@@ -270,18 +376,21 @@ impl EventRouter {
     fn flush_undelivered(&self, state: &mut State, subscriber: &Subscriber) {
         let now = Instant::now();
         let mut kept = VecDeque::with_capacity(state.undelivered.len());
-        while let Some(item) = state.undelivered.pop_front() {
+        let mut kept_bytes = 0;
+        while let Some(item) = state.pop_undelivered() {
             let fresh = now.duration_since(item.at) < self.undelivered_max_age;
             if fresh
                 && subscriber.wants_event(&item.event.namespace, &item.event.event)
-                && subscriber.tx.try_send(BackendMessage::ClientEvent(item.event.clone())).is_ok()
+                && subscriber.sender.offer(BackendMessage::ClientEvent(item.event.clone())).is_ok()
             {
                 self.acks.held_by(item.seq, Some(subscriber.id));
                 continue;
             }
+            kept_bytes += item.bytes;
             kept.push_back(item);
         }
         state.undelivered = kept;
+        state.undelivered_bytes = kept_bytes;
     }
 
     /// Removes a stream; the acks only it was holding fail at once.
@@ -313,13 +422,13 @@ impl EventRouter {
             else {
                 continue;
             };
-            match chosen.tx.try_send(BackendMessage::ClientEvent(event.clone())) {
+            match chosen.sender.offer(BackendMessage::ClientEvent(event.clone())) {
                 Ok(()) => {
                     delivered = true;
                     self.acks.held_by(seq, Some(chosen.id));
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => overloaded = true,
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(Refused::Full) => overloaded = true,
+                Err(Refused::Closed) => {}
             }
         }
         if delivered {
@@ -329,11 +438,15 @@ impl EventRouter {
             return DispatchOutcome::Overloaded;
         }
         let (_, expired) = self.expire_front(&mut state);
-        let outcome = if state.undelivered.len() < self.undelivered_capacity {
+        let bytes = event.payload.len() + event.event.len();
+        let fits = state.undelivered.len() < self.undelivered_capacity
+            && (state.undelivered.is_empty() || state.undelivered_bytes + bytes <= self.undelivered_max_bytes);
+        let outcome = if fits {
             // Marked under the state lock, so a subscriber flushing the buffer (which
             // needs that lock) always finds it marked.
             self.acks.held_by(seq, None);
-            state.undelivered.push_back(Undelivered { seq, event, at: Instant::now() });
+            state.undelivered_bytes += bytes;
+            state.undelivered.push_back(Undelivered { seq, event, at: Instant::now(), bytes });
             DispatchOutcome::Buffered
         } else {
             DispatchOutcome::Dropped
@@ -377,7 +490,7 @@ impl EventRouter {
             BackendMessage::UserOnline(u) | BackendMessage::UserOffline(u) => choose(members, u, |s| s.wants_lifecycle),
             BackendMessage::Subscribed { .. } => return None,
         };
-        chosen.map(|s| Picked { subscriber: s.id, tx: s.tx.clone(), confirm_all: s.confirm_all })
+        chosen.map(|s| Picked { subscriber: s.id, sender: s.sender.clone(), confirm_all: s.confirm_all })
     }
 
     /// Hands a message straight to this instance's streams, one per group that wants it
@@ -387,7 +500,7 @@ impl EventRouter {
         let mut delivered = false;
         for group in groups {
             if let Some(picked) = self.pick(&group, message) {
-                delivered |= picked.tx.try_send(message.clone()).is_ok();
+                delivered |= picked.sender.offer(message.clone()).is_ok();
             }
         }
         delivered
@@ -435,7 +548,7 @@ impl EventRouter {
             else {
                 continue;
             };
-            if chosen.tx.try_send(message.clone()).is_err() {
+            if chosen.sender.offer(message.clone()).is_err() {
                 self.lifecycle_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -454,7 +567,7 @@ impl EventRouter {
         let now = Instant::now();
         let mut expired = Vec::new();
         while state.undelivered.front().is_some_and(|u| now.duration_since(u.at) >= self.undelivered_max_age) {
-            if let Some(u) = state.undelivered.pop_front() {
+            if let Some(u) = state.pop_undelivered() {
                 expired.push(u.seq);
             }
         }
@@ -486,7 +599,8 @@ impl EventRouter {
             .map(|(group, members)| GroupInfo {
                 group: group.clone(),
                 streams: u32::try_from(members.len()).unwrap_or(u32::MAX),
-                queued_events: members.iter().map(|s| (s.tx.max_capacity() - s.tx.capacity()) as u64).sum(),
+                queued_events: members.iter().map(|s| s.sender.queued()).sum(),
+                queued_bytes: members.iter().map(|s| s.sender.queued_bytes()).sum(),
             })
             .collect()
     }
@@ -533,11 +647,22 @@ mod tests {
             max_connections: 10,
             client_room_patterns: vec![],
             redacted_auth_fields: vec![],
+            max_auth_bytes: 8192,
             events_per_second: 10.0,
             event_burst: 10,
             flood_disconnect_after: 100,
             stream_queue: queue,
+            stream_queue_max_bytes: 1 << 20,
             undelivered_capacity: 2,
+            undelivered_max_bytes: 1 << 20,
+            event_max_bytes: 1 << 20,
+            event_max_bytes_per_socket: 1 << 20,
+            end_expired_sockets_after: None,
+            owed: crate::hub::offline::OfflineLimits {
+                max_messages_per_user: 10,
+                max_bytes_per_user: 1 << 20,
+                max_bytes: 1 << 20,
+            },
             undelivered_max_age: Duration::from_secs(60),
             unready_without_redis: false,
         }
@@ -556,25 +681,25 @@ mod tests {
                 payload: Payload::default(),
                 wants_ack: false,
                 received_at: SystemTime::now(),
-                handshake: Arc::default(),
+                charge: Charge::none(),
             }),
         )
     }
 
-    fn sub(router: &EventRouter, group: &str, patterns: &[&str]) -> (u64, mpsc::Receiver<BackendMessage>) {
+    fn sub(router: &EventRouter, group: &str, patterns: &[&str]) -> (u64, mpsc::Receiver<Queued>) {
         let req = SubscribeRequest {
             group: group.into(),
             event_patterns: patterns.iter().map(|p| p.to_string()).collect(),
             ..Default::default()
         };
         let (id, _, mut rx) = router.subscribe(req, &["/".into()]).unwrap();
-        assert!(matches!(rx.try_recv(), Ok(BackendMessage::Subscribed { .. })));
+        assert!(matches!(rx.try_recv(), Ok(Queued { message: BackendMessage::Subscribed { .. }, .. })));
         (id, rx)
     }
 
-    fn drain(rx: &mut mpsc::Receiver<BackendMessage>) -> Vec<String> {
+    fn drain(rx: &mut mpsc::Receiver<Queued>) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok())
-            .filter_map(|m| match m {
+            .filter_map(|q| match q.message {
                 BackendMessage::ClientEvent(e) => Some(e.event.clone()),
                 _ => None,
             })

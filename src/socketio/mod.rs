@@ -26,6 +26,7 @@ pub fn build(config: &Config) -> (SocketIoLayer, Io) {
         .connect_timeout(config.connect_timeout())
         .ack_timeout(config.ack_timeout())
         .max_payload(s.max_payload_bytes)
+        .max_buffer_size(s.max_buffer_size)
         // max_payload covers polling only; websocket messages have their own limits.
         .ws_max_message_size(usize::try_from(s.max_payload_bytes).unwrap_or(usize::MAX))
         .ws_max_frame_size(usize::try_from(s.max_payload_bytes).unwrap_or(usize::MAX))

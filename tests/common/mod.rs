@@ -149,6 +149,21 @@ impl Bridge {
         BridgeServiceClient::with_interceptor(self.channel().await, ApiKey(key.map(|k| format!("Bearer {k}"))))
     }
 
+    /// The bridge process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("pid")
+    }
+
+    /// Resident memory of the bridge process, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
     pub fn signal(&self, sig: i32) {
         let pid = self.child.id().expect("pid") as i32;
         // SAFETY: sending a signal to our own child process.

@@ -2,15 +2,19 @@
 //!
 //! # Layout
 //!
-//! - [`hub`] is the core and the only place with business rules: the connection registry
-//!   and presence, pushes and rooms, the event router that hands client events to backend
-//!   subscriptions and carries their acks back, offline delivery, status.
+//! - [`hub`] is the core and the only place with business rules, one path per operation:
+//!   the connection registry, pushes and rooms, the event router that hands client events
+//!   to backend subscriptions and carries their acks back, offline delivery, status.
+//! - [`hub::backplane`] is the one interface for what differs between one instance and
+//!   many; [`hub::embedded`] implements it in memory, [`cluster`] over Redis. The hub
+//!   never asks which one it has.
+//! - [`names`] says what a room, event, user id or namespace may be, for every door.
 //! - [`socketio`], [`grpc`] and [`http`] are thin doors: they decode and validate at the
 //!   edge, call the hub, and map results and errors back to their protocol.
-//! - [`telemetry`] sets up logging; [`config`] is the only place settings are read;
+//! - [`telemetry`] sets up logging and metrics; [`config`] is plain settings;
 //!   [`shutdown`] is the one small type every task waits on.
-//! - [`run`] wires it together: two listeners (HTTP with Socket.IO, and gRPC), the hub's
-//!   maintenance task, and an orderly shutdown.
+//! - [`run`] wires it together: the backplane the configuration asks for, two listeners
+//!   (HTTP with Socket.IO, and gRPC), the hub's tasks, and an orderly shutdown.
 
 pub mod cluster;
 pub mod config;

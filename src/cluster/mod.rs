@@ -111,6 +111,7 @@ impl RedisBackplane {
             outbox,
             inboxes: Mutex::new(inboxes),
             unreported: Mutex::default(),
+            unrecorded: Mutex::default(),
             left: AtomicBool::new(false),
             unwritten: AtomicUsize::new(0),
             flushed: Notify::new(),
@@ -136,6 +137,9 @@ pub(crate) struct Cluster {
     /// Sockets that left while Redis was unreachable: reported when it is back (Redis may
     /// have lost every trace of them, so the resync alone would not know).
     unreported: Mutex<Vec<(Arc<Connection>, String)>>,
+    /// Sockets whose connect could not be written (Redis was unreachable): announced when
+    /// it is back, however recent they are.
+    unrecorded: Mutex<Vec<Arc<Connection>>>,
     /// Set once this instance has left the cluster (shutdown): it stops reporting.
     left: AtomicBool,
     /// Items queued or being written, so shutdown can wait until they reached Redis.

@@ -190,10 +190,16 @@ impl Cluster {
         // Unknown to Redis: connected while it was down (their connect never reached it),
         // or reaped while this instance was paused. Announced again through the queue, so
         // backends hear UserOnline and SocketConnected (with no rooms listed). Recent ones
-        // are left to their own queued connect.
+        // are left to their own queued connect, unless that connect already failed.
+        let unrecorded: HashSet<(String, String)> =
+            std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .map(|c| (c.namespace.clone(), c.socket_id.clone()))
+                .collect();
         let settled = SystemTime::now() - Duration::from_secs(1);
         for (entry, conn) in live {
-            if !known.contains(&entry) && conn.connected_at < settled {
+            let failed = unrecorded.contains(&(conn.namespace.clone(), conn.socket_id.clone()));
+            if !known.contains(&entry) && (conn.connected_at < settled || failed) {
                 let _ = self.enqueue(Outgoing::Connected { conn, rooms: Vec::new(), recorded: None });
             }
         }

@@ -179,6 +179,10 @@ impl Cluster {
                     Ok(v) => v,
                     Err(e) => {
                         tracing::warn!(error = %e, "presence not recorded in redis");
+                        let mut unrecorded = self.unrecorded.lock().unwrap_or_else(|e| e.into_inner());
+                        if unrecorded.len() < super::MAX_UNREPORTED {
+                            unrecorded.push(conn);
+                        }
                         return Vec::new();
                     }
                 };

@@ -3,6 +3,10 @@
 //!
 //! Every wait has the same timeout, so deadlines never decrease and one task expires them
 //! from the front: no task, channel or timer is created per event.
+//!
+//! An answer the client's socket cannot take yet (its outgoing buffer is full) is not
+//! dropped: the same task writes it again until the socket takes it, leaves, or
+//! `ANSWER_RETRY_FOR` has passed (then it is counted as lost).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -10,7 +14,46 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::{ClientAck, ErrorKind, Metrics, Payload};
+use socketioxide::extract::AckSender;
+use socketioxide::handler::FromMessageParts;
+use socketioxide::{SendError, SocketError};
+
+use super::{ErrorKind, Metrics, Payload};
+
+/// How long an answer a client's socket could not take is tried again.
+const ANSWER_RETRY_FOR: Duration = Duration::from_secs(30);
+/// How often.
+const ANSWER_RETRY_EVERY: Duration = Duration::from_millis(250);
+/// Most answers written again to one socket per round. The Socket.IO layer's heartbeat
+/// shares the socket's outgoing buffer and ends the connection when a ping finds it full,
+/// so a socket that fell behind is refilled a little at a time, never to the brim.
+const ANSWER_RETRY_PER_SOCKET: usize = 64;
+/// Most answers waiting to be tried again; past it new ones are counted as lost.
+const ANSWER_RETRY_MAX: usize = 100_000;
+
+/// A client callback: the socket and the packet id its answer carries. Kept as such (not as
+/// the Socket.IO layer's one-shot sender) so an answer the socket cannot take yet can be
+/// written again.
+#[derive(Clone)]
+pub struct ClientAck {
+    socket: Arc<socketioxide::socket::Socket>,
+    id: i64,
+}
+
+impl ClientAck {
+    pub fn new(socket: Arc<socketioxide::socket::Socket>, id: i64) -> Self {
+        Self { socket, id }
+    }
+
+    fn send(&self, args: &impl serde::Serialize) -> Result<(), SendError> {
+        let mut unused = socketioxide::handler::Value::Str(Default::default(), None);
+        let sender = match AckSender::from_message_parts(&self.socket, &mut unused, &Some(self.id)) {
+            Ok(sender) => sender,
+            Err(never) => match never {},
+        };
+        sender.send(args)
+    }
+}
 
 /// The backend's (or the bridge's) answer to a client's ack callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,21 +92,25 @@ impl AckWaiter {
         Self::Client { ack, since: Instant::now() }
     }
 
-    /// Hands the reply over: to the client, counting how long it waited.
-    fn settle(self, metrics: &Metrics, reply: AckReply) {
+    /// Hands the reply over: to the client (counting how long it waited), or to the
+    /// in-process waiter. Returns an answer its socket could not take yet.
+    fn settle(self, metrics: &Metrics, reply: AckReply) -> Option<(ClientAck, Payload)> {
         match self {
             AckWaiter::Client { ack, since } => {
                 metrics.backend_ack_duration.observe(since.elapsed().as_secs_f64());
-                answer(Some(ack), reply);
+                try_answer(&ack, reply.into_payload()).err().map(|payload| (ack, payload))
             }
             AckWaiter::Reply(tx) => {
                 let _ = tx.send(reply);
+                None
             }
         }
     }
 
-    /// No answer in time: the client gets an error that says why.
-    fn time_out(self, metrics: &Metrics, buffered: bool, timeout: Duration) {
+    /// No answer in time: the client gets an error that says why. Not written here: the
+    /// waits of one socket often time out together (a burst of asks), so their answers go
+    /// out paced like retries (see `retry_unsent`).
+    fn time_out(self, metrics: &Metrics, buffered: bool, timeout: Duration) -> Option<(ClientAck, Payload)> {
         let reply = if buffered {
             metrics.error(ErrorKind::NoBackend);
             AckReply::error("no_backend", "no backend is subscribed to this event")
@@ -72,25 +119,32 @@ impl AckWaiter {
             AckReply::error("ack_timeout", format!("the backend did not answer within {} ms", timeout.as_millis()))
         };
         match self {
-            AckWaiter::Client { ack, .. } => answer(Some(ack), reply),
+            AckWaiter::Client { ack, .. } => Some((ack, reply.into_payload())),
             AckWaiter::Reply(tx) => {
                 let _ = tx.send(reply);
+                None
             }
         }
     }
 }
 
-/// Sends an ack answer to the client, if it asked for one and is still there.
-pub(crate) fn answer(ack: Option<ClientAck>, reply: AckReply) {
-    let Some(ack) = ack else { return };
-    let payload = reply.into_payload();
-    match payload.send_args() {
-        Ok(args) => {
-            if let Err(e) = ack.send(&args) {
-                tracing::debug!(error = %e, "ack not delivered: client gone");
-            }
+/// Writes an answer to the client's callback. Err(payload) when its socket's buffer is
+/// full and the answer should be tried again.
+fn try_answer(ack: &ClientAck, payload: Payload) -> Result<(), Payload> {
+    let sent = match payload.send_args() {
+        Ok(args) => ack.send(&args),
+        Err(e) => {
+            tracing::warn!(error = %e, "ack payload could not be encoded");
+            return Ok(());
         }
-        Err(e) => tracing::warn!(error = %e, "ack payload could not be encoded"),
+    };
+    match sent {
+        Ok(()) => Ok(()),
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => Err(payload),
+        Err(e) => {
+            tracing::debug!(error = %e, "ack not delivered: client gone");
+            Ok(())
+        }
     }
 }
 
@@ -107,6 +161,8 @@ struct Pending {
 #[derive(Default)]
 struct Book {
     pending: HashMap<u64, Pending>,
+    /// Answers a socket could not take yet, with when they were first tried.
+    unsent: VecDeque<(ClientAck, Payload, Instant)>,
     /// (deadline, seq) in the order the waits began. Settled entries at the front are
     /// dropped as they settle, so this stays about as long as `pending`.
     deadlines: VecDeque<(Instant, u64)>,
@@ -175,11 +231,65 @@ impl AckBook {
         let pending = self.lock().remove(seq);
         match pending {
             Some(p) => {
-                p.waiter.settle(&self.metrics, reply);
+                let unsent = p.waiter.settle(&self.metrics, reply);
+                self.retry_later(unsent);
                 true
             }
             None => false,
         }
+    }
+
+    /// Answers a client callback that never waited here (a refusal at once).
+    pub fn answer(&self, ack: Option<ClientAck>, reply: AckReply) {
+        let Some(ack) = ack else { return };
+        let unsent = try_answer(&ack, reply.into_payload()).err().map(|payload| (ack, payload));
+        self.retry_later(unsent);
+    }
+
+    fn retry_later(&self, unsent: Option<(ClientAck, Payload)>) {
+        let Some((ack, payload)) = unsent else { return };
+        let mut book = self.lock();
+        if book.unsent.len() >= ANSWER_RETRY_MAX {
+            drop(book);
+            self.metrics.dropped("ack_unsent", 1);
+            return;
+        }
+        if book.unsent.is_empty() && book.deadlines.is_empty() {
+            self.timer.notify_one();
+        }
+        book.unsent.push_back((ack, payload, Instant::now()));
+    }
+
+    /// Tries the unsent answers again, in order; the ones still refused wait for the next
+    /// round (or are given up after `ANSWER_RETRY_FOR`).
+    fn retry_unsent(&self) {
+        let unsent = std::mem::take(&mut self.lock().unsent);
+        let mut kept = VecDeque::with_capacity(unsent.len());
+        let mut lost = 0;
+        // Per socket this round: answers written, or None once one was refused (the
+        // rest wait, in order, for the next round).
+        let mut written: HashMap<socketioxide::socket::Sid, Option<usize>> = HashMap::new();
+        for (ack, payload, since) in unsent {
+            let turn = written.entry(ack.socket.id).or_insert(Some(0));
+            let result = match turn {
+                Some(n) if *n < ANSWER_RETRY_PER_SOCKET => try_answer(&ack, payload),
+                _ => Err(payload),
+            };
+            match result {
+                Ok(()) => *turn = turn.map(|n| n + 1),
+                Err(_) if since.elapsed() > ANSWER_RETRY_FOR => lost += 1,
+                Err(payload) => {
+                    *turn = None;
+                    kept.push_back((ack, payload, since));
+                }
+            }
+        }
+        if lost > 0 {
+            self.metrics.dropped("ack_unsent", lost);
+        }
+        let mut book = self.lock();
+        kept.append(&mut book.unsent);
+        book.unsent = kept;
     }
 
     /// Stream `subscriber` went away: the callbacks whose events only it held are told at
@@ -199,10 +309,11 @@ impl AckBook {
             seqs.into_iter().filter_map(|seq| book.remove(seq)).collect()
         };
         for p in orphaned {
-            p.waiter.settle(
+            let unsent = p.waiter.settle(
                 &self.metrics,
                 AckReply::error("backend_unavailable", "the backend stream handling this event went away"),
             );
+            self.retry_later(unsent);
         }
     }
 
@@ -236,8 +347,18 @@ impl AckBook {
                 }
             };
             for p in due {
-                p.waiter.time_out(&self.metrics, p.buffered, self.timeout);
+                let unsent = p.waiter.time_out(&self.metrics, p.buffered, self.timeout);
+                self.retry_later(unsent);
             }
+            let retrying = !self.lock().unsent.is_empty();
+            if retrying {
+                self.retry_unsent();
+            }
+            let next = match (next, retrying) {
+                (Some(deadline), true) => Some(deadline.min(Instant::now() + ANSWER_RETRY_EVERY)),
+                (None, true) => Some(Instant::now() + ANSWER_RETRY_EVERY),
+                (next, false) => next,
+            };
             match next {
                 Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
                 None => self.timer.notified().await,

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use super::acks::answer;
 use super::auth::{AuthError, Identity};
 use super::backplane::EventRefusal;
 use super::budget::OverBudget;
@@ -206,12 +205,12 @@ impl Hub {
                 let _ = socket.clone().disconnect();
                 return;
             }
-            answer(ack, AckReply::error("rate_limited", "too many events; slow down"));
+            self.router.acks().answer(ack, AckReply::error("rate_limited", "too many events; slow down"));
             return;
         }
         if event == JOIN_EVENT || event == LEAVE_EVENT {
             let reply = self.client_room_request(socket, event == JOIN_EVENT, &payload);
-            answer(ack, reply);
+            self.router.acks().answer(ack, reply);
             return;
         }
         // Charged before anything is built: an event over the budget is refused whole.
@@ -223,7 +222,7 @@ impl Hub {
                     OverBudget::Socket => "this socket's earlier events still wait for the backend; retry later",
                     OverBudget::Total => "the backend is not keeping up; retry later",
                 };
-                answer(ack, AckReply::error("backend_overloaded", message));
+                self.router.acks().answer(ack, AckReply::error("backend_overloaded", message));
                 return;
             }
         };

@@ -44,7 +44,7 @@ use router::EventRouter;
 
 pub type Io = socketioxide::SocketIo;
 pub type Socket = socketioxide::extract::SocketRef;
-pub type ClientAck = socketioxide::extract::AckSender;
+pub use acks::ClientAck;
 pub type Operators = socketioxide::operators::BroadcastOperators;
 
 pub use crate::names::{

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
 use serde_json::value::RawValue;
-use socketioxide::extract::{AckSender, SocketRef, TryData};
-use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler, Value};
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::{ConnectHandler, MessageHandler, Value};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{ParserConfig, SocketIo, TransportType};
@@ -109,11 +109,8 @@ struct EventForwarder {
 struct Forwarded;
 
 impl MessageHandler<socketioxide::adapter::LocalAdapter, Forwarded> for EventForwarder {
-    fn call(&self, socket: Arc<Socket>, mut value: Value, ack_id: Option<i64>) {
-        let ack = match ack_id {
-            Some(_) => AckSender::from_message_parts(&socket, &mut value, &ack_id).ok(),
-            None => None,
-        };
+    fn call(&self, socket: Arc<Socket>, value: Value, ack_id: Option<i64>) {
+        let ack = ack_id.map(|id| crate::hub::ClientAck::new(socket.clone(), id));
         let Value::Str(text, attachments) = value else { return };
         let Some((event, args)) = split_event(text.as_str()) else { return };
         let payload = Payload::from_client(&args, attachments.map(Vec::from).unwrap_or_default());

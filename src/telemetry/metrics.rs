@@ -184,6 +184,7 @@ impl Metrics {
             "offline_expired",
             "offline_full",
             "socket_buffer_full",
+            "ack_unsent",
             "redis_unavailable",
             "cluster_outbox_full",
         ] {

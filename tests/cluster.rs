@@ -1,6 +1,8 @@
-//! Issue "Cluster mode over Redis": each test names the must-show item it proves. Three real
-//! bridges (the binary) share one real `redis-server`, a fresh one per test; browsers are
-//! stock `socket.io-client` sockets in Node; test 6 puts Debian's nginx, configured from
+//! Cluster mode over Redis: pushes, rooms, listings and status across instances; presence
+//! when sockets race; client events through Redis Streams and their redelivery; offline
+//! delivery; Redis loss and recovery; long-polling through nginx. Three real bridges (the
+//! binary) share one real `redis-server`, a fresh one per test; browsers are stock
+//! `socket.io-client` sockets in Node; the nginx test puts Debian's nginx, configured from
 //! `examples/nginx/socket-bridge.conf`, in front of two instances. Propagation is awaited by
 //! polling with generous deadlines, never by sleeping; "exactly once" means the expected
 //! deliveries arrived and nothing more within `QUIET`.
@@ -361,11 +363,10 @@ fn check_redelivery(
     }
 }
 
-// ---- 1. pushes, rooms, listings, status ---------------------------------------------------------
+// ---- pushes, rooms, listings, status ------------------------------------------------------------
 
 #[tokio::test]
-async fn must_show_1_push_via_a_reaches_user_on_c_room_across_three_gets_exactly_once_listings_and_status_are_cluster_wide()
- {
+async fn push_via_a_reaches_user_on_c_room_across_three_gets_exactly_once_listings_and_status_are_cluster_wide() {
     let redis = RedisServer::start().await;
     let nodes = start_instances(&redis, &[&[], &[], &[]]).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
@@ -561,7 +562,7 @@ async fn must_show_1_push_via_a_reaches_user_on_c_room_across_three_gets_exactly
     d.exit().await;
 }
 
-// ---- 2. presence ---------------------------------------------------------------------------------
+// ---- presence -----------------------------------------------------------------------------------
 
 /// Lifecycle messages as short strings: "online:pat", "connected:<sid>", "disconnected:<sid>",
 /// "offline:pat".
@@ -611,7 +612,7 @@ impl Watcher {
 }
 
 #[tokio::test]
-async fn must_show_2_presence_fires_once_per_user_even_when_last_two_leave_at_once() {
+async fn presence_fires_once_per_user_even_when_last_two_leave_at_once() {
     let redis = RedisServer::start().await;
     let nodes = start_instances(&redis, &[&[], &[], &[]]).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
@@ -696,10 +697,10 @@ async fn must_show_2_presence_fires_once_per_user_even_when_last_two_leave_at_on
     d.exit().await;
 }
 
-// ---- 3. client events through Redis Streams, redelivery -----------------------------------------
+// ---- client events through Redis Streams, redelivery --------------------------------------------
 
 #[tokio::test]
-async fn must_show_3_events_from_c_reach_backend_on_a_and_unacked_ones_are_redelivered_after_backend_restart() {
+async fn events_from_c_reach_backend_on_a_and_unacked_ones_are_redelivered_after_backend_restart() {
     let redis = RedisServer::start().await;
     // A takes over nothing within the test (claim after 60 s): what A delivers again can only
     // come from its own pending events, the "same instance, immediately" path. B and C take
@@ -837,10 +838,10 @@ async fn must_show_3_events_from_c_reach_backend_on_a_and_unacked_ones_are_redel
     d.exit().await;
 }
 
-// ---- 4. offline delivery -------------------------------------------------------------------------
+// ---- offline delivery ---------------------------------------------------------------------------
 
 #[tokio::test]
-async fn must_show_4_offline_pushes_arrive_in_order_on_another_instance_and_expired_ones_do_not() {
+async fn offline_pushes_arrive_in_order_on_another_instance_and_expired_ones_do_not() {
     let redis = RedisServer::start().await;
     let extra: &[&str] = &["redis.node_timeout_ms=3000"];
     let mut nodes = start_instances(&redis, &[extra, extra, extra]).await;
@@ -950,10 +951,10 @@ async fn must_show_4_offline_pushes_arrive_in_order_on_another_instance_and_expi
     d.exit().await;
 }
 
-// ---- 5. Redis loss and recovery ------------------------------------------------------------------
+// ---- Redis loss and recovery --------------------------------------------------------------------
 
 #[tokio::test]
-async fn must_show_5_redis_restart_local_pushes_keep_working_readiness_shows_loss_and_cross_delivery_resumes() {
+async fn redis_restart_local_pushes_keep_working_readiness_shows_loss_and_cross_delivery_resumes() {
     // Without redis.url, readiness says Redis is not used.
     {
         let solo = Bridge::start(&[]).await;
@@ -1049,7 +1050,7 @@ async fn must_show_5_redis_restart_local_pushes_keep_working_readiness_shows_los
     d.exit().await;
 }
 
-// ---- 6. nginx in front of two instances ----------------------------------------------------------
+// ---- nginx in front of two instances ------------------------------------------------------------
 
 const NGINX_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/nginx/socket-bridge.conf");
 
@@ -1161,7 +1162,7 @@ impl Drop for Nginx {
 }
 
 #[tokio::test]
-async fn must_show_6_long_polling_through_nginx_with_two_instances() {
+async fn long_polling_through_nginx_with_two_instances() {
     let redis = RedisServer::start().await;
     let nodes = start_instances(&redis, &[&[], &[]]).await;
     let (a, b) = (&nodes[0], &nodes[1]);

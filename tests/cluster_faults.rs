@@ -1,7 +1,8 @@
-//! Cluster mode under faults and races (issue #7): each test started as a finding of a review
-//! and failed until the fix. The same harness as `tests/cluster.rs` (real binaries, real
-//! `redis-server`, stock `socket.io-client` sockets in Node; proxies that freeze or delay the
-//! Redis connection).
+//! Cluster mode under faults and races: a Redis connection gone silent, Redis back empty,
+//! outages while sockets come and go, a paused instance reaped and back, SIGTERM, unanswered
+//! asks, a slow Redis, readers joining mid-stream. The same harness as `tests/cluster.rs`
+//! (real binaries, real `redis-server`, stock `socket.io-client` sockets in Node) plus
+//! proxies that freeze or delay the Redis connection.
 
 mod common;
 

@@ -1,5 +1,8 @@
-//! Issue "Core bridge": each test names the must-show item it proves. The bridge is the
-//! real binary; browsers are stock `socket.io-client` sockets in Node.
+//! The core bridge in embedded mode: start-up, reflection and health; pushes to users,
+//! rooms and sockets; client events and acks with exact JSON and binary; order, load sharing
+//! and groups on the Events stream; lifecycle and presence; bad input; SIGTERM. Each over
+//! websocket and, where the transport matters, long-polling. The bridge is the real binary;
+//! browsers are stock `socket.io-client` sockets in Node.
 
 mod common;
 
@@ -11,10 +14,10 @@ use socket_bridge::proto;
 use socket_bridge::proto::target::Kind as T;
 use tonic::Code;
 
-// ---- 1. start, reflection, health ---------------------------------------------------------
+// ---- start, reflection, health --------------------------------------------------------------
 
 #[tokio::test]
-async fn must_show_1_reflection_lists_services_and_health_is_serving() {
+async fn reflection_lists_services_and_health_is_serving() {
     let bridge = Bridge::start(&[]).await;
     let channel = bridge.channel().await;
 
@@ -52,7 +55,7 @@ async fn must_show_1_reflection_lists_services_and_health_is_serving() {
 
 /// The README's start command, run as written (ports moved to free ones by environment).
 #[tokio::test]
-async fn must_show_1_readme_start_command_brings_the_bridge_up() {
+async fn readme_start_command_brings_the_bridge_up() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let start = readme
         .lines()
@@ -83,7 +86,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     out
 }
 
-// ---- 2 and 7. pushes, over websocket and long-polling ---------------------------------------
+// ---- pushes, over websocket and long-polling ------------------------------------------------
 
 async fn pushes_reach_exactly_their_targets(transports: &[&str]) {
     let mut args = jwt_args();
@@ -151,16 +154,16 @@ async fn pushes_reach_exactly_their_targets(transports: &[&str]) {
 }
 
 #[tokio::test]
-async fn must_show_2_pushes_reach_exactly_their_targets_over_websocket() {
+async fn pushes_reach_exactly_their_targets_over_websocket() {
     pushes_reach_exactly_their_targets(&["websocket"]).await;
 }
 
 #[tokio::test]
-async fn must_show_7_pushes_reach_exactly_their_targets_over_long_polling() {
+async fn pushes_reach_exactly_their_targets_over_long_polling() {
     pushes_reach_exactly_their_targets(&["polling"]).await;
 }
 
-// ---- 3 and 7. client events, backend acks --------------------------------------------------
+// ---- client events, backend acks ------------------------------------------------------------
 
 async fn client_ack_roundtrip(transports: &[&str]) {
     let mut args = jwt_args();
@@ -208,17 +211,17 @@ async fn client_ack_roundtrip(transports: &[&str]) {
 }
 
 #[tokio::test]
-async fn must_show_3_client_ack_carries_exact_json_and_binary_over_websocket() {
+async fn client_ack_carries_exact_json_and_binary_over_websocket() {
     client_ack_roundtrip(&["websocket"]).await;
 }
 
 #[tokio::test]
-async fn must_show_7_client_ack_carries_exact_json_and_binary_over_long_polling() {
+async fn client_ack_carries_exact_json_and_binary_over_long_polling() {
     client_ack_roundtrip(&["polling"]).await;
 }
 
 #[tokio::test]
-async fn must_show_3_without_subscriber_the_callback_gets_an_error_within_the_timeout() {
+async fn without_subscriber_the_callback_gets_an_error_within_the_timeout() {
     let mut args = fast_timings();
     args.extend(["--set".into(), "socketio.ack_timeout_ms=400".into()]);
     let bridge = Bridge::start(&args).await;
@@ -234,10 +237,10 @@ async fn must_show_3_without_subscriber_the_callback_gets_an_error_within_the_ti
     d.exit().await;
 }
 
-// ---- 4. order, load sharing, groups ---------------------------------------------------------
+// ---- order, load sharing, groups ------------------------------------------------------------
 
 #[tokio::test]
-async fn must_show_4_thousand_events_arrive_in_order() {
+async fn thousand_events_arrive_in_order() {
     let bridge = Bridge::start(&[
         "--set".into(),
         "socketio.events_per_second=100000".into(),
@@ -258,7 +261,7 @@ async fn must_show_4_thousand_events_arrive_in_order() {
 }
 
 #[tokio::test]
-async fn must_show_4_streams_in_a_group_share_and_every_group_gets_a_copy() {
+async fn streams_in_a_group_share_and_every_group_gets_a_copy() {
     let bridge = Bridge::start(&[]).await;
     let mut client = bridge.client_with_key(None).await;
     let mut g1a = Backend::subscribe(&mut client, subscribe_all("workers", false)).await;
@@ -301,10 +304,10 @@ impl NextMessage for tonic::Streaming<proto::EventsResponse> {
     }
 }
 
-// ---- 5. lifecycle and presence ---------------------------------------------------------------
+// ---- lifecycle and presence -----------------------------------------------------------------
 
 #[tokio::test]
-async fn must_show_5_connects_disconnects_and_presence_fire_once_per_transition() {
+async fn connects_disconnects_and_presence_fire_once_per_transition() {
     let bridge = Bridge::start(&fast_timings()).await;
     let mut client = bridge.client_with_key(None).await;
     let mut backend = Backend::subscribe(&mut client, subscribe_all("life", true)).await;
@@ -350,10 +353,10 @@ async fn must_show_5_connects_disconnects_and_presence_fire_once_per_transition(
 
 const DISCONNECT_REASON_CLIENT: &str = "client namespace disconnect";
 
-// ---- 6. bad input changes nothing --------------------------------------------------------------
+// ---- bad input changes nothing --------------------------------------------------------------
 
 #[tokio::test]
-async fn must_show_6_bad_tokens_get_a_clear_connect_error() {
+async fn bad_tokens_get_a_clear_connect_error() {
     let bridge = Bridge::start(&jwt_args()).await;
     let mut d = Driver::spawn().await;
     let url = bridge.url();
@@ -390,7 +393,7 @@ fn b64url(s: &str) -> String {
 }
 
 #[tokio::test]
-async fn must_show_6_api_key_is_required_and_never_logged() {
+async fn api_key_is_required_and_never_logged() {
     let bridge = Bridge::start(&jwt_args()).await;
     let wrong = "wrong-key-that-must-not-be-logged";
     for key in [None, Some(wrong)] {
@@ -418,7 +421,7 @@ fn field_violation(status: &tonic::Status) -> String {
 }
 
 #[tokio::test]
-async fn must_show_6_invalid_arguments_name_the_field_and_change_nothing() {
+async fn invalid_arguments_name_the_field_and_change_nothing() {
     let bridge = Bridge::start(&["--set".into(), "socketio.max_payload_bytes=1000".into()]).await;
     let mut client = bridge.client_with_key(None).await;
     let mut d = Driver::spawn().await;
@@ -464,7 +467,7 @@ async fn must_show_6_invalid_arguments_name_the_field_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn must_show_6_clients_cannot_join_internal_rooms() {
+async fn clients_cannot_join_internal_rooms() {
     let bridge = Bridge::start(&["--set".into(), "socketio.client_room_patterns=[\"public:*\"]".into()]).await;
     let mut client = bridge.client_with_key(None).await;
     let mut d = Driver::spawn().await;
@@ -494,10 +497,10 @@ async fn must_show_6_clients_cannot_join_internal_rooms() {
     d.exit().await;
 }
 
-// ---- 8. SIGTERM ---------------------------------------------------------------------------------
+// ---- SIGTERM --------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn must_show_8_sigterm_finishes_the_inflight_push_and_exits_zero() {
+async fn sigterm_finishes_the_inflight_push_and_exits_zero() {
     let mut args = fast_timings();
     args.extend(["--set".into(), "shutdown.grace_period_ms=5000".into()]);
     let mut bridge = Bridge::start(&args).await;

@@ -1,4 +1,6 @@
-//! Issue "Observability": each test names the must-show item it proves.
+//! Observability: `/metrics` and the alert rules pass promtool and every metric they name
+//! exists; counters move by exactly the deliveries and failures; log files rotate; the log
+//! API filters and needs the admin credentials.
 
 mod common;
 
@@ -42,7 +44,7 @@ fn promtool() -> &'static str {
 }
 
 #[tokio::test]
-async fn must_show_1_promtool_accepts_metrics_and_rules_and_every_referenced_metric_exists() {
+async fn promtool_accepts_metrics_and_rules_and_every_referenced_metric_exists() {
     let bridge = Bridge::start(&[]).await;
     // Some traffic, so labelled series exist.
     let mut client = bridge.client_with_key(None).await;
@@ -100,7 +102,7 @@ async fn must_show_1_promtool_accepts_metrics_and_rules_and_every_referenced_met
 }
 
 #[tokio::test]
-async fn must_show_2_counters_move_by_exactly_the_deliveries_and_failures() {
+async fn counters_move_by_exactly_the_deliveries_and_failures() {
     let mut args = jwt_args();
     args.extend(admin_args(&[]));
     let bridge = Bridge::start(&args).await;
@@ -142,7 +144,7 @@ async fn must_show_2_counters_move_by_exactly_the_deliveries_and_failures() {
 }
 
 #[tokio::test]
-async fn must_show_3_log_files_rotate_at_the_configured_size_and_old_ones_are_removed() {
+async fn log_files_rotate_at_the_configured_size_and_old_ones_are_removed() {
     let dir = std::env::temp_dir().join(format!("sb-logs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let file = dir.join("bridge.log");
@@ -174,7 +176,7 @@ async fn must_show_3_log_files_rotate_at_the_configured_size_and_old_ones_are_re
 }
 
 #[tokio::test]
-async fn must_show_3_log_api_serves_the_newest_entries_with_working_filters() {
+async fn log_api_serves_the_newest_entries_with_working_filters() {
     let bridge = Bridge::start(&admin_args(&["log.level=debug"])).await;
     let http = reqwest::Client::new();
     let get = |q: &str| {

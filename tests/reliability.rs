@@ -1,5 +1,5 @@
-//! Issue "Reliability and security": faults, hostile clients and auth attacks against the
-//! real binary. Each test names what it shows.
+//! Reliability and security: faults, hostile clients and auth attacks against the real
+//! binary. Each test names what it shows.
 
 mod common;
 

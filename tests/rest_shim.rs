@@ -1,4 +1,6 @@
-//! Issue "REST compatibility shim": each test names the must-show item it proves.
+//! The REST door: it delivers and refuses exactly as gRPC does, every error status has the
+//! documented body, rate limits answer 429 with Retry-After, request ids are echoed and
+//! logged, and no credential reaches the logs.
 
 mod common;
 
@@ -56,7 +58,7 @@ async fn deliveries(d: &mut Driver, names: &[&str], event: &str) -> BTreeMap<Str
 }
 
 #[tokio::test]
-async fn must_show_1_rest_and_grpc_give_the_same_deliveries_and_error_meaning() {
+async fn rest_and_grpc_give_the_same_deliveries_and_error_meaning() {
     let bridge = Bridge::start(&args(&[])).await;
     let mut client = bridge.client().await;
     let mut d = Driver::spawn().await;
@@ -185,7 +187,7 @@ fn check_error_body(body: &Value, code: &str, request_id: Option<&str>) {
 }
 
 #[tokio::test]
-async fn must_show_3_every_error_status_has_the_documented_body() {
+async fn every_error_status_has_the_documented_body() {
     let bridge = Bridge::start(&args(&["http.max_body_bytes=2048"])).await;
     let http = reqwest::Client::new();
     let push_url = format!("{}/api/v1/push", bridge.url());
@@ -266,7 +268,7 @@ async fn must_show_3_every_error_status_has_the_documented_body() {
 }
 
 #[tokio::test]
-async fn must_show_3_too_many_requests_has_retry_after() {
+async fn too_many_requests_has_retry_after() {
     let bridge = Bridge::start(&args(&["http.rate_per_key_per_second=1", "http.burst_per_key=2"])).await;
     let mut last = (0, Default::default(), Value::Null);
     for _ in 0..3 {
@@ -280,7 +282,7 @@ async fn must_show_3_too_many_requests_has_retry_after() {
 }
 
 #[tokio::test]
-async fn must_show_4_a_thousand_requests_over_the_key_limit_get_429_and_other_keys_pass() {
+async fn a_thousand_requests_over_the_key_limit_get_429_and_other_keys_pass() {
     let other_key = "second-api-key-0123456789";
     let mut a = fast_timings();
     a.extend(["--set".into(), "auth.mode=jwt".into(), "--set".into(), format!("auth.jwt.secret={JWT_SECRET}")]);
@@ -320,7 +322,7 @@ async fn must_show_4_a_thousand_requests_over_the_key_limit_get_429_and_other_ke
 use futures::StreamExt;
 
 #[tokio::test]
-async fn must_show_5_no_key_token_or_authorization_value_is_logged() {
+async fn no_key_token_or_authorization_value_is_logged() {
     let bridge = Bridge::start(&args(&[])).await;
     let wrong = "wrong-key-never-logged-0123";
     let tok = token("tina", &[]);

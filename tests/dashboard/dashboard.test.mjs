@@ -1,4 +1,4 @@
-// The dashboard in headless Chromium against the real bridge (issue 6, must-show 4):
+// The dashboard in headless Chromium against the real bridge:
 // it loads after login, its connection count follows test clients connecting and
 // disconnecting without a reload, a log line produced during the test appears in the
 // viewer, an event name and a log message containing <script> render as text, and a

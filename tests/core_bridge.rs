@@ -130,10 +130,7 @@ async fn pushes_reach_exactly_their_targets(transports: &[&str]) {
     // ack_timeout: alice's a1 answers, a2 never does.
     d.send(json!({"cmd": "on_ack_reply", "id": "a1", "event": "ask", "reply": [{"answer": 42, "deep": {"list": [1, "two"]}}]})).await;
     let mut req = push_request(T::UserId("alice".into()), "ask", r#"["question?"]"#);
-    req.options = Some(proto::PushOptions {
-        ack_timeout: Some(prost_types::Duration { seconds: 0, nanos: 500_000_000 }),
-        ..Default::default()
-    });
+    req.options = ack_timeout_options(500);
     let r = client.push(req).await.unwrap().into_inner();
     assert_eq!(r.sockets_reached, 2);
     assert_eq!(r.acks.len(), 2);
@@ -223,7 +220,7 @@ async fn client_ack_carries_exact_json_and_binary_over_long_polling() {
 #[tokio::test]
 async fn without_subscriber_the_callback_gets_an_error_within_the_timeout() {
     let mut args = fast_timings();
-    args.extend(["--set".into(), "socketio.ack_timeout_ms=400".into()]);
+    args.extend(settings(&["socketio.ack_timeout_ms=400"]));
     let bridge = Bridge::start(&args).await;
     let mut d = Driver::spawn().await;
     d.connect("x", &bridge.url(), json!({"userId": "xavier"}), Some(&["websocket"])).await;
@@ -241,13 +238,7 @@ async fn without_subscriber_the_callback_gets_an_error_within_the_timeout() {
 
 #[tokio::test]
 async fn thousand_events_arrive_in_order() {
-    let bridge = Bridge::start(&[
-        "--set".into(),
-        "socketio.events_per_second=100000".into(),
-        "--set".into(),
-        "socketio.event_burst=5000".into(),
-    ])
-    .await;
+    let bridge = Bridge::start(&settings(&["socketio.events_per_second=100000", "socketio.event_burst=5000"])).await;
     let mut client = bridge.client_with_key(None).await;
     let mut backend = Backend::subscribe(&mut client, subscribe_all("g", false)).await;
     let mut d = Driver::spawn().await;
@@ -387,11 +378,6 @@ async fn bad_tokens_get_a_clear_connect_error() {
     d.exit().await;
 }
 
-fn b64url(s: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
-}
-
 #[tokio::test]
 async fn api_key_is_required_and_never_logged() {
     let bridge = Bridge::start(&jwt_args()).await;
@@ -405,9 +391,13 @@ async fn api_key_is_required_and_never_logged() {
         assert_eq!(err.code(), Code::Unauthenticated);
     }
     bridge.client().await.status(proto::StatusRequest {}).await.expect("right key works");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let logs = bridge.logs().join("\n");
-    assert!(logs.contains("gRPC call refused"), "refusals are logged");
+    // Refusals are logged: all four are in the log before it is searched for secrets.
+    let logs = eventually("refusals are logged (all four)", WAIT, || async {
+        let logs = bridge.logs().join("\n");
+        let refused = logs.matches("gRPC call refused").count();
+        if refused >= 4 { Ok(logs) } else { Err(format!("{refused} refusals logged")) }
+    })
+    .await;
     for secret in [wrong, API_KEY, JWT_SECRET] {
         assert!(!logs.contains(secret), "{secret} leaked into logs");
     }
@@ -422,7 +412,7 @@ fn field_violation(status: &tonic::Status) -> String {
 
 #[tokio::test]
 async fn invalid_arguments_name_the_field_and_change_nothing() {
-    let bridge = Bridge::start(&["--set".into(), "socketio.max_payload_bytes=1000".into()]).await;
+    let bridge = Bridge::start(&settings(&["socketio.max_payload_bytes=1000"])).await;
     let mut client = bridge.client_with_key(None).await;
     let mut d = Driver::spawn().await;
     d.connect("v", &bridge.url(), json!({"userId": "val"}), Some(&["websocket"])).await;
@@ -468,7 +458,7 @@ async fn invalid_arguments_name_the_field_and_change_nothing() {
 
 #[tokio::test]
 async fn clients_cannot_join_internal_rooms() {
-    let bridge = Bridge::start(&["--set".into(), "socketio.client_room_patterns=[\"public:*\"]".into()]).await;
+    let bridge = Bridge::start(&settings(&["socketio.client_room_patterns=[\"public:*\"]"])).await;
     let mut client = bridge.client_with_key(None).await;
     let mut d = Driver::spawn().await;
     let sid = d.connect("m", &bridge.url(), json!({"userId": "mallory"}), Some(&["websocket"])).await;
@@ -502,7 +492,7 @@ async fn clients_cannot_join_internal_rooms() {
 #[tokio::test]
 async fn sigterm_finishes_the_inflight_push_and_exits_zero() {
     let mut args = fast_timings();
-    args.extend(["--set".into(), "shutdown.grace_period_ms=5000".into()]);
+    args.extend(settings(&["shutdown.grace_period_ms=5000"]));
     let mut bridge = Bridge::start(&args).await;
     let mut client = bridge.client_with_key(None).await;
     let mut d = Driver::spawn().await;
@@ -510,10 +500,7 @@ async fn sigterm_finishes_the_inflight_push_and_exits_zero() {
     d.send(json!({"cmd": "on_ack_reply", "id": "t", "event": "slow", "reply": ["done"], "delay_ms": 1000})).await;
 
     let mut req = push_request(T::UserId("tess".into()), "slow", "[]");
-    req.options = Some(proto::PushOptions {
-        ack_timeout: Some(prost_types::Duration { seconds: 4, nanos: 0 }),
-        ..Default::default()
-    });
+    req.options = ack_timeout_options(4000);
     let push = tokio::spawn(async move { client.push(req).await });
     d.event("t", "slow").await;
     let signalled = std::time::Instant::now();

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The soak (tracker issue 9, item 1): one socket-bridge (release build) holding N clients
-# for D seconds under sustained pushes and client events with acks, every message counted.
+# The soak: one socket-bridge (release build) holding N clients for D seconds
+# under sustained pushes and client events with acks, every message counted.
 #
 #   bash bench/soak.sh                                  10,000 clients, 600 s (~11 min after builds)
 #   bash bench/soak.sh --duration 60 --clients 10000    what tests/soak-ci.sh runs

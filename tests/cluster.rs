@@ -1,6 +1,8 @@
-//! Issue "Cluster mode over Redis": each test names the must-show item it proves. Three real
-//! bridges (the binary) share one real `redis-server`, a fresh one per test; browsers are
-//! stock `socket.io-client` sockets in Node; test 6 puts Debian's nginx, configured from
+//! Cluster mode over Redis: pushes, rooms, listings and status across instances; presence
+//! when sockets race; client events through Redis Streams and their redelivery; offline
+//! delivery; Redis loss and recovery; long-polling through nginx. Three real bridges (the
+//! binary) share one real `redis-server`, a fresh one per test; browsers are stock
+//! `socket.io-client` sockets in Node; the nginx test puts Debian's nginx, configured from
 //! `examples/nginx/socket-bridge.conf`, in front of two instances. Propagation is awaited by
 //! polling with generous deadlines, never by sleeping; "exactly once" means the expected
 //! deliveries arrived and nothing more within `QUIET`.
@@ -8,12 +10,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
+use common::cluster::*;
 use common::redis_server::{RedisServer, free_port};
 use common::*;
 use serde_json::{Value, json};
@@ -22,65 +24,10 @@ use socket_bridge::proto::events_response::Kind as K;
 use socket_bridge::proto::target::Kind as T;
 use tokio::time::Instant;
 
-/// Deadline for anything that crosses Redis; a wait ends as soon as its condition holds.
-const PROPAGATION: Duration = Duration::from_secs(30);
 /// After the expected deliveries, nothing more may arrive within this.
 const QUIET: Duration = Duration::from_millis(500);
-const WS: Option<&[&str]> = Some(&["websocket"]);
 
 // ---- harness ------------------------------------------------------------------------------------
-
-/// Arguments of one cluster instance: the shared Redis, the test API key, dev auth (user id
-/// from `auth.userId`), short heartbeats, then `extra` settings (later ones win).
-fn instance_args(redis: &RedisServer, extra: &[&str]) -> Vec<String> {
-    let mut args = vec!["--set".to_string(), format!("redis.url={}", redis.url())];
-    args.extend(["--set".to_string(), format!("grpc.api_keys=[\"{API_KEY}\"]")]);
-    args.extend(fast_timings());
-    for setting in extra {
-        args.extend(["--set".to_string(), setting.to_string()]);
-    }
-    args
-}
-
-/// Starts one instance per entry of `extras`, all at once, on the same Redis.
-async fn start_instances(redis: &RedisServer, extras: &[&[&str]]) -> Vec<Bridge> {
-    let args: Vec<Vec<String>> = extras.iter().map(|extra| instance_args(redis, extra)).collect();
-    futures::future::join_all(args.iter().map(|a| Bridge::start(a))).await
-}
-
-/// A gRPC call that must answer within `WAIT` and succeed.
-async fn call<T>(what: &str, fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> T {
-    match tokio::time::timeout(WAIT, fut).await {
-        Ok(Ok(response)) => response.into_inner(),
-        Ok(Err(status)) => panic!("{what}: failed: {status:?}"),
-        Err(_) => panic!("{what}: no answer within {WAIT:?}"),
-    }
-}
-
-/// Retries `attempt` (every 200 ms) until it returns Ok or `limit` passes; the panic names
-/// what was awaited and the last thing seen.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        let last = match tokio::time::timeout_at(deadline, attempt()).await {
-            Ok(Ok(value)) => return value,
-            Ok(Err(seen)) => seen,
-            Err(_) => "(the last attempt was still running at the deadline)".to_string(),
-        };
-        if Instant::now() >= deadline {
-            panic!("{what}: not within {limit:?}; last seen: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn instance_id(bridge: &Bridge) -> String {
-    call("Status", bridge.client().await.status(proto::StatusRequest {})).await.instance_id
-}
 
 /// Waits until every given instance's `Status.nodes` lists exactly the given instances;
 /// returns their instance ids, in the order given.
@@ -205,48 +152,9 @@ async fn delivered_exactly(d: &mut Driver, ids: &[&str], others: &[&str], event:
     assert_no_more(d, &all, event).await;
 }
 
-/// Connects several driver sockets at once (all commands first, then the reports) and
-/// returns their socket ids by driver id.
-async fn connect_at_once(d: &mut Driver, plan: &[(&str, &str, &str)]) -> HashMap<String, String> {
-    for (id, url, user) in plan {
-        d.send(json!({"cmd": "connect", "id": id, "url": url, "auth": {"userId": user}, "transports": ["websocket"]}))
-            .await;
-    }
-    let mut sids = HashMap::new();
-    for (id, _, _) in plan {
-        let v = d
-            .expect(&format!("connect {id}"), |v| {
-                v["id"] == *id && (v["type"] == "connect" || v["type"] == "connect_error")
-            })
-            .await;
-        assert_eq!(v["type"], "connect", "{id} failed to connect: {v}");
-        sids.insert(id.to_string(), v["sid"].as_str().unwrap().to_owned());
-    }
-    sids
-}
-
-async fn http_get(url: &str) -> Result<(u16, String), String> {
-    let response = reqwest::get(url).await.map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    Ok((status, response.text().await.map_err(|e| e.to_string())?))
-}
-
-/// `GET /ready`: status and JSON body.
-async fn readiness(bridge: &Bridge) -> Result<(u16, Value), String> {
-    let (status, text) = http_get(&format!("{}/ready", bridge.url())).await?;
-    Ok((status, serde_json::from_str(&text).map_err(|e| format!("{status} {text:?}: {e}"))?))
-}
-
 /// The value of the `socket_bridge_redis_up` gauge on `/metrics`.
 async fn redis_up_gauge(bridge: &Bridge) -> Result<f64, String> {
-    let (_, text) = http_get(&format!("{}/metrics", bridge.url())).await?;
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == "socket_bridge_redis_up" || name.starts_with("socket_bridge_redis_up{"))
-                .then(|| value.parse().ok())?
-        })
+    metric_sample(&bridge.metrics().await?, "socket_bridge_redis_up")
         .ok_or_else(|| "no socket_bridge_redis_up sample on /metrics".to_string())
 }
 
@@ -261,7 +169,7 @@ async fn wait_for_redis_state(bridges: &[&Bridge], state: &str, gauge: f64) {
             || {
                 let want = want.clone();
                 async move {
-                    let (status, body) = readiness(bridge).await?;
+                    let (status, body) = bridge.readiness().await?;
                     let up = redis_up_gauge(bridge).await?;
                     if status == 200 && body == want && up == gauge {
                         Ok(())
@@ -276,21 +184,6 @@ async fn wait_for_redis_state(bridges: &[&Bridge], state: &str, gauge: f64) {
 }
 
 // ---- backend helpers ----------------------------------------------------------------------------
-
-fn subscription(group: &str, patterns: &[&str], confirm_all: bool) -> proto::Subscribe {
-    proto::Subscribe {
-        group: group.into(),
-        event_patterns: patterns.iter().map(|p| p.to_string()).collect(),
-        confirm_all,
-        ..Default::default()
-    }
-}
-
-/// A backend on its own gRPC connection: dropping it kills the stream and the connection.
-async fn backend_on(bridge: &Bridge, subscribe: proto::Subscribe) -> Backend {
-    let mut client = bridge.client().await;
-    Backend::subscribe(&mut client, subscribe).await
-}
 
 /// The next ClientEvent within `limit` (lifecycle messages skipped); None when nothing came
 /// or the stream ended.
@@ -361,13 +254,12 @@ fn check_redelivery(
     }
 }
 
-// ---- 1. pushes, rooms, listings, status ---------------------------------------------------------
+// ---- pushes, rooms, listings, status ------------------------------------------------------------
 
 #[tokio::test]
-async fn must_show_1_push_via_a_reaches_user_on_c_room_across_three_gets_exactly_once_listings_and_status_are_cluster_wide()
- {
+async fn push_via_a_reaches_user_on_c_room_across_three_gets_exactly_once_listings_and_status_are_cluster_wide() {
     let redis = RedisServer::start().await;
-    let nodes = start_instances(&redis, &[&[], &[], &[]]).await;
+    let nodes = start_instances(&redis.url(), &[&[], &[], &[]]).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let ids = wait_for_cluster(&[a, b, c]).await;
     let (mut ca, mut cb, mut cc) = (a.client().await, b.client().await, c.client().await);
@@ -561,19 +453,7 @@ async fn must_show_1_push_via_a_reaches_user_on_c_room_across_three_gets_exactly
     d.exit().await;
 }
 
-// ---- 2. presence ---------------------------------------------------------------------------------
-
-/// Lifecycle messages as short strings: "online:pat", "connected:<sid>", "disconnected:<sid>",
-/// "offline:pat".
-fn lifecycle_label(kind: &K) -> Option<String> {
-    match kind {
-        K::UserOnline(u) => Some(format!("online:{}", u.user_id)),
-        K::UserOffline(u) => Some(format!("offline:{}", u.user_id)),
-        K::SocketConnected(s) => Some(format!("connected:{}", s.socket_id)),
-        K::SocketDisconnected(s) => Some(format!("disconnected:{}", s.socket_id)),
-        _ => None,
-    }
-}
+// ---- presence -----------------------------------------------------------------------------------
 
 /// One backend group's view of the lifecycle, in arrival order.
 struct Watcher {
@@ -586,19 +466,13 @@ impl Watcher {
     /// Reads until every label of `expect` has been seen (deadline `PROPAGATION`), then for
     /// `QUIET` more, so that duplicates show.
     async fn settle(&mut self, expect: &[String]) {
-        let deadline = Instant::now() + PROPAGATION;
-        while !expect.iter().all(|l| self.seen.contains(l)) {
-            match tokio::time::timeout_at(deadline, self.backend.rx.message()).await {
-                Ok(Ok(Some(m))) => self.seen.extend(m.kind.as_ref().and_then(lifecycle_label)),
-                other => {
-                    let missing: Vec<&String> = expect.iter().filter(|l| !self.seen.contains(l)).collect();
-                    panic!("{}: missing {missing:?} (stream: {other:?}); seen so far: {:?}", self.name, self.seen);
-                }
-            }
-        }
-        while let Ok(Ok(Some(m))) = tokio::time::timeout(QUIET, self.backend.rx.message()).await {
-            self.seen.extend(m.kind.as_ref().and_then(lifecycle_label));
-        }
+        let Watcher { name, backend, seen } = self;
+        let more =
+            read_lifecycle(backend, PROPAGATION, QUIET, |s| expect.iter().all(|l| seen.contains(l) || s.contains(l)))
+                .await;
+        seen.extend(more);
+        let missing: Vec<&String> = expect.iter().filter(|l| !seen.contains(l)).collect();
+        assert!(missing.is_empty(), "{name}: missing {missing:?}; seen so far: {seen:?}");
     }
 
     fn count(&self, label: &str) -> usize {
@@ -611,16 +485,15 @@ impl Watcher {
 }
 
 #[tokio::test]
-async fn must_show_2_presence_fires_once_per_user_even_when_last_two_leave_at_once() {
+async fn presence_fires_once_per_user_even_when_last_two_leave_at_once() {
     let redis = RedisServer::start().await;
-    let nodes = start_instances(&redis, &[&[], &[], &[]]).await;
+    let nodes = start_instances(&redis.url(), &[&[], &[], &[]]).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     wait_for_cluster(&[a, b, c]).await;
     // Two groups on two instances: each must see every transition exactly once.
-    let lifecycle = |group: &str| proto::Subscribe { group: group.into(), wants_lifecycle: true, ..Default::default() };
     let mut watchers = [
-        Watcher { name: "group p1 on A", backend: backend_on(a, lifecycle("p1")).await, seen: vec![] },
-        Watcher { name: "group p2 on C", backend: backend_on(c, lifecycle("p2")).await, seen: vec![] },
+        Watcher { name: "group p1 on A", backend: backend_on(a, subscribe_all("p1", true)).await, seen: vec![] },
+        Watcher { name: "group p2 on C", backend: backend_on(c, subscribe_all("p2", true)).await, seen: vec![] },
     ];
     let mut d = Driver::spawn().await;
     let user = |u: &str| json!({ "userId": u });
@@ -668,7 +541,7 @@ async fn must_show_2_presence_fires_once_per_user_even_when_last_two_leave_at_on
     let ids: Vec<(String, String, &str)> =
         users.iter().flat_map(|u| [(format!("{u}@A"), a.url(), *u), (format!("{u}@C"), c.url(), *u)]).collect();
     let plan: Vec<(&str, &str, &str)> = ids.iter().map(|(id, url, u)| (id.as_str(), url.as_str(), *u)).collect();
-    let sids = connect_at_once(&mut d, &plan).await;
+    let sids = d.connect_all(&plan).await;
     let mut expect: Vec<String> = users.iter().map(|u| format!("online:{u}")).collect();
     expect.extend(sids.values().map(|s| conn(s)));
     for w in &mut watchers {
@@ -696,10 +569,10 @@ async fn must_show_2_presence_fires_once_per_user_even_when_last_two_leave_at_on
     d.exit().await;
 }
 
-// ---- 3. client events through Redis Streams, redelivery -----------------------------------------
+// ---- client events through Redis Streams, redelivery --------------------------------------------
 
 #[tokio::test]
-async fn must_show_3_events_from_c_reach_backend_on_a_and_unacked_ones_are_redelivered_after_backend_restart() {
+async fn events_from_c_reach_backend_on_a_and_unacked_ones_are_redelivered_after_backend_restart() {
     let redis = RedisServer::start().await;
     // A takes over nothing within the test (claim after 60 s): what A delivers again can only
     // come from its own pending events, the "same instance, immediately" path. B and C take
@@ -707,7 +580,7 @@ async fn must_show_3_events_from_c_reach_backend_on_a_and_unacked_ones_are_redel
     let common = ["socketio.ack_timeout_ms=20000", "socketio.events_per_second=1000", "socketio.event_burst=1000"];
     let a_args = [&common[..], &["redis.claim_idle_ms=60000"]].concat();
     let bc_args = [&common[..], &["redis.claim_idle_ms=2000"]].concat();
-    let nodes = start_instances(&redis, &[&a_args[..], &bc_args[..], &bc_args[..]]).await;
+    let nodes = start_instances(&redis.url(), &[&a_args[..], &bc_args[..], &bc_args[..]]).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     wait_for_cluster(&[a, b, c]).await;
     let mut d = Driver::spawn().await;
@@ -837,22 +710,21 @@ async fn must_show_3_events_from_c_reach_backend_on_a_and_unacked_ones_are_redel
     d.exit().await;
 }
 
-// ---- 4. offline delivery -------------------------------------------------------------------------
+/// Pushes stored for an offline user and dropped at expiry, unread.
+const OFFLINE_EXPIRED: &str = "socket_bridge_dropped_messages_total{reason=\"offline_expired\"}";
+
+// ---- offline delivery ---------------------------------------------------------------------------
 
 #[tokio::test]
-async fn must_show_4_offline_pushes_arrive_in_order_on_another_instance_and_expired_ones_do_not() {
+async fn offline_pushes_arrive_in_order_on_another_instance_and_expired_ones_do_not() {
     let redis = RedisServer::start().await;
     let extra: &[&str] = &["redis.node_timeout_ms=3000"];
-    let mut nodes = start_instances(&redis, &[extra, extra, extra]).await;
+    let mut nodes = start_instances(&redis.url(), &[extra, extra, extra]).await;
     wait_for_cluster(&[&nodes[0], &nodes[1], &nodes[2]]).await;
     let mut clients = Vec::new();
     for node in &nodes {
         clients.push(node.client().await);
     }
-    let ttl = |ms: i32| proto::PushOptions {
-        ttl: Some(prost_types::Duration { seconds: (ms / 1000) as i64, nanos: (ms % 1000) * 1_000_000 }),
-        ..Default::default()
-    };
     // olga has no socket anywhere. Pushes through all three instances, one expiring soon.
     let plan: [(usize, &str, &str, i32); 6] = [
         (0, "note", "[1]", 600_000),
@@ -865,7 +737,7 @@ async fn must_show_4_offline_pushes_arrive_in_order_on_another_instance_and_expi
     let mut short_stored_at = Instant::now();
     for (via, event, args, ms) in plan {
         let mut req = push_request(T::UserId("olga".into()), event, args);
-        req.options = Some(ttl(ms));
+        req.options = ttl_options(ms);
         if event == "short" {
             short_stored_at = Instant::now();
         }
@@ -894,16 +766,13 @@ async fn must_show_4_offline_pushes_arrive_in_order_on_another_instance_and_expi
     assert_no_more(&mut d, &["olga@C"], "note").await;
     assert!(d.no_event("olga@C", "short", Duration::from_millis(10)).await, "the expired push is not delivered");
     // ...and it is counted where it was dropped.
-    let (_, metrics) = http_get(&format!("{}/metrics", c.url())).await.expect("GET /metrics on C");
-    let expired = metrics
-        .lines()
-        .find(|l| l.starts_with("socket_bridge_dropped_messages_total{reason=\"offline_expired\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    let metrics = c.metrics().await.expect("GET /metrics on C");
+    let expired = metric_sample(&metrics, OFFLINE_EXPIRED);
     assert_eq!(expired, Some(1.0), "the expired push is counted once on C");
 
     // Online now (on C): a push with ttl via B reaches her at once and is not stored.
     let mut req = push_request(T::UserId("olga".into()), "live", "[6]");
-    req.options = Some(ttl(600_000));
+    req.options = ttl_options(600_000);
     let r = call("Push live via B", clients[0].push(req)).await;
     assert!(!r.stored_offline && r.sockets_reached == 1, "olga is online on C: {r:?}");
     assert_eq!(d.event("olga@C", "live").await["args"], json!([6]));
@@ -929,18 +798,13 @@ async fn must_show_4_offline_pushes_arrive_in_order_on_another_instance_and_expi
     let expired_total = || async {
         let mut total = 0.0;
         for node in [b, c] {
-            let (_, metrics) = http_get(&format!("{}/metrics", node.url())).await.expect("GET /metrics");
-            total += metrics
-                .lines()
-                .find(|l| l.starts_with("socket_bridge_dropped_messages_total{reason=\"offline_expired\"}"))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .unwrap_or(0.0);
+            total += node.metric(OFFLINE_EXPIRED).await;
         }
         total
     };
     let before = expired_total().await;
     let mut req = push_request(T::UserId("zed".into()), "note", "[0]");
-    req.options = Some(ttl(500));
+    req.options = ttl_options(500);
     assert!(call("Push to zed via B", clients[0].push(req)).await.stored_offline);
     eventually("the unread expired push is counted", Duration::from_secs(15), || async {
         let now = expired_total().await;
@@ -950,18 +814,18 @@ async fn must_show_4_offline_pushes_arrive_in_order_on_another_instance_and_expi
     d.exit().await;
 }
 
-// ---- 5. Redis loss and recovery ------------------------------------------------------------------
+// ---- Redis loss and recovery --------------------------------------------------------------------
 
 #[tokio::test]
-async fn must_show_5_redis_restart_local_pushes_keep_working_readiness_shows_loss_and_cross_delivery_resumes() {
+async fn redis_restart_local_pushes_keep_working_readiness_shows_loss_and_cross_delivery_resumes() {
     // Without redis.url, readiness says Redis is not used.
     {
         let solo = Bridge::start(&[]).await;
-        let (status, body) = readiness(&solo).await.expect("GET /ready");
+        let (status, body) = solo.readiness().await.expect("GET /ready");
         assert_eq!((status, body), (200, json!({"ready": true, "draining": false, "redis": "disabled"})));
     }
     let mut redis = RedisServer::start().await;
-    let nodes = start_instances(&redis, &[&[], &[], &[]]).await;
+    let nodes = start_instances(&redis.url(), &[&[], &[], &[]]).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let all = [a, b, c];
     wait_for_cluster(&all).await;
@@ -1049,7 +913,7 @@ async fn must_show_5_redis_restart_local_pushes_keep_working_readiness_shows_los
     d.exit().await;
 }
 
-// ---- 6. nginx in front of two instances ----------------------------------------------------------
+// ---- nginx in front of two instances ------------------------------------------------------------
 
 const NGINX_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/nginx/socket-bridge.conf");
 
@@ -1161,9 +1025,9 @@ impl Drop for Nginx {
 }
 
 #[tokio::test]
-async fn must_show_6_long_polling_through_nginx_with_two_instances() {
+async fn long_polling_through_nginx_with_two_instances() {
     let redis = RedisServer::start().await;
-    let nodes = start_instances(&redis, &[&[], &[]]).await;
+    let nodes = start_instances(&redis.url(), &[&[], &[]]).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let ids = wait_for_cluster(&[a, b]).await;
     let nginx = Nginx::start(&[a.http, b.http]).await;

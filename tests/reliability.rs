@@ -1,5 +1,5 @@
-//! Issue "Reliability and security": faults, hostile clients and auth attacks against the
-//! real binary. Each test names what it shows.
+//! Reliability and security: faults, hostile clients and auth attacks against the real
+//! binary. Each test names what it shows.
 
 mod common;
 
@@ -12,17 +12,6 @@ use socket_bridge::proto;
 use socket_bridge::proto::target::Kind as T;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-
-fn set(pairs: &[&str]) -> Vec<String> {
-    pairs.iter().flat_map(|p| ["--set".to_string(), p.to_string()]).collect()
-}
-
-async fn metric(bridge: &Bridge, series: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", bridge.url())).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
 
 /// A raw Engine.IO v4 websocket client connected to namespace "/" (no Socket.IO library).
 async fn raw_socket(
@@ -68,7 +57,7 @@ where
 
 #[tokio::test]
 async fn hostile_event_flood_is_throttled_then_disconnected_and_counted() {
-    let bridge = Bridge::start(&set(&[
+    let bridge = Bridge::start(&settings(&[
         "socketio.events_per_second=20",
         "socketio.event_burst=10",
         "socketio.flood_disconnect_after=40",
@@ -88,7 +77,7 @@ async fn hostile_event_flood_is_throttled_then_disconnected_and_counted() {
     assert_eq!(throttled["args"][0]["error"]["message"], "too many events; slow down");
     let gone = d.expect("flooder disconnected", |v| v["type"] == "disconnect" && v["id"] == "flood").await;
     assert_eq!(gone["reason"], "io server disconnect");
-    assert_eq!(metric(&bridge, r#"socket_bridge_errors_total{kind="flood_disconnect"}"#).await, 1.0);
+    assert_eq!(bridge.metric(r#"socket_bridge_errors_total{kind="flood_disconnect"}"#).await, 1.0);
     // The calm client is unaffected.
     let r = client.push(push_request(T::UserId("carl".into()), "still-here", "[]")).await.unwrap().into_inner();
     assert_eq!(r.sockets_reached, 1);
@@ -98,7 +87,7 @@ async fn hostile_event_flood_is_throttled_then_disconnected_and_counted() {
 
 #[tokio::test]
 async fn hostile_oversized_payload_and_too_many_attachments_close_only_that_connection() {
-    let bridge = Bridge::start(&set(&["socketio.max_payload_bytes=2000", "socketio.max_attachments=2"])).await;
+    let bridge = Bridge::start(&settings(&["socketio.max_payload_bytes=2000", "socketio.max_attachments=2"])).await;
     let mut client = bridge.client_with_key(None).await;
     let mut backend = Backend::subscribe(&mut client, subscribe_all("g", false)).await;
     let mut bystander = raw_socket(&bridge, json!({"userId": "bob"})).await;
@@ -160,7 +149,7 @@ async fn hostile_malformed_packets_close_the_connection_and_change_nothing() {
 
 #[tokio::test]
 async fn hostile_slowloris_connections_are_cut_and_others_are_served() {
-    let bridge = Bridge::start(&set(&["http.header_read_timeout_ms=500"])).await;
+    let bridge = Bridge::start(&settings(&["http.header_read_timeout_ms=500"])).await;
     let mut slow = Vec::new();
     for _ in 0..50 {
         let mut s = tokio::net::TcpStream::connect(bridge.http).await.unwrap();
@@ -185,7 +174,7 @@ async fn hostile_slowloris_connections_are_cut_and_others_are_served() {
 #[tokio::test]
 async fn hostile_rapid_connect_disconnect_cycles_leave_no_state_and_memory_returns() {
     let bridge = Bridge::start(&[]).await;
-    let mut client = bridge.client_with_key(None).await;
+    let client = bridge.client_with_key(None).await;
     let warm = |n: usize| {
         let bridge = &bridge;
         async move {
@@ -196,19 +185,30 @@ async fn hostile_rapid_connect_disconnect_cycles_leave_no_state_and_memory_retur
             }
         }
     };
+    // Closing a socket is asynchronous on the server: wait until every one is gone.
+    let all_gone = |what: &'static str| {
+        let client = client.clone();
+        eventually(what, WAIT, move || {
+            let mut client = client.clone();
+            async move {
+                let s = client.status(proto::StatusRequest {}).await.map_err(|e| e.to_string())?.into_inner();
+                let rooms = client
+                    .list_rooms(proto::ListRoomsRequest { include_internal: true, ..Default::default() })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner();
+                if (s.connections, s.unique_users) == (0, 0) && rooms.rooms.is_empty() {
+                    Ok(s)
+                } else {
+                    Err(format!("{} sockets, {} users, rooms {:?}", s.connections, s.unique_users, rooms.rooms))
+                }
+            }
+        })
+    };
     warm(200).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let baseline = client.status(proto::StatusRequest {}).await.unwrap().into_inner().rss_bytes;
+    let baseline = all_gone("the warm-up's sockets are gone").await.rss_bytes;
     warm(2000).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let s = client.status(proto::StatusRequest {}).await.unwrap().into_inner();
-    assert_eq!((s.connections, s.unique_users), (0, 0), "no socket or user left behind");
-    let rooms = client
-        .list_rooms(proto::ListRoomsRequest { include_internal: true, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(rooms.rooms.is_empty(), "no room left behind: {:?}", rooms.rooms);
+    let s = all_gone("no socket, user or room left behind").await;
     let growth = s.rss_bytes.saturating_sub(baseline);
     eprintln!("RSS after warm-up {baseline} B, after 2000 more cycles {} B (+{growth} B)", s.rss_bytes);
     assert!(growth < 8 << 20, "memory grew by {growth} bytes over 2000 cycles");
@@ -218,7 +218,7 @@ async fn hostile_rapid_connect_disconnect_cycles_leave_no_state_and_memory_retur
 
 #[tokio::test]
 async fn fault_backend_stream_killed_midflight_fails_pending_acks_at_once() {
-    let bridge = Bridge::start(&set(&["socketio.ack_timeout_ms=10000"])).await;
+    let bridge = Bridge::start(&settings(&["socketio.ack_timeout_ms=10000"])).await;
     let mut client = bridge.client_with_key(None).await;
     let mut backend = Backend::subscribe(&mut client, subscribe_all("g", false)).await;
     let mut d = Driver::spawn().await;
@@ -245,7 +245,7 @@ async fn fault_backend_stream_killed_midflight_fails_pending_acks_at_once() {
 
 #[tokio::test]
 async fn fault_backend_that_stops_reading_fills_its_queue_and_other_groups_keep_flowing() {
-    let bridge = Bridge::start(&set(&[
+    let bridge = Bridge::start(&settings(&[
         "events.stream_queue=8",
         "socketio.events_per_second=10000",
         "socketio.event_burst=10000",
@@ -253,12 +253,8 @@ async fn fault_backend_that_stops_reading_fills_its_queue_and_other_groups_keep_
     ]))
     .await;
     let mut client = bridge.client_with_key(None).await;
-    let slow_sub =
-        proto::Subscribe { group: "slow".into(), event_patterns: vec!["slow.*".into()], ..Default::default() };
-    let _stuck = Backend::subscribe(&mut client, slow_sub).await; // never read again
-    let fast_sub =
-        proto::Subscribe { group: "fast".into(), event_patterns: vec!["fast.*".into()], ..Default::default() };
-    let mut fast = Backend::subscribe(&mut client, fast_sub).await;
+    let _stuck = Backend::subscribe(&mut client, subscription("slow", &["slow.*"], false)).await; // never read again
+    let mut fast = Backend::subscribe(&mut client, subscription("fast", &["fast.*"], false)).await;
     let mut d = Driver::spawn().await;
     d.connect("c", &bridge.url(), json!({"userId": "cleo"}), Some(&["websocket"])).await;
     // Big events: the stream's transport buffers (HTTP/2 send buffer and window, about
@@ -277,7 +273,7 @@ async fn fault_backend_that_stops_reading_fills_its_queue_and_other_groups_keep_
     }
     eprintln!("{overloaded} of {total} events refused with backend_overloaded");
     assert!(overloaded >= 40, "only {overloaded} of {total} events were refused while the backend read nothing");
-    assert!(metric(&bridge, "socket_bridge_event_queue_depth").await <= 8.0 + 1.0, "queue stays bounded");
+    assert!(bridge.metric("socket_bridge_event_queue_depth").await <= 8.0 + 1.0, "queue stays bounded");
     // The other group still flows and answers.
     d.send(json!({"cmd": "emit", "id": "c", "event": "fast.job", "req": 100, "ack": true, "args": []})).await;
     let e = fast.next_event().await;
@@ -288,7 +284,7 @@ async fn fault_backend_that_stops_reading_fills_its_queue_and_other_groups_keep_
 
 #[tokio::test]
 async fn fault_connection_limit_refuses_new_clients_and_keeps_existing_ones() {
-    let bridge = Bridge::start(&set(&["socketio.max_connections=3"])).await;
+    let bridge = Bridge::start(&settings(&["socketio.max_connections=3"])).await;
     let mut client = bridge.client_with_key(None).await;
     let mut d = Driver::spawn().await;
     for i in 0..3 {
@@ -301,7 +297,7 @@ async fn fault_connection_limit_refuses_new_clients_and_keeps_existing_ones() {
     for i in 0..3 {
         d.event(&format!("s{i}"), "all").await;
     }
-    assert_eq!(metric(&bridge, r#"socket_bridge_errors_total{kind="connection_limit"}"#).await, 1.0);
+    assert_eq!(bridge.metric(r#"socket_bridge_errors_total{kind="connection_limit"}"#).await, 1.0);
     d.exit().await;
 }
 
@@ -309,10 +305,13 @@ async fn fault_connection_limit_refuses_new_clients_and_keeps_existing_ones() {
 
 fn rsa_args(extra: &[&str]) -> Vec<String> {
     let public = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa_public.pem");
-    let mut a =
-        set(&["auth.mode=jwt", "auth.jwt.algorithms=[\"RS256\"]", &format!("auth.jwt.public_key_file=\"{public}\"")]);
-    a.extend(set(&[&format!("grpc.api_keys=[\"{API_KEY}\"]")]));
-    a.extend(set(extra));
+    let mut a = settings(&[
+        "auth.mode=jwt",
+        "auth.jwt.algorithms=[\"RS256\"]",
+        &format!("auth.jwt.public_key_file=\"{public}\""),
+    ]);
+    a.extend(settings(&[&format!("grpc.api_keys=[\"{API_KEY}\"]")]));
+    a.extend(settings(extra));
     a
 }
 
@@ -372,14 +371,9 @@ async fn auth_attacks_key_confusion_claims_and_time_are_refused() {
     d.exit().await;
 }
 
-fn b64url(s: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
-}
-
 #[tokio::test]
 async fn cors_refuses_origins_not_on_the_list() {
-    let bridge = Bridge::start(&set(&["socketio.cors_origins=[\"http://app.example\"]"])).await;
+    let bridge = Bridge::start(&settings(&["socketio.cors_origins=[\"http://app.example\"]"])).await;
     let http = reqwest::Client::new();
     let url = format!("{}/socket.io/?EIO=4&transport=polling", bridge.url());
     let good = http.get(&url).header("origin", "http://app.example").send().await.unwrap();
@@ -401,7 +395,7 @@ async fn cors_refuses_origins_not_on_the_list() {
 
 #[tokio::test]
 async fn fault_sigterm_under_load_drains_inflight_pushes_and_exits_zero_in_the_grace_period() {
-    let mut bridge = Bridge::start(&set(&["shutdown.grace_period_ms=5000"])).await;
+    let mut bridge = Bridge::start(&settings(&["shutdown.grace_period_ms=5000"])).await;
     let mut d = Driver::spawn().await;
     for i in 0..20 {
         d.connect(&format!("s{i}"), &bridge.url(), json!({"userId": format!("u{}", i % 5)}), Some(&["websocket"]))
@@ -417,10 +411,7 @@ async fn fault_sigterm_under_load_drains_inflight_pushes_and_exits_zero_in_the_g
             let (mut completed, mut refused) = (0u32, 0u32);
             for n in 0..1000 {
                 let mut req = push_request(T::UserId(format!("u{}", (p + n) % 5)), "job", "[]");
-                req.options = Some(proto::PushOptions {
-                    ack_timeout: Some(prost_types::Duration { seconds: 3, nanos: 0 }),
-                    ..Default::default()
-                });
+                req.options = ack_timeout_options(3000);
                 match client.push(req).await {
                     Ok(r) => {
                         let r = r.into_inner();
@@ -446,6 +437,7 @@ async fn fault_sigterm_under_load_drains_inflight_pushes_and_exits_zero_in_the_g
             (completed, refused)
         }));
     }
+    // The load runs for a while before the signal (the scenario, not a wait for a result).
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let signalled = Instant::now();
     bridge.signal(libc::SIGTERM);
@@ -479,24 +471,16 @@ async fn fault_redis_killed_and_restarted_under_load_local_delivery_never_stops_
     let mut redis = RedisServer::start().await;
     let url = redis.url();
     let cluster = |extra: &[&str]| {
-        let mut args = set(&[&format!("redis.url={url}"), "redis.node_timeout_ms=3000"]);
-        args.extend(set(extra));
+        let mut args = settings(&[&format!("redis.url={url}"), "redis.node_timeout_ms=3000"]);
+        args.extend(settings(extra));
         args
     };
     let a = Bridge::start(&cluster(&[])).await;
     // B asks to be taken out of the load balancer while Redis is gone; A (the default) not.
     let b = Bridge::start(&cluster(&["redis.unready_when_down=true"])).await;
-    let ready = |bridge: &Bridge| {
-        let url = format!("{}/ready", bridge.url());
-        async move {
-            let body: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
-            body["redis"].as_str().map(str::to_owned)
-        }
-    };
-    let ready_status = |bridge: &Bridge| {
-        let url = format!("{}/ready", bridge.url());
-        async move { reqwest::get(url).await.map(|r| r.status().as_u16()).unwrap_or(0) }
-    };
+    async fn ready_status(bridge: &Bridge) -> u16 {
+        bridge.readiness().await.map_or(0, |(status, _)| status)
+    }
     let mut d = Driver::spawn().await;
     d.connect("local@A", &a.url(), json!({"userId": "ann"}), Some(&["websocket"])).await;
     d.connect("remote@B", &b.url(), json!({"userId": "bob"}), Some(&["websocket"])).await;
@@ -535,13 +519,13 @@ async fn fault_redis_killed_and_restarted_under_load_local_delivery_never_stops_
     tokio::time::sleep(Duration::from_secs(2)).await;
     redis.stop().await;
     let down_at = Instant::now();
-    while ready(&a).await.as_deref() != Some("down") {
+    while a.redis_state().await != "down" {
         assert!(down_at.elapsed() < Duration::from_secs(10), "readiness never showed the loss");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("readiness showed the loss after {:?}", down_at.elapsed());
     assert_eq!(ready_status(&a).await, 200, "A still serves its clients: ready");
-    while ready(&b).await.as_deref() != Some("down") {
+    while b.redis_state().await != "down" {
         assert!(down_at.elapsed() < Duration::from_secs(10), "B's readiness never showed the loss");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -553,7 +537,7 @@ async fn fault_redis_killed_and_restarted_under_load_local_delivery_never_stops_
     assert!(failures.is_empty(), "pushes to the instance's own user failed: {failures:?}");
     assert_eq!(local_ok, 800, "every push to ann through A succeeded");
     for bridge in [&a, &b] {
-        while ready(bridge).await.as_deref() != Some("up") {
+        while bridge.redis_state().await != "up" {
             assert!(up_at.elapsed() < Duration::from_secs(15), "an instance never reconnected to redis");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The soak's CI version (tracker issue 9, item 1; the 10-minute one is `bash bench/soak.sh`):
+# The soak's CI version (the 10-minute one is `bash bench/soak.sh`):
 # 10,000 clients for 60 s against the release build, 2,000 gRPC pushes/s (1 in 200 to a room
 # of 2,500) and 2,000 client events/s with acks, every message counted. Fails on any lost,
 # duplicated or misrouted message, RSS growth of 5% or more after the 20 s warm-up, or an

@@ -1,12 +1,12 @@
-// The Node.js peer for the socket-bridge benchmarks: the original service as the seed
-// describes it (Socket.IO 4.8 server + Express HTTP push API + connection and room
-// managers), reduced to what the benchmark exercises. Websocket transport only.
+// The Node.js peer for the socket-bridge benchmarks: the Node service socket-bridge replaces
+// (Socket.IO 4.8 server + Express HTTP push API + connection and room managers), reduced to
+// what the benchmark exercises. Websocket transport only.
 //
 //   node server.js --port 3200 --ping-interval-ms 2000 --ping-timeout-ms 5000
 //
 // - handshake auth {userId}: registered in the connection manager (userId -> sockets),
 //   socket joins `user:<userId>` (same as socket-bridge);
-// - POST /api/v1/push {userId | roomId, event, payload, options}: the seed's PushRequest;
+// - POST /api/v1/push {userId | roomId, event, payload, options}: that service's PushRequest;
 // - POST /api/v1/join {room}: every connected socket joins `room`;
 // - client event `bench` with an ack: answered at once with {ok: true} (no backend hop).
 'use strict';
@@ -26,7 +26,7 @@ const host = arg('--host', '127.0.0.1');
 const pingInterval = Number(arg('--ping-interval-ms', '25000'));
 const pingTimeout = Number(arg('--ping-timeout-ms', '20000'));
 
-// Connection manager (seed §2): socket id -> UserConnection, user id -> sockets.
+// Connection manager: socket id -> UserConnection, user id -> sockets.
 class ConnectionManager {
   constructor() {
     this.connections = new Map();
@@ -65,7 +65,7 @@ class ConnectionManager {
   }
 }
 
-// Metrics collector (seed §7), as plain counters.
+// Metrics collector, as plain counters.
 const metrics = { messagesIn: 0, messagesOut: 0, errors: 0, connections: 0 };
 
 const app = express();
@@ -109,7 +109,7 @@ function validationError(res, field, message) {
   });
 }
 
-// Push API (seed §4).
+// Push API.
 app.post('/api/v1/push', (req, res) => {
   const body = req.body || {};
   if (typeof body.event !== 'string' || body.event.length === 0) return validationError(res, 'event', 'required');

@@ -2,9 +2,9 @@
 //!
 //! - socket-bridge: gRPC `Push` / `JoinRooms` over a few HTTP/2 channels, and one `Events`
 //!   stream that answers every client event's ack.
-//! - the Node and socketioxide peers: the seed's HTTP push endpoint (`POST .../push`
-//!   with `{userId | roomId, event, payload}`) over a pool of keep-alive HTTP/1.1
-//!   connections.
+//! - the Node and socketioxide peers: the original Node service's HTTP push endpoint
+//!   (`POST .../push` with `{userId | roomId, event, payload}`) over a pool of keep-alive
+//!   HTTP/1.1 connections.
 //!
 //! Every push carries one argument `{"t":<intended send time, ns>}` so the client can tell
 //! the latency from the moment the backend meant to call.

@@ -165,7 +165,7 @@ pub fn write(results: &Results, out: &Path, md_path: &Path) -> anyhow::Result<()
         (Some(x), Some(y)) => Some(x && y),
         _ => None,
     };
-    writeln!(md, "## Targets (issue 8)\n")?;
+    writeln!(md, "## Targets\n")?;
     writeln!(
         md,
         "| target | socket-bridge | Node peer | socketioxide peer | ratio to Node | ratio to socketioxide | verdict |"
@@ -279,7 +279,7 @@ pub fn write(results: &Results, out: &Path, md_path: &Path) -> anyhow::Result<()
          - Servers: socket-bridge (release build, default config plus `socketio.ping_interval_ms`/\
          `ping_timeout_ms`, the per-socket event rate limit lifted for the throughput scenarios, \
          `log.level=warn`); the Node peer (`bench/node-peer/server.js`: Socket.IO 4.8 + Express push \
-         endpoint + connection manager, as the seed describes the original service); the socketioxide peer \
+         endpoint + connection manager, modelled on the Node service socket-bridge replaces); the socketioxide peer \
          (`bench/src/bin/sioxide_peer.rs`: bare socketioxide with the same engine settings as the bridge and TCP_NODELAY, as the bridge and Node's `ws` set it). \
          Websocket transport only; same pings ({} ms interval, {} ms timeout) everywhere.\n\
          - Clients: raw Engine.IO v4 / Socket.IO v5 websocket clients on one `mio` event loop, \

@@ -1,4 +1,4 @@
-//! The soak (tracker issue 9, item 1): one socket-bridge (release build, pinned to core 0)
+//! The soak: one socket-bridge (release build, pinned to core 0)
 //! holding N authenticated clients for D seconds under sustained pushes and client events
 //! with acks, every message counted per (client, sequence number).
 //!

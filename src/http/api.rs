@@ -169,7 +169,8 @@ pub struct BackendGroupStatus {
     pub queued_events: u64,
 }
 
-/// The seed's SystemMetrics, plus the bridge's own figures.
+/// What a monitoring system polls (connections, users, rooms, message and error rates,
+/// memory), plus the bridge's own figures.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusBody {

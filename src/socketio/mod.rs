@@ -31,7 +31,8 @@ pub fn build(config: &Config) -> (SocketIoLayer, Io) {
         .ws_max_message_size(usize::try_from(s.max_payload_bytes).unwrap_or(usize::MAX))
         .ws_max_frame_size(usize::try_from(s.max_payload_bytes).unwrap_or(usize::MAX))
         // Small read buffers: most client messages are tiny, and each idle websocket keeps
-        // its buffer for life (see PERF-NOTES).
+        // its read buffer for life, zero-filled and resident (4 KB by default). 1 KB instead
+        // measured 3 to 4 KB less RSS per idle connection at 10,000 connections.
         .ws_read_buffer_size(1024)
         .with_parser(
             ParserConfig::common()

@@ -3,8 +3,11 @@
 //! client. Every wait is bounded.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod redis_server;
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -16,6 +19,7 @@ use socket_bridge::proto::bridge_service_client::BridgeServiceClient;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -24,26 +28,61 @@ use tonic::transport::Channel;
 pub const WAIT: Duration = Duration::from_secs(10);
 pub const API_KEY: &str = "test-api-key-0123456789";
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123";
+/// Driver transports for a websocket-only socket.
+pub const WS: Option<&[&str]> = Some(&["websocket"]);
+
+/// Command-line arguments setting each `KEY=VALUE` (`--set KEY=VALUE` each; later ones win).
+pub fn settings(pairs: &[&str]) -> Vec<String> {
+    pairs.iter().flat_map(|p| ["--set".to_string(), p.to_string()]).collect()
+}
 
 /// Settings for a JWT-mode bridge with an API key.
 pub fn jwt_args() -> Vec<String> {
-    vec![
-        "--set".into(),
-        "auth.mode=jwt".into(),
-        "--set".into(),
-        format!("auth.jwt.secret={JWT_SECRET}"),
-        "--set".into(),
-        format!("grpc.api_keys=[\"{API_KEY}\"]"),
-    ]
+    settings(&["auth.mode=jwt", &format!("auth.jwt.secret={JWT_SECRET}"), &format!("grpc.api_keys=[\"{API_KEY}\"]")])
 }
 
 /// Short timings. The heartbeat stays generous: on a loaded 2-core CI machine a 200 ms
 /// ping timeout drops healthy clients (the conformance suite tests the short ones).
 pub fn fast_timings() -> Vec<String> {
-    ["socketio.ping_interval_ms=1000", "socketio.ping_timeout_ms=2000", "socketio.ack_timeout_ms=1000"]
-        .iter()
-        .flat_map(|s| ["--set".to_string(), s.to_string()])
-        .collect()
+    settings(&["socketio.ping_interval_ms=1000", "socketio.ping_timeout_ms=2000", "socketio.ack_timeout_ms=1000"])
+}
+
+/// A gRPC call that must answer within `WAIT` and succeed.
+pub async fn call<T>(what: &str, fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> T {
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(status)) => panic!("{what}: failed: {status:?}"),
+        Err(_) => panic!("{what}: no answer within {WAIT:?}"),
+    }
+}
+
+/// Retries `attempt` (every 200 ms) until it returns Ok or `limit` passes; the panic names
+/// what was awaited and the last thing seen.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(Ok(value)) => return value,
+            Ok(Err(seen)) => seen,
+            Err(_) => "(the last attempt was still running at the deadline)".to_string(),
+        };
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {limit:?}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The value of one sample line of a Prometheus text exposition, e.g.
+/// `socket_bridge_errors_total{kind="auth"}`; None when the series is absent.
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')).map(|v| {
+        v.trim().parse().unwrap_or_else(|e| panic!("/metrics: {series} has the value {v:?}, not a number: {e}"))
+    })
 }
 
 pub fn token(user: &str, rooms: &[&str]) -> String {
@@ -132,8 +171,45 @@ impl Bridge {
         format!("http://{}", self.http)
     }
 
+    /// `GET /metrics`, the text exposition.
+    pub async fn metrics(&self) -> Result<String, String> {
+        let response = reqwest::get(format!("{}/metrics", self.url())).await.map_err(|e| e.to_string())?;
+        response.text().await.map_err(|e| e.to_string())
+    }
+
+    /// One sample on `/metrics` (see [`metric_sample`]); 0 when the series is absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await.unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+        metric_sample(&text, series).unwrap_or(0.0)
+    }
+
+    /// `GET /ready`: status and JSON body.
+    pub async fn readiness(&self) -> Result<(u16, Value), String> {
+        let response = reqwest::get(format!("{}/ready", self.url())).await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        Ok((status, serde_json::from_str(&text).map_err(|e| format!("{status} {text:?}: {e}"))?))
+    }
+
+    /// The `redis` field of `GET /ready` ("up", "down", "disabled"); "?" without an answer.
+    pub async fn redis_state(&self) -> String {
+        let body = self.readiness().await.map(|(_, body)| body).unwrap_or(Value::Null);
+        body["redis"].as_str().unwrap_or("?").to_owned()
+    }
+
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until the bridge's log (read from its stderr, so a line shows up a little after
+    /// it was written) has a JSON line matching `pred`; returns that line.
+    pub async fn logged(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        eventually(what, WAIT, || async {
+            let lines = self.logs();
+            let found = lines.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| pred(v));
+            found.ok_or_else(|| format!("not in the {} lines logged so far", lines.len()))
+        })
+        .await
     }
 
     pub async fn channel(&self) -> Channel {
@@ -260,6 +336,57 @@ pub fn subscribe_all(group: &str, lifecycle: bool) -> proto::Subscribe {
     proto::Subscribe { group: group.into(), wants_lifecycle: lifecycle, ..Default::default() }
 }
 
+/// A subscription to the client events matching `patterns` (all events when empty).
+pub fn subscription(group: &str, patterns: &[&str], confirm_all: bool) -> proto::Subscribe {
+    proto::Subscribe {
+        group: group.into(),
+        event_patterns: patterns.iter().map(|p| p.to_string()).collect(),
+        confirm_all,
+        ..Default::default()
+    }
+}
+
+/// A backend on its own gRPC connection: dropping it kills the stream and the connection.
+pub async fn backend_on(bridge: &Bridge, subscribe: proto::Subscribe) -> Backend {
+    let mut client = bridge.client().await;
+    Backend::subscribe(&mut client, subscribe).await
+}
+
+/// Lifecycle messages as short strings: "online:pat", "connected:<sid>", "disconnected:<sid>",
+/// "offline:pat"; None for anything else.
+pub fn lifecycle_label(kind: &proto::events_response::Kind) -> Option<String> {
+    use proto::events_response::Kind as K;
+    match kind {
+        K::UserOnline(u) => Some(format!("online:{}", u.user_id)),
+        K::UserOffline(u) => Some(format!("offline:{}", u.user_id)),
+        K::SocketConnected(s) => Some(format!("connected:{}", s.socket_id)),
+        K::SocketDisconnected(s) => Some(format!("disconnected:{}", s.socket_id)),
+        _ => None,
+    }
+}
+
+/// Reads lifecycle labels from `backend` until `done(seen)` holds or `limit` passes (or the
+/// stream ends), then for `quiet` more; returns everything seen, in arrival order.
+pub async fn read_lifecycle(
+    backend: &mut Backend,
+    limit: Duration,
+    quiet: Duration,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + limit;
+    while !done(&seen) {
+        match tokio::time::timeout_at(deadline, backend.rx.message()).await {
+            Ok(Ok(Some(m))) => seen.extend(m.kind.as_ref().and_then(lifecycle_label)),
+            _ => break,
+        }
+    }
+    while let Ok(Ok(Some(m))) = tokio::time::timeout(quiet, backend.rx.message()).await {
+        seen.extend(m.kind.as_ref().and_then(lifecycle_label));
+    }
+    seen
+}
+
 /// Node process running stock socket.io-client sockets.
 pub struct Driver {
     child: Child,
@@ -335,25 +462,42 @@ impl Driver {
         }
     }
 
+    /// The outcome of socket `id`'s connect: its `connect` or `connect_error` report.
+    async fn connect_outcome(&mut self, id: &str) -> Value {
+        self.expect(&format!("connect or connect_error of {id}"), |v| {
+            v["id"] == id && (v["type"] == "connect" || v["type"] == "connect_error")
+        })
+        .await
+    }
+
     /// Connects socket `id` and returns its socket id; panics on connect_error.
     pub async fn connect(&mut self, id: &str, url: &str, auth: Value, transports: Option<&[&str]>) -> String {
         self.send(json!({"cmd": "connect", "id": id, "url": url, "auth": auth, "transports": transports})).await;
-        let v = self
-            .expect(&format!("connect {id}"), |v| {
-                v["id"] == id && (v["type"] == "connect" || v["type"] == "connect_error")
-            })
-            .await;
+        let v = self.connect_outcome(id).await;
         assert_eq!(v["type"], "connect", "{id} failed to connect: {v}");
         v["sid"].as_str().unwrap().to_owned()
     }
 
+    /// Connects several websocket sockets at once, each `(driver id, url, user id)` with
+    /// dev auth: all commands first, then the reports. Returns their socket ids by driver
+    /// id; panics on a connect_error.
+    pub async fn connect_all(&mut self, plan: &[(&str, &str, &str)]) -> HashMap<String, String> {
+        for (id, url, user) in plan {
+            self.send(json!({"cmd": "connect", "id": id, "url": url, "auth": {"userId": user}, "transports": WS}))
+                .await;
+        }
+        let mut sids = HashMap::new();
+        for (id, _, _) in plan {
+            let v = self.connect_outcome(id).await;
+            assert_eq!(v["type"], "connect", "{id} failed to connect: {v}");
+            sids.insert(id.to_string(), v["sid"].as_str().unwrap().to_owned());
+        }
+        sids
+    }
+
     pub async fn connect_error(&mut self, id: &str, url: &str, auth: Value) -> String {
         self.send(json!({"cmd": "connect", "id": id, "url": url, "auth": auth})).await;
-        let v = self
-            .expect(&format!("connect_error {id}"), |v| {
-                v["id"] == id && (v["type"] == "connect" || v["type"] == "connect_error")
-            })
-            .await;
+        let v = self.connect_outcome(id).await;
         assert_eq!(v["type"], "connect_error", "{id} should have been refused: {v}");
         v["message"].as_str().unwrap_or_default().to_owned()
     }
@@ -387,7 +531,27 @@ pub fn push_request(target: proto::target::Kind, event: &str, args_json: &str) -
     }
 }
 
+/// A protobuf duration of `ms` milliseconds.
+pub fn proto_duration(ms: i32) -> prost_types::Duration {
+    prost_types::Duration { seconds: (ms / 1000) as i64, nanos: (ms % 1000) * 1_000_000 }
+}
+
+/// Push options with a time to live of `ms` (stored for an offline user that long).
+pub fn ttl_options(ms: i32) -> Option<proto::PushOptions> {
+    Some(proto::PushOptions { ttl: Some(proto_duration(ms)), ..Default::default() })
+}
+
+/// Push options that wait `ms` for each socket's ack.
+pub fn ack_timeout_options(ms: i32) -> Option<proto::PushOptions> {
+    Some(proto::PushOptions { ack_timeout: Some(proto_duration(ms)), ..Default::default() })
+}
+
 pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn b64url(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }

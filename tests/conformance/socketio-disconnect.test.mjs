@@ -7,13 +7,18 @@ import assert from "node:assert/strict";
 import { forEachTarget, TRANSPORTS, bridgeBug } from "./lib/harness.mjs";
 import { sioConnect, sleep } from "./lib/eio.mjs";
 
+// A DISCONNECT has no reply a client could wait for: the next packet waits a moment, so that
+// the server has left the namespace when it arrives (the bridge runs its disconnect handler
+// first; the socket leaves the namespace once that is done).
+const afterDisconnect = () => sleep(100);
+
 forEachTarget("Socket.IO disconnect and namespaces", (ctx) => {
   for (const transport of TRANSPORTS) {
     test(`${transport}: after DISCONNECT from / an event sent to / closes the connection (the namespace was left)`, async () => {
       const t = await ctx.open(transport);
       await sioConnect(t);
       t.send("41");
-      await sleep(100);
+      await afterDisconnect();
       t.send('42["echo","after disconnect"]');
       await t.waitClosed(2000);
       assert.ok(!t.seen.includes('42["echo-back","after disconnect"]'), "the event was not handled");
@@ -23,7 +28,7 @@ forEachTarget("Socket.IO disconnect and namespaces", (ctx) => {
       const t = await ctx.open(transport);
       await sioConnect(t, { nsp: "/custom" });
       t.send("41/custom,");
-      await sleep(100);
+      await afterDisconnect();
       await sioConnect(t, { nsp: "/custom" });
       t.send('42/custom,7["again"]');
       assert.equal(await t.waitFor(/^43\/custom,7/), "43/custom,7[]");
@@ -47,7 +52,7 @@ forEachTarget("Socket.IO disconnect and namespaces", (ctx) => {
       await sioConnect(t);
       await sioConnect(t, { nsp: "/custom" });
       t.send("41/custom,");
-      await sleep(100);
+      await afterDisconnect();
       t.send('425["still-main",1]');
       assert.equal(await t.waitFor(/^43/, 2000), "435[1]");
       t.send('42["echo","still main"]');
@@ -59,7 +64,7 @@ forEachTarget("Socket.IO disconnect and namespaces", (ctx) => {
       await sioConnect(t);
       await sioConnect(t, { nsp: "/custom" });
       t.send("41");
-      await sleep(100);
+      await afterDisconnect();
       t.send('42/custom,["echo","custom only"]');
       await t.waitFor('42/custom,["echo-back","custom only"]', 2000);
     });

@@ -1,4 +1,4 @@
-// The dashboard in headless Chromium against the real bridge (issue 6, must-show 4):
+// The dashboard in headless Chromium against the real bridge:
 // it loads after login, its connection count follows test clients connecting and
 // disconnecting without a reload, a log line produced during the test appears in the
 // viewer, an event name and a log message containing <script> render as text, and a
@@ -359,8 +359,10 @@ test("a log line produced during the test appears live, and <script> in an event
     return document.scripts.length;
   });
 
+  // The level change loads the history at the new level: wait for that answer first.
+  const history = page.waitForResponse((r) => r.url().includes("/api/v1/logs?") && new URL(r.url()).searchParams.get("level") === "debug", { timeout: WAIT });
   await page.selectOption("#log-level", "debug");
-  await page.waitForTimeout(300); // let the level change's history request go out first
+  await history;
   const emittedAt = Date.now();
   client.emit(XSS_EVENT, XSS_PAYLOAD);
 
@@ -416,7 +418,7 @@ test("a log line produced during the test appears live, and <script> in an event
   const html = await page.$eval("#logs", (e) => e.innerHTML);
   assert.ok(html.includes("&lt;script&gt;"), "the text is escaped in the markup");
   assert.ok(!html.includes("<script>"), "no script element in the viewer");
-  await page.waitForTimeout(200);
+  await page.waitForTimeout(200); // a quiet window: an injected script would have run by now
   assert.equal(await page.evaluate(() => window.__xss), undefined, "the injected script did not run");
   assert.equal(await page.evaluate(() => document.scripts.length), scriptsBefore, "no script element was added");
   assert.deepEqual(await page.evaluate(() => window.__injected), [], "no element that could run code was added");
@@ -457,7 +459,7 @@ test("the level filter hides debug rows at warn and brings them back at debug", 
   }
   assert.ok(probeLine, "the bridge logged the probe event at debug");
   assert.equal(probeLine.level, "debug");
-  await page.waitForTimeout(1000); // the stream has delivered it by now
+  await page.waitForTimeout(1000); // a quiet window: the stream has delivered the line by now, and it must stay hidden
   const stillAtWarn = await logRows();
   assert.ok(stillAtWarn.every((r) => r.level === "warn" || r.level === "error"), "new debug lines stay hidden");
   assert.ok(!stillAtWarn.some((r) => r.text.includes(probe)), "the probe's debug line is not shown at warn");
@@ -503,7 +505,7 @@ test("a screenshot of the live dashboard is saved", { timeout: 30000 }, async ()
     await new Promise((r) => setTimeout(r, 50));
   }
   await until(() => document.getElementById("rate-in").textContent !== "0", null, "#rate-in shows the traffic");
-  await page.waitForTimeout(1100);
+  await page.waitForTimeout(1100); // pacing: the charts draw the traffic before the screenshot (not an assertion)
   const box = await page.$eval("#chart-messages", (c) => {
     const r = c.getBoundingClientRect();
     return { x: r.x, y: r.y, w: r.width, h: r.height };

@@ -5,8 +5,9 @@
 //!
 //! - every socket joins `user:<auth.userId>` on connect;
 //! - client event `bench` with an ack is answered at once with `{"ok":true}` (no backend hop);
-//! - `POST /push` takes the seed's PushRequest `{userId | roomId, event, payload}` and emits
-//!   `payload` (kept as raw JSON, one argument) to the user room or the room;
+//! - `POST /push` takes the original Node service's PushRequest
+//!   `{userId | roomId, event, payload}` and emits `payload` (kept as raw JSON, one
+//!   argument) to the user room or the room;
 //! - `POST /join` `{room}` puts every connected socket into `room`.
 //!
 //! Usage: sioxide-peer --listen 127.0.0.1:PORT --ping-interval-ms N --ping-timeout-ms N

@@ -15,7 +15,10 @@ export const protoDir = path.join(repoRoot, "proto");
 export const bridgeBin =
   process.env.SOCKET_BRIDGE_BIN || path.join(repoRoot, "target/debug/socket-bridge");
 
-/** The timings the protocol suites use (DESIGN.md §4): 300 ms / 200 ms / 1 s / 1 s. */
+/**
+ * The timings the protocol suites use: 300 ms / 200 ms / 1 s / 1 s, short so that the
+ * heartbeat and timeout cases run in a second or two.
+ */
 export const PROTOCOL_TIMINGS = {
   "socketio.ping_interval_ms": 300,
   "socketio.ping_timeout_ms": 200,

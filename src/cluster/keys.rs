@@ -17,7 +17,8 @@
 //! | `P:reap:<instance>` | string | which instance is reaping a gone one |
 //!
 //! Channels: `P:node:<instance>` (requests, answers and backend acks for one instance),
-//! `P:all` (requests for every instance), `P:groups` (a backend group appeared).
+//! `P:room:<namespace>␟<room>` (sharded: requests for the instances with sockets in the
+//! room), `P:all` (requests for every instance), `P:groups` (a backend group appeared).
 
 /// Appended to an offline list's key to name its byte counter. Starts with a control
 /// character, which no user id or namespace may contain, so it never names another list.
@@ -93,6 +94,12 @@ impl Keys {
 
     pub fn node_channel(&self, instance: &str) -> String {
         self.key(&["node", instance])
+    }
+
+    /// A room's sharded channel. Namespaces and room names cannot contain control
+    /// characters, so the separator keeps every (namespace, room) pair apart.
+    pub fn room_channel(&self, namespace: &str, room: &str) -> String {
+        format!("{}:room:{namespace}\u{1f}{room}", self.prefix)
     }
 
     pub fn all_channel(&self) -> String {

@@ -20,7 +20,14 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-type Handlers = HashMap<String, mpsc::Sender<ChanItem>>;
+/// Where a channel's messages go, and whether it is a sharded channel (`SSUBSCRIBE`).
+#[derive(Clone)]
+struct Handler {
+    tx: mpsc::Sender<ChanItem>,
+    sharded: bool,
+}
+
+type Handlers = HashMap<String, Handler>;
 
 pub struct RedisLink {
     /// Itself, for the push sender, which must own what it uses.
@@ -154,16 +161,16 @@ impl RedisLink {
 
     async fn resubscribe(&self) {
         let Some(mut conn) = self.current() else { return };
-        let channels: Vec<String> = self.read_handlers().keys().cloned().collect();
-        for chan in channels {
-            if let Err(e) = conn.subscribe(&chan).await {
+        let channels: Vec<(String, bool)> = self.read_handlers().iter().map(|(c, h)| (c.clone(), h.sharded)).collect();
+        for (chan, sharded) in channels {
+            if let Err(e) = subscribe_command(&mut conn, &chan, sharded).await {
                 tracing::warn!(error = %e, chan, "redis subscribe failed");
             }
         }
     }
 
     fn dispatch(&self, msg: redis::PushInfo) {
-        if !matches!(msg.kind, redis::PushKind::Message) || msg.data.len() < 2 {
+        if !matches!(msg.kind, redis::PushKind::Message | redis::PushKind::SMessage) || msg.data.len() < 2 {
             return;
         }
         let mut data = msg.data.into_iter();
@@ -173,8 +180,8 @@ impl RedisLink {
         else {
             return;
         };
-        if let Some(tx) = self.read_handlers().get(&chan)
-            && tx.try_send((chan.clone(), payload)).is_err()
+        if let Some(handler) = self.read_handlers().get(&chan)
+            && handler.tx.try_send((chan.clone(), payload)).is_err()
         {
             tracing::warn!(chan, "redis message dropped: its handler is not keeping up");
         }
@@ -205,18 +212,51 @@ impl RedisLink {
     /// Redis is down too: the subscription is made when it comes back.
     pub async fn subscribe(&self, chan: String, size: usize) -> mpsc::Receiver<ChanItem> {
         let (tx, rx) = mpsc::channel(size.max(1));
-        self.handlers.write().unwrap_or_else(|e| e.into_inner()).insert(chan.clone(), tx);
-        if let Some(mut conn) = self.conn()
-            && let Err(e) = conn.subscribe(&chan).await
-        {
-            tracing::warn!(error = %e, chan, "redis subscribe failed; retried when the connection recovers");
-        }
+        let _ = self.subscribe_into(chan, tx, false).await;
         rx
     }
 
-    pub async fn publish(&self, chan: &str, payload: &[u8]) {
+    /// Subscribes a channel (sharded with `sharded`: `SSUBSCRIBE`, served by the shard that
+    /// owns the channel in a Redis Cluster) whose messages go to `tx`, which several
+    /// channels may share. Err when Redis did not confirm it (it is subscribed again when
+    /// the connection recovers).
+    pub async fn subscribe_into(
+        &self,
+        chan: String,
+        tx: mpsc::Sender<ChanItem>,
+        sharded: bool,
+    ) -> Result<(), redis::RedisError> {
+        self.handlers.write().unwrap_or_else(|e| e.into_inner()).insert(chan.clone(), Handler { tx, sharded });
+        let mut conn = self.conn().ok_or_else(unreachable)?;
+        subscribe_command(&mut conn, &chan, sharded).await.inspect_err(|e| {
+            tracing::warn!(error = %e, chan, "redis subscribe failed; retried when the connection recovers");
+        })
+    }
+
+    /// Stops listening on a channel.
+    pub async fn unsubscribe(&self, chan: &str) {
+        let Some(handler) = self.handlers.write().unwrap_or_else(|e| e.into_inner()).remove(chan) else { return };
         let Some(mut conn) = self.conn() else { return };
-        if let Err(e) = redis::cmd("PUBLISH").arg(chan).arg(payload).query_async::<i64>(&mut conn).await {
+        let command = if handler.sharded { "SUNSUBSCRIBE" } else { "UNSUBSCRIBE" };
+        // Redis confirms with a push message, not a reply the client waits for: the
+        // command is sent, its answer not awaited for long.
+        let mut cmd = redis::cmd(command);
+        cmd.arg(chan);
+        let _ = tokio::time::timeout(Duration::from_millis(100), cmd.exec_async(&mut conn)).await;
+    }
+
+    pub async fn publish(&self, chan: &str, payload: &[u8]) {
+        self.publish_with("PUBLISH", chan, payload).await;
+    }
+
+    /// Publishes on a sharded channel (`SPUBLISH`).
+    pub async fn spublish(&self, chan: &str, payload: &[u8]) {
+        self.publish_with("SPUBLISH", chan, payload).await;
+    }
+
+    async fn publish_with(&self, command: &str, chan: &str, payload: &[u8]) {
+        let Some(mut conn) = self.conn() else { return };
+        if let Err(e) = redis::cmd(command).arg(chan).arg(payload).query_async::<i64>(&mut conn).await {
             tracing::debug!(error = %e, chan, "redis publish failed");
         }
     }
@@ -224,6 +264,10 @@ impl RedisLink {
     fn read_handlers(&self) -> std::sync::RwLockReadGuard<'_, Handlers> {
         self.handlers.read().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+async fn subscribe_command(conn: &mut ConnectionManager, chan: &str, sharded: bool) -> Result<(), redis::RedisError> {
+    if sharded { redis::cmd("SSUBSCRIBE").arg(chan).exec_async(conn).await } else { conn.subscribe(chan).await }
 }
 
 /// A failed command when Redis is not reachable.

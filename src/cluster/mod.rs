@@ -26,6 +26,7 @@ mod offline;
 mod outbox;
 mod presence;
 mod relay;
+mod rooms;
 mod streams;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -118,6 +119,7 @@ impl RedisBackplane {
             groups_known: AtomicBool::new(false),
             streams: streams::EventBus::default(),
             relay: relay::Relay::default(),
+            interest: rooms::Interest::default(),
             live: Mutex::default(),
         });
         Ok(Arc::new(Self { cluster }))
@@ -151,6 +153,7 @@ pub(crate) struct Cluster {
     groups_known: AtomicBool,
     streams: streams::EventBus,
     relay: relay::Relay,
+    interest: rooms::Interest,
     /// The other live instances, as the last heartbeat saw them: requests to every
     /// instance wait for this many answers.
     live: Mutex<Vec<String>>,
@@ -201,6 +204,7 @@ impl Backplane for RedisBackplane {
         }
         tokio::spawn(c.clone().run_node_channel());
         tokio::spawn(c.clone().run_all_channel());
+        tokio::spawn(c.clone().run_room_channels());
         tokio::spawn(c.clone().run_group_news());
         tokio::spawn(c.clone().run_heartbeat(shutdown));
     }
@@ -245,6 +249,10 @@ impl Backplane for RedisBackplane {
         if c.enqueue(Outgoing::Disconnected { conn, reason: reason.to_owned() }).is_err() {
             c.node().metrics.dropped("cluster_outbox_full", 1);
         }
+    }
+
+    fn rooms_joined<'a>(&'a self, namespace: &'a str, rooms: &'a [String]) -> BoxFuture<'a, ()> {
+        self.cluster.rooms_joined(namespace, rooms).boxed()
     }
 
     fn locate<'a>(&'a self, namespace: &'a str, target: &'a Target) -> BoxFuture<'a, Result<Located, HubError>> {

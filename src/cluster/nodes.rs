@@ -93,6 +93,7 @@ impl Cluster {
             }
             if ticks.is_multiple_of(5) {
                 self.sweep_offline().await;
+                self.drop_idle_rooms().await;
             }
         }
         // Leaving: other instances stop counting this one at once.

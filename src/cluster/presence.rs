@@ -164,7 +164,11 @@ impl Cluster {
                     remote: nodes(instance.into_iter().collect()),
                 })
             }
-            Target::Room(_) | Target::Everyone => Ok(Located { remote: Remote::All, remote_sockets: None }),
+            Target::Room(room) => Ok(Located {
+                remote: Remote::Room { namespace: namespace.to_owned(), room: room.clone() },
+                remote_sockets: None,
+            }),
+            Target::Everyone => Ok(Located { remote: Remote::All, remote_sockets: None }),
         }
     }
 }

@@ -41,8 +41,10 @@ impl Cluster {
         let channels: Vec<String> = match &to {
             Remote::None => return Ok(Vec::new()),
             Remote::Nodes(nodes) => nodes.iter().map(|n| self.keys.node_channel(n)).collect(),
+            Remote::Room { namespace, room } => vec![self.keys.room_channel(namespace, room)],
             Remote::All => vec![self.keys.all_channel()],
         };
+        let sharded = matches!(to, Remote::Room { .. });
         if !self.link.is_up() {
             return Err(HubError::Unavailable("the cluster's Redis is unreachable".into()));
         }
@@ -50,14 +52,13 @@ impl Cluster {
         let Wait::Answers { extra } = wait else {
             let message = NodeMessage::Request { id: 0, from: me, answer_to: false, request };
             if let Some(bytes) = message.encode() {
-                for channel in &channels {
-                    self.link.publish(channel, &bytes).await;
-                }
+                self.publish_all(&channels, &bytes, sharded).await;
             }
             return Ok(Vec::new());
         };
         let expected = match &to {
             Remote::Nodes(nodes) => nodes.len(),
+            Remote::Room { .. } => self.room_listeners(&channels[0]).await,
             _ => self.other_listeners().await,
         };
         if expected == 0 {
@@ -69,9 +70,7 @@ impl Cluster {
         let _forget = Forget { relay: &self.relay, id };
         let message = NodeMessage::Request { id, from: me, answer_to: true, request };
         let Some(bytes) = message.encode() else { return Ok(Vec::new()) };
-        for channel in &channels {
-            self.link.publish(channel, &bytes).await;
-        }
+        self.publish_all(&channels, &bytes, sharded).await;
         let deadline = tokio::time::Instant::now() + self.settings.request_timeout + extra;
         let mut answers = Vec::with_capacity(expected);
         while answers.len() < expected {
@@ -95,6 +94,25 @@ impl Cluster {
         match reply {
             Ok((_, n)) => n.saturating_sub(1),
             Err(_) => self.other_live_nodes().len(),
+        }
+    }
+
+    /// How many other instances listen on a room's channel now.
+    async fn room_listeners(&self, channel: &str) -> usize {
+        let Some(mut conn) = self.link.conn() else { return 0 };
+        let reply: Result<(String, usize), _> =
+            redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel).query_async(&mut conn).await;
+        let listening = reply.map_or(0, |(_, n)| n);
+        listening.saturating_sub(usize::from(self.interest.listens(channel)))
+    }
+
+    async fn publish_all(&self, channels: &[String], bytes: &[u8], sharded: bool) {
+        for channel in channels {
+            if sharded {
+                self.link.spublish(channel, bytes).await;
+            } else {
+                self.link.publish(channel, bytes).await;
+            }
         }
     }
 
@@ -123,6 +141,7 @@ impl Cluster {
         while let Some((_, bytes)) = rx.recv().await {
             match NodeMessage::decode(&bytes) {
                 Some(NodeMessage::Request { id, from, answer_to, request }) => {
+                    self.node().metrics.cluster_requests_received.inc();
                     self.apply_request(id, from, answer_to, request).await;
                 }
                 Some(NodeMessage::Answer { id, reply }) => {
@@ -149,6 +168,7 @@ impl Cluster {
             if let Some(NodeMessage::Request { id, from, answer_to, request }) = NodeMessage::decode(&bytes)
                 && from != self.instance_id()
             {
+                self.node().metrics.cluster_requests_received.inc();
                 self.apply_request(id, from, answer_to, request).await;
             }
         }
@@ -166,7 +186,7 @@ impl Cluster {
     /// Applies another instance's request to this instance's sockets, and answers it when
     /// asked to. Whatever the request does at once (its packets going out) happens before
     /// the next request is read; only waiting for client acks continues on its own task.
-    async fn apply_request(self: &Arc<Self>, id: u64, from: String, answer_to: bool, request: NodeRequest) {
+    pub(super) async fn apply_request(self: &Arc<Self>, id: u64, from: String, answer_to: bool, request: NodeRequest) {
         let Some(hub) = self.node().hub.upgrade() else { return };
         let mut applying = Box::pin(async move { hub.apply_local(request).await });
         let reply = match futures::poll!(&mut applying) {

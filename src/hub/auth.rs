@@ -67,8 +67,10 @@ struct Claims {
     sub: String,
     #[serde(default)]
     rooms: Vec<String>,
-    /// Required (validated by jsonwebtoken); kept to end the socket when it passes.
-    exp: u64,
+    /// Required (jsonwebtoken checks it, and names it when missing); kept to end the
+    /// socket when it passes.
+    #[serde(default)]
+    exp: Option<u64>,
 }
 
 enum Mode {
@@ -166,8 +168,8 @@ impl Authenticator {
                 for room in &rooms {
                     super::validate_room(room).map_err(|e| AuthError::InvalidRooms(e.to_string()))?;
                 }
-                let expires_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(data.claims.exp);
-                Ok(Identity { user_id: Some(valid_user_id(&data.claims.sub)?), rooms, expires_at: Some(expires_at) })
+                let expires_at = data.claims.exp.map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+                Ok(Identity { user_id: Some(valid_user_id(&data.claims.sub)?), rooms, expires_at })
             }
         }
     }

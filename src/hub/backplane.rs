@@ -107,6 +107,8 @@ pub enum Remote {
     None,
     /// These instances (never this one).
     Nodes(Vec<String>),
+    /// The other instances that have sockets in this room (of this namespace).
+    Room { namespace: String, room: String },
     /// Every other instance.
     All,
 }
@@ -243,6 +245,12 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// A socket left this instance (see `socket_connected`).
     fn socket_disconnected(&self, conn: Arc<Connection>, reason: &str, local: Presence);
+
+    /// Sockets of this instance joined these rooms (never internal ones). Resolves once
+    /// operations on those rooms made anywhere reach this instance: a push made after a
+    /// join returned reaches the socket. (Interest in rooms left empty is dropped by the
+    /// backplane itself, later.)
+    fn rooms_joined<'a>(&'a self, namespace: &'a str, rooms: &'a [String]) -> BoxFuture<'a, ()>;
 
     /// Where a target's sockets are besides this instance.
     fn locate<'a>(&'a self, namespace: &'a str, target: &'a Target) -> BoxFuture<'a, Result<Located, HubError>>;

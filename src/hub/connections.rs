@@ -87,12 +87,17 @@ impl Hub {
             let mut expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
             expiries.insert((expires_at + after, namespace.clone(), socket_id.clone()));
         }
-        let mut rooms = identity.rooms;
-        if let Some(user) = &identity.user_id {
-            rooms.push(user_room(user));
+        // Rooms the token (or backend) granted: other instances' pushes to them must find
+        // this socket from its first packet on.
+        let granted = identity.rooms;
+        if !granted.is_empty() {
+            socket.join(granted.clone());
+            self.backplane.rooms_joined(&namespace, &granted).await;
         }
-        if !rooms.is_empty() {
-            socket.join(rooms.clone());
+        let mut rooms = granted;
+        if let Some(user) = &identity.user_id {
+            socket.join(user_room(user));
+            rooms.push(user_room(user));
         }
         let conn = Arc::new(Connection::new(
             socket_id.clone(),
@@ -209,8 +214,7 @@ impl Hub {
             return;
         }
         if event == JOIN_EVENT || event == LEAVE_EVENT {
-            let reply = self.client_room_request(socket, event == JOIN_EVENT, &payload);
-            self.router.acks().answer(ack, reply);
+            self.client_room_request(socket, event == JOIN_EVENT, &payload, ack);
             return;
         }
         // Charged before anything is built: an event over the budget is refused whole.
@@ -262,28 +266,37 @@ impl Hub {
         }
     }
 
-    /// `bridge:join` / `bridge:leave` with a room name as first argument.
-    fn client_room_request(&self, socket: &Socket, join: bool, payload: &Payload) -> AckReply {
+    /// `bridge:join` / `bridge:leave` with a room name as first argument. A join is
+    /// answered once pushes to the room made anywhere reach the socket.
+    fn client_room_request(self: &Arc<Self>, socket: &Socket, join: bool, payload: &Payload, ack: Option<ClientAck>) {
+        let refused = |code: &str, message: String| AckReply::error(code, message);
         let room = serde_json::from_str::<Vec<serde_json::Value>>(payload.args_json())
             .ok()
             .and_then(|args| args.into_iter().next())
             .and_then(|v| v.as_str().map(str::to_owned));
         let Some(room) = room else {
-            return AckReply::error("invalid_argument", "the first argument must be the room name");
+            let reply = refused("invalid_argument", "the first argument must be the room name".into());
+            return self.router.acks().answer(ack, reply);
         };
         if let Err(message) = validate_name(&room) {
-            return AckReply::error("invalid_argument", format!("room {message}"));
+            return self.router.acks().answer(ack, refused("invalid_argument", format!("room {message}")));
         }
         let patterns = &self.settings.client_room_patterns;
         if is_internal_room(&room) || patterns.is_empty() || !any_matches(patterns, &room) {
             self.metrics.error(ErrorKind::ForbiddenRoom);
-            return AckReply::error("forbidden_room", "this room cannot be joined or left by clients");
+            let reply = refused("forbidden_room", "this room cannot be joined or left by clients".into());
+            return self.router.acks().answer(ack, reply);
         }
-        if join {
-            socket.join(room);
-        } else {
+        let ok = AckReply::Payload(Payload::from_json_args(&[serde_json::json!({ "ok": true })]));
+        if !join {
             socket.leave(room);
+            return self.router.acks().answer(ack, ok);
         }
-        AckReply::Payload(Payload::from_json_args(&[serde_json::json!({ "ok": true })]))
+        socket.join(room.clone());
+        let (hub, namespace) = (self.clone(), socket.ns().to_owned());
+        tokio::spawn(async move {
+            hub.backplane.rooms_joined(&namespace, &[room]).await;
+            hub.router.acks().answer(ack, ok);
+        });
     }
 }

@@ -172,6 +172,18 @@ impl Hub {
         answers
     }
 
+    /// This instance's rooms in a namespace, internal ones excluded.
+    pub async fn local_rooms(&self, namespace: &str) -> Vec<String> {
+        let Some(op) = self.io.of(namespace) else { return Vec::new() };
+        op.rooms()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| !is_internal_room(r))
+            .map(|r| r.into_owned())
+            .collect()
+    }
+
     /// Rooms over all namespaces, internal per-user rooms excluded.
     pub async fn count_rooms(&self) -> u64 {
         let mut rooms = 0u64;

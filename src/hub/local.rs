@@ -47,6 +47,9 @@ impl Hub {
                         s.leave(rooms.clone());
                     }
                 }
+                if join && !sockets.is_empty() {
+                    self.backplane.rooms_joined(&namespace, &rooms).await;
+                }
                 NodeReply::Count(count(sockets.len()))
             }
             NodeRequest::Disconnect { namespace, target, reason } => {

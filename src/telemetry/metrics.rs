@@ -107,6 +107,7 @@ pub struct Metrics {
     pub redis_up: IntGauge,
     pub cluster_nodes: IntGauge,
     pub cluster_redelivered: IntCounter,
+    pub cluster_requests_received: IntCounter,
     /// `messages_received{namespace, door="socketio"}` of each configured namespace,
     /// resolved once (a label lookup hashes the labels every time).
     received_socketio: Vec<(String, IntCounter)>,
@@ -279,6 +280,11 @@ impl Metrics {
                 &r,
                 "cluster_redelivered_total",
                 "Cluster mode: client events delivered again to a backend (unacknowledged before).",
+            ),
+            cluster_requests_received: counter(
+                &r,
+                "cluster_requests_received_total",
+                "Cluster mode: operations other instances sent here (pushes, room changes, listings).",
             ),
             registry: r,
             received_socketio: Vec::new(),

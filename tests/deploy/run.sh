@@ -237,6 +237,7 @@ refuse "no credentials" "set secrets.apiKeys"
 refuse "several replicas without Redis" "replicaCount > 1 needs redis.enabled" -f "$HERE/values/minimal.yaml" --set replicaCount=2
 refuse "an API key in the ConfigMap" "config.grpc.api_keys is a secret" -f "$HERE/values/minimal.yaml" --set 'config.grpc.api_keys={deploy-test-api-key-0123456789}'
 refuse "dev auth" "config.auth.mode must be jwt" -f "$HERE/values/minimal.yaml" --set config.auth.mode=dev
+refuse "a misspelt value (values.schema.json)" "additional properties 'replicas' not allowed" -f "$HERE/values/minimal.yaml" --set replicas=3
 
 # ---- container image ------------------------------------------------------------------------------
 step "container image (podman build, runtime stage, Debian $DEBIAN_SUITE base made by debootstrap)"
@@ -275,6 +276,8 @@ build_start=$(date +%s)
   fail "podman build: $(tail -n 20 "$WORK/build.log")"
 grep -q "cargo build" "$WORK/build.log" && fail "the build stage ran (it should have been replaced): $(cat "$WORK/build.log")"
 ok "podman build --target runtime ($(($(date +%s) - build_start)) s)"
+# Each build leaves the previous test image untagged: drop those, so the cache stays small.
+"${PODMAN[@]}" image prune --force >/dev/null
 
 "${PODMAN[@]}" image inspect "$IMAGE" >"$WORK/inspect.json"
 "${PODMAN[@]}" image inspect "$BASE_IMAGE" >"$WORK/base-inspect.json"

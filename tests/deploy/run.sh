@@ -51,9 +51,28 @@ ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$*"; }
 fail() { printf 'FAIL %s\n' "$*" >&2; exit 1; }
 step() { printf '\n--> %s (%ss)\n' "$*" "$(($(date +%s) - START))"; }
 
+# descendants PID: every process below PID (to end exactly what this script started).
+descendants() {
+  local kid
+  for kid in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+    echo "$kid"
+    descendants "$kid"
+  done
+}
 bridge_pid=""
+base_job=""
+venv_job=""
+helm_job=""
+ghz_job=""
 cleanup() {
   local rc=$?
+  # A failure before the base image is ready leaves debootstrap running: end it.
+  local job pid
+  for job in $base_job $venv_job $helm_job $ghz_job; do
+    if kill -0 "$job" 2>/dev/null; then
+      for pid in $(descendants "$job") "$job"; do kill "$pid" 2>/dev/null || true; done
+    fi
+  done
   if [ -n "$bridge_pid" ] && kill -0 "$bridge_pid" 2>/dev/null; then kill -KILL "$bridge_pid" 2>/dev/null || true; fi
   ip netns delete "$NETNS" 2>/dev/null || true
   if [ "$rc" -ne 0 ]; then
@@ -78,6 +97,38 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
 fi
 
+# The runtime image's base: a Debian rootfs made once by debootstrap (network-bound, so it
+# runs while the Go tools compile), kept as a tarball in the cache.
+PODMAN=(podman --root "$CACHE/containers/storage" --runroot "$CACHE/containers/run" --storage-driver overlay)
+BASE_TAR="$CACHE/debian-$DEBIAN_SUITE-minbase.tar"
+BASE_IMAGE="localhost/socket-bridge-test/debian:$DEBIAN_SUITE"
+make_base() {
+  [ -s "$BASE_TAR" ] && return 0
+  echo "debootstrap $DEBIAN_SUITE (minbase) into the cache; once" >&2
+  local rootfs="$WORK/debootstrap"
+  debootstrap --variant=minbase "$DEBIAN_SUITE" "$rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log" 2>&1 || return 1
+  # What debian:*-slim leaves out too: package caches, documentation, translations.
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+    "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/*
+  tar -C "$rootfs" --numeric-owner -cf "$BASE_TAR.tmp" . && mv "$BASE_TAR.tmp" "$BASE_TAR"
+  rm -rf "$rootfs"
+}
+make_base &
+base_job=$!
+
+# kubernetes-validate and its pinned dependencies, in a venv (downloads while Go compiles).
+VENV="$CACHE/venv"
+make_venv() {
+  if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$HERE/requirements.txt" "$VENV/requirements.txt"; then
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" &&
+      "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$HERE/requirements.txt" &&
+      cp "$HERE/requirements.txt" "$VENV/requirements.txt"
+  fi
+}
+make_venv >"$WORK/venv.log" 2>&1 &
+venv_job=$!
+
 # go_tool NAME PACKAGE VERSION: installs into $CACHE/bin unless that version is there.
 go_tool() {
   local stamp="$CACHE/bin/.$1.version"
@@ -101,20 +152,13 @@ go_tools "$GRPCURL"
 GRPCURL_BIN="$TOOLS_BIN/grpcurl"
 wait "$helm_job" || fail "installing helm"
 wait "$ghz_job" || fail "installing ghz"
+wait "$venv_job" || fail "installing kubernetes-validate: $(cat "$WORK/venv.log")"
 HELM="$CACHE/bin/helm"
 GHZ="$CACHE/bin/ghz"
 
-VENV="$CACHE/venv"
-if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$HERE/requirements.txt" "$VENV/requirements.txt"; then
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$HERE/requirements.txt"
-  cp "$HERE/requirements.txt" "$VENV/requirements.txt"
-fi
-
 CRD_DIR="$(cd "$WORK" && go mod download -json \
   "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
-  "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/example/prometheus-operator-crd"
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/example/prometheus-operator-crd"
 CRDS=("$CRD_DIR/monitoring.coreos.com_servicemonitors.yaml" "$CRD_DIR/monitoring.coreos.com_prometheusrules.yaml")
 for crd in "${CRDS[@]}"; do [ -f "$crd" ] || fail "CRD $crd missing from the prometheus-operator module"; done
 
@@ -241,20 +285,7 @@ refuse "a misspelt value (values.schema.json)" "additional properties 'replicas'
 
 # ---- container image ------------------------------------------------------------------------------
 step "container image (podman build, runtime stage, Debian $DEBIAN_SUITE base made by debootstrap)"
-PODMAN=(podman --root "$CACHE/containers/storage" --runroot "$CACHE/containers/run" --storage-driver overlay)
-BASE_TAR="$CACHE/debian-$DEBIAN_SUITE-minbase.tar"
-BASE_IMAGE="localhost/socket-bridge-test/debian:$DEBIAN_SUITE"
-if [ ! -s "$BASE_TAR" ]; then
-  echo "debootstrap $DEBIAN_SUITE (minbase) into the cache; once"
-  rootfs="$WORK/debootstrap"
-  debootstrap --variant=minbase "$DEBIAN_SUITE" "$rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log" 2>&1 ||
-    fail "debootstrap: $(tail -n 5 "$WORK/debootstrap.log")"
-  # What debian:*-slim leaves out too: package caches, documentation, translations.
-  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
-    "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/*
-  tar -C "$rootfs" --numeric-owner -cf "$BASE_TAR.tmp" . && mv "$BASE_TAR.tmp" "$BASE_TAR"
-  rm -rf "$rootfs"
-fi
+wait "$base_job" || fail "debootstrap: $(tail -n 5 "$WORK/debootstrap.log")"
 if ! "${PODMAN[@]}" image exists "$BASE_IMAGE" ||
   [ "$(cat "$CACHE/containers/base.stamp" 2>/dev/null)" != "$(stat -c %Y-%s "$BASE_TAR")" ]; then
   "${PODMAN[@]}" import --quiet "$BASE_TAR" "$BASE_IMAGE" >/dev/null
@@ -328,17 +359,26 @@ ok "the runtime filesystem has no compiler or linker (cc, gcc, c++, rustc, cargo
 cmp "$BIN" "$ROOTFS/usr/local/bin/socket-bridge" || fail "the image's binary is not the one under test"
 [ "$(stat -c %u "$ROOTFS/usr/local/bin/socket-bridge")" = 0 ] || fail "the binary should belong to root, not the service user"
 
-# run_image [ENV=VALUE...]: the image's entrypoint and command, as the image's user, with
+# run_in_image [--config FILE] ENV=VALUE... -- COMMAND...: COMMAND as the image's user, with
 # the image's environment plus the given variables, chrooted into the exported filesystem
-# in the test's network namespace and in new PID and mount namespaces (so /proc is its own).
+# in the test's network namespace and in new PID and mount namespaces (so /proc is its
+# own), with FILE bind-mounted read-only over the image's config file as `-v` would.
 ip netns add "$NETNS"
 ip netns exec "$NETNS" ip link set lo up
-run_in_image() { # run_in_image ENV... -- COMMAND...
-  local env=()
+run_in_image() {
+  local config="" env=()
+  if [ "$1" = --config ]; then config=$2; shift 2; fi
   while [ "$1" != -- ]; do env+=("$1"); shift; done
   shift
-  ip netns exec "$NETNS" unshare --mount --pid --fork --mount-proc="$ROOTFS/proc" \
-    chroot --userspec="$IMAGE_USER" "$ROOTFS" /usr/bin/env -i "${IMAGE_ENV[@]}" "${env[@]}" "$@"
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  ip netns exec "$NETNS" unshare --mount --pid --fork --mount-proc="$ROOTFS/proc" sh -c '
+    config=$1 root=$2 user=$3; shift 3
+    if [ -n "$config" ]; then
+      mount --bind "$config" "$root/etc/socket-bridge/socket-bridge.toml"
+      mount -o remount,bind,ro "$root/etc/socket-bridge/socket-bridge.toml"
+    fi
+    exec chroot --userspec="$user" "$root" "$@"' \
+    sh "$config" "$ROOTFS" "$IMAGE_USER" /usr/bin/env -i "${IMAGE_ENV[@]}" "${env[@]}" "$@"
 }
 
 step "the image's entrypoint, run from its filesystem"
@@ -361,17 +401,15 @@ ok "the image refuses dev auth on its public listeners"
 API_KEY=deploy-test-api-key-0123456789
 JWT_SECRET=deploy-test-jwt-secret-0123456789abcdef
 SECRETS=(SOCKET_BRIDGE_AUTH__JWT__SECRET="$JWT_SECRET" "SOCKET_BRIDGE_GRPC__API_KEYS=[\"$API_KEY\"]")
-run_in_image "${SECRETS[@]}" -- "${IMAGE_CMD[@]}" >"$WORK/bridge.out" 2>"$WORK/bridge.err" &
+# Configuration as an operator gives it: a mounted file (the image's own, with debug logging
+# added) and secrets in the environment.
+cp "$ROOTFS/etc/socket-bridge/socket-bridge.toml" "$WORK/mounted.toml"
+printf '\n[log]\nlevel = "info,socket_bridge=debug"\n' >>"$WORK/mounted.toml"
+chmod 0644 "$WORK/mounted.toml"
+run_in_image --config "$WORK/mounted.toml" "${SECRETS[@]}" -- "${IMAGE_CMD[@]}" >"$WORK/bridge.out" 2>"$WORK/bridge.err" &
 unshare_pid=$!
 # The bridge runs a few processes below (ip netns exec, unshare, then the bridge as PID 1 of
 # its namespace); find its host PID, by its executable, to signal it.
-descendants() {
-  local kid
-  for kid in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-    echo "$kid"
-    descendants "$kid"
-  done
-}
 for _ in $(seq 1 100); do
   for pid in $(descendants "$unshare_pid"); do
     if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$ROOTFS/usr/local/bin/socket-bridge" ]; then bridge_pid=$pid; fi
@@ -447,6 +485,8 @@ for n, line in enumerate(lines, 1):
 
 EOF
 ok "the image logged $(wc -l <"$WORK/bridge.out") JSON lines on stdout, nothing on stderr, no escape codes"
+grep -q '"level":"DEBUG"' "$WORK/bridge.out" || fail "the mounted config's log.level did not apply (no DEBUG line)"
+ok "the mounted config file applied (log.level with debug: $(grep -c '"level":"DEBUG"' "$WORK/bridge.out") DEBUG lines)"
 if grep -qE "$API_KEY|$JWT_SECRET|Bearer " "$WORK/bridge.out"; then fail "a credential appears in the image's logs"; fi
 ok "no credential in the image's logs"
 mkdir -p "$ROOT/target/test-logs"

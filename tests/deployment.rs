@@ -180,8 +180,8 @@ async fn log_stdout_writes_json_lines_on_stdout_and_nothing_on_stderr() {
     assert!(rest.is_empty(), "stderr: {rest}");
 }
 
-/// grpcurl speaks reflection v1; ghz and several GUI clients still speak only v1alpha. Both
-/// list every service (each other included) and serve the API's descriptors.
+/// grpcurl speaks reflection v1; older ghz releases and several GUI clients speak only
+/// v1alpha. Both list every service (each other included) and serve the API's descriptors.
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_both_list_the_services_and_describe_push() {
     let bridge = Bridge::start(&[]).await;

@@ -67,9 +67,9 @@ pub async fn serve(
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<BridgeServiceServer<service::Bridge>>().await;
-    // Reflection v1 and v1alpha side by side: grpcurl speaks v1, while ghz and several GUI
-    // clients still speak only v1alpha ("server does not support the reflection API").
-    // Each lists the other, so `list` shows both whichever one a tool asks.
+    // Reflection v1 and v1alpha side by side: grpcurl speaks v1, while older ghz releases
+    // and several GUI clients speak only v1alpha (against v1 alone they report "server does
+    // not support the reflection API"). Each lists the other, so `list` shows both.
     let reflection_builder = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)

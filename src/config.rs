@@ -27,6 +27,17 @@ pub struct Cli {
     /// Print the effective configuration (secrets hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Check the effective configuration (file, environment and flags, JWT keys and TLS
+    /// files included) without starting: exit 0, or print every problem and exit 2.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Ask the bridge at `http.listen` for `GET /health`: exit 0 on 200, 1 otherwise. The
+    /// container image's health check, so the image needs no HTTP client of its own.
+    #[arg(long, conflicts_with_all = ["print_config", "check_config"])]
+    pub health_check: bool,
+    /// Write console log lines to stdout instead of stderr (the container image sets it).
+    #[arg(long, env = "SOCKET_BRIDGE_LOG_STDOUT")]
+    pub log_stdout: bool,
 }
 
 /// A string that never appears in logs or debug output.

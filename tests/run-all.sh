@@ -8,13 +8,17 @@ cd "$(dirname "$0")/.."
 steps=0
 step() { steps=$((steps + 1)); printf '\n==> %s\n' "$*"; }
 
-step "system packages (Debian): promtool, chromium, redis-server, nginx"
+step "system packages (Debian): promtool, chromium, redis-server, nginx; podman, debootstrap, systemd-analyze for tests/deploy"
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # tests/cluster.rs starts its own redis-server and nginx processes on free ports.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   # The redis-server and nginx packages try to start their system services when installed,
   # which fails in a container without systemd (and is not wanted anywhere: the tests run
@@ -83,6 +87,11 @@ bash tests/dashboard/run.sh
 
 step "soak, CI version: 10,000 clients, 60 s of pushes and acked events (release build)"
 bash tests/soak-ci.sh
+
+step "deployment: container image, Helm chart, systemd unit (tests/deploy/run.sh)"
+# The soak step built the release binary; the image is built from it. helm, ghz, the schema
+# package and the debootstrap base are installed once into target/deploy-cache.
+DEPLOY_BRIDGE_BIN="$PWD/bench/target/bridge/release/socket-bridge" bash tests/deploy/run.sh
 
 step "no credential in any log line of the whole run"
 # Every bridge the tests started left its log in target/test-logs. The tests' API keys,

@@ -1,5 +1,5 @@
 //! The gRPC door: `BridgeService` behind an API-key check, plus gRPC health and
-//! reflection (open, so grpcurl works with no .proto file and no key).
+//! reflection v1 and v1alpha (open, so grpcurl and ghz work with no .proto file and no key).
 
 mod convert;
 mod events;
@@ -67,14 +67,26 @@ pub async fn serve(
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<BridgeServiceServer<service::Bridge>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection v1 and v1alpha side by side: grpcurl speaks v1, while older ghz releases
+    // and several GUI clients speak only v1alpha (against v1 alone they report "server does
+    // not support the reflection API"). Each lists the other, so `list` shows both.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_failed = |e: tonic_reflection::server::Error| {
+        tracing::error!(error = %e, "reflection service could not be built");
+        e
+    };
+    let reflection = reflection_builder()
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| {
-            tracing::error!(error = %e, "reflection service could not be built");
-            e
-        });
+        .map_err(reflection_failed);
+    let reflection_v1alpha = reflection_builder()
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(reflection_failed);
 
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -87,6 +99,9 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(bridge);
     if let Ok(reflection) = reflection {
+        router = router.add_service(reflection);
+    }
+    if let Ok(reflection) = reflection_v1alpha {
         router = router.add_service(reflection);
     }
     // TCP_NODELAY on accepted connections: the builder's tcp_nodelay(true) only applies to

@@ -1,12 +1,16 @@
 //! Logging and metrics. `RUST_LOG` wins over `log.level` when set.
 //!
-//! Log lines go to the console (human or JSON), optionally to a size- and day-rotated JSON
-//! file with a retention count, and always to an in-memory ring for the log viewer.
+//! Log lines go to the console (human or JSON, on stderr or stdout; coloured only at a
+//! terminal), optionally to a size- and day-rotated JSON file with a retention count, and
+//! always to an in-memory ring for the log viewer.
 
 pub mod logs;
 pub mod metrics;
 
+use std::io::IsTerminal;
+
 use rolling_file::{BasicRollingFileAppender, RollingConditionBasic};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -18,7 +22,35 @@ pub struct Telemetry {
     _file: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
-pub fn init(config: &LogConfig) -> Result<Telemetry, String> {
+/// Where console log lines go. stderr by default; the container image chooses stdout, the
+/// stream container log collectors read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleStream {
+    Stderr,
+    Stdout,
+}
+
+impl ConsoleStream {
+    fn writer(self) -> BoxMakeWriter {
+        match self {
+            Self::Stderr => BoxMakeWriter::new(std::io::stderr),
+            Self::Stdout => BoxMakeWriter::new(std::io::stdout),
+        }
+    }
+
+    /// Colour codes only for a person at a terminal: redirected to a file, a pipe, journald
+    /// or a container log driver they would land in every line as raw escape bytes. Honours
+    /// `NO_COLOR` (no-color.org) at a terminal too.
+    fn wants_colour(self) -> bool {
+        let terminal = match self {
+            Self::Stderr => std::io::stderr().is_terminal(),
+            Self::Stdout => std::io::stdout().is_terminal(),
+        };
+        terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    }
+}
+
+pub fn init(config: &LogConfig, stream: ConsoleStream) -> Result<Telemetry, String> {
     // An empty RUST_LOG counts as unset: it would otherwise silence every line.
     let filter = std::env::var("RUST_LOG")
         .ok()
@@ -31,9 +63,12 @@ pub fn init(config: &LogConfig) -> Result<Telemetry, String> {
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_writer(stream.writer())
             .boxed(),
-        LogFormat::Human => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Human => {
+            tracing_subscriber::fmt::layer().with_ansi(stream.wants_colour()).with_writer(stream.writer()).boxed()
+        }
     };
     let (file, guard) = match &config.file {
         Some(path) => {

@@ -52,54 +52,73 @@ pub fn user_room(user_id: &str) -> String {
     format!("{USER_ROOM_PREFIX}{user_id}")
 }
 
-/// A room, event or group name: 1 to `MAX_NAME_LEN` printable characters. The error says
-/// what is wrong, for the caller to prefix with the field.
-pub fn check_name(name: &str) -> Result<(), String> {
+/// What is wrong with a name. The message is written to follow the field it concerns
+/// ("room: must not be empty").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("is {chars} characters, over the limit of {max}")]
+    TooLong { chars: usize, max: usize },
+    #[error("must not contain control characters")]
+    ControlCharacter,
+    #[error(
+        "{0:?}: the {USER_ROOM_PREFIX:?} and {SOCKET_ROOM_PREFIX:?} prefixes are reserved; target the user or socket instead"
+    )]
+    InternalRoom(String),
+    #[error("{0:?} is reserved by the Socket.IO client")]
+    ReservedEvent(String),
+    #[error("must be 1 to {MAX_USER_ID_LEN} characters of printable text")]
+    UserId,
+    #[error("{0:?} must start with '/' and be at most {MAX_NAMESPACE_LEN} characters")]
+    Namespace(String),
+}
+
+/// A room, event or group name: 1 to `MAX_NAME_LEN` printable characters.
+pub fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err("must not be empty".into());
+        return Err(NameError::Empty);
     }
     let chars = name.chars().count();
     if chars > MAX_NAME_LEN {
-        return Err(format!("is {chars} characters, over the limit of {MAX_NAME_LEN}"));
+        return Err(NameError::TooLong { chars, max: MAX_NAME_LEN });
     }
     if name.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
+        return Err(NameError::ControlCharacter);
     }
     Ok(())
 }
 
 /// A room the backend or a token may name: a name, and not internal.
-pub fn check_room(room: &str) -> Result<(), String> {
+pub fn check_room(room: &str) -> Result<(), NameError> {
     check_name(room)?;
     if is_internal_room(room) {
-        return Err(format!(
-            "{room:?}: the {USER_ROOM_PREFIX:?} and {SOCKET_ROOM_PREFIX:?} prefixes are reserved; target the user or socket instead"
-        ));
+        return Err(NameError::InternalRoom(room.to_owned()));
     }
     Ok(())
 }
 
 /// An event the backend may push: a name, and not reserved by the client.
-pub fn check_event(event: &str) -> Result<(), String> {
+pub fn check_event(event: &str) -> Result<(), NameError> {
     check_name(event)?;
     if RESERVED_EVENTS.contains(&event) {
-        return Err(format!("{event:?} is reserved by the Socket.IO client"));
+        return Err(NameError::ReservedEvent(event.to_owned()));
     }
     Ok(())
 }
 
 /// A user id: 1 to `MAX_USER_ID_LEN` printable characters.
-pub fn check_user_id(id: &str) -> Result<(), String> {
+pub fn check_user_id(id: &str) -> Result<(), NameError> {
     if id.is_empty() || id.chars().count() > MAX_USER_ID_LEN || id.chars().any(char::is_control) {
-        return Err(format!("must be 1 to {MAX_USER_ID_LEN} characters of printable text"));
+        return Err(NameError::UserId);
     }
     Ok(())
 }
 
 /// A namespace setting: starts with '/', at most `MAX_NAMESPACE_LEN` characters.
-pub fn check_namespace(ns: &str) -> Result<(), String> {
+pub fn check_namespace(ns: &str) -> Result<(), NameError> {
     if !ns.starts_with('/') || ns.chars().count() > MAX_NAMESPACE_LEN {
-        return Err(format!("{ns:?} must start with '/' and be at most {MAX_NAMESPACE_LEN} characters"));
+        return Err(NameError::Namespace(ns.to_owned()));
     }
     Ok(())
 }

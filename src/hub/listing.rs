@@ -134,7 +134,7 @@ impl Hub {
         self.check_namespace(namespace)?;
         let (size, after) = page_bounds(page_size, page_token)?;
         if let ConnectionFilter::Room(room) = filter {
-            super::validate_name(room).map_err(|m| HubError::invalid("room", m))?;
+            super::validate_name(room).map_err(|e| HubError::invalid("room", e.to_string()))?;
         }
         let request = NodeRequest::ListConnections {
             namespace: namespace.to_owned(),

@@ -73,15 +73,15 @@ impl HubError {
 
 /// Checks a room name given by the backend or a token.
 pub fn validate_room(room: &str) -> Result<(), HubError> {
-    crate::names::check_room(room).map_err(|m| HubError::invalid("room", m))
+    crate::names::check_room(room).map_err(|e| HubError::invalid("room", e.to_string()))
 }
 
-fn validate_name(name: &str) -> Result<(), String> {
+fn validate_name(name: &str) -> Result<(), crate::names::NameError> {
     crate::names::check_name(name)
 }
 
 fn validate_event(event: &str) -> Result<(), HubError> {
-    crate::names::check_event(event).map_err(|m| HubError::invalid("event", m))
+    crate::names::check_event(event).map_err(|e| HubError::invalid("event", e.to_string()))
 }
 
 /// Settings the hub applies, taken from `Config` once.

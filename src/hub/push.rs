@@ -105,7 +105,9 @@ pub(super) fn socket_id_of(id: &str) -> Option<socketioxide::socket::Sid> {
 
 fn validate_target(target: &Target, field: &str) -> Result<(), HubError> {
     match target {
-        Target::User(u) => crate::names::check_user_id(u).map_err(|m| HubError::invalid(format!("{field}.user_id"), m)),
+        Target::User(u) => {
+            crate::names::check_user_id(u).map_err(|e| HubError::invalid(format!("{field}.user_id"), e.to_string()))
+        }
         Target::Room(r) => validate_room(r).map_err(|e| rename_field(e, &format!("{field}.room"))),
         Target::Socket(s) => parse_sid(&format!("{field}.socket_id"), s).map(|_| ()),
         _ => Ok(()),

@@ -506,8 +506,14 @@ type PushResponse struct {
 	Acks []*SocketAck `protobuf:"bytes,3,rep,name=acks,proto3" json:"acks,omitempty"`
 	// True when the target user was offline and the message was kept for ttl.
 	StoredOffline bool `protobuf:"varint,4,opt,name=stored_offline,json=storedOffline,proto3" json:"stored_offline,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Sockets of the target the event could not be handed to, each with the reason (user
+	// and socket targets, and every push with ack_timeout). Not counted in sockets_reached.
+	NotReached []*SocketNotReached `protobuf:"bytes,5,rep,name=not_reached,json=notReached,proto3" json:"not_reached,omitempty"`
+	// Sockets the event could not be handed to, in all: not_reached plus, for room and
+	// everyone pushes, sockets counted without their ids (a broadcast does not say which).
+	SocketsNotReached uint32 `protobuf:"varint,6,opt,name=sockets_not_reached,json=socketsNotReached,proto3" json:"sockets_not_reached,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *PushResponse) Reset() {
@@ -568,6 +574,85 @@ func (x *PushResponse) GetStoredOffline() bool {
 	return false
 }
 
+func (x *PushResponse) GetNotReached() []*SocketNotReached {
+	if x != nil {
+		return x.NotReached
+	}
+	return nil
+}
+
+func (x *PushResponse) GetSocketsNotReached() uint32 {
+	if x != nil {
+		return x.SocketsNotReached
+	}
+	return 0
+}
+
+// SocketNotReached is one socket a push was not handed to.
+type SocketNotReached struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SocketId string                 `protobuf:"bytes,1,opt,name=socket_id,json=socketId,proto3" json:"socket_id,omitempty"`
+	// "buffer_full": the socket's outgoing buffer (socketio.max_buffer_size packets) was
+	// full, typically a client that stopped reading; "closed": it left meanwhile.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// With ttl: the push is kept and delivered, in order, once the socket has room again or
+	// on its user's next connect (until the ttl ends).
+	Kept          bool `protobuf:"varint,3,opt,name=kept,proto3" json:"kept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SocketNotReached) Reset() {
+	*x = SocketNotReached{}
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SocketNotReached) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SocketNotReached) ProtoMessage() {}
+
+func (x *SocketNotReached) ProtoReflect() protoreflect.Message {
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SocketNotReached.ProtoReflect.Descriptor instead.
+func (*SocketNotReached) Descriptor() ([]byte, []int) {
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SocketNotReached) GetSocketId() string {
+	if x != nil {
+		return x.SocketId
+	}
+	return ""
+}
+
+func (x *SocketNotReached) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SocketNotReached) GetKept() bool {
+	if x != nil {
+		return x.Kept
+	}
+	return false
+}
+
 type PushBatchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pushes        []*PushRequest         `protobuf:"bytes,1,rep,name=pushes,proto3" json:"pushes,omitempty"`
@@ -577,7 +662,7 @@ type PushBatchRequest struct {
 
 func (x *PushBatchRequest) Reset() {
 	*x = PushBatchRequest{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[6]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +674,7 @@ func (x *PushBatchRequest) String() string {
 func (*PushBatchRequest) ProtoMessage() {}
 
 func (x *PushBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[6]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +687,7 @@ func (x *PushBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushBatchRequest.ProtoReflect.Descriptor instead.
 func (*PushBatchRequest) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{6}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PushBatchRequest) GetPushes() []*PushRequest {
@@ -627,7 +712,7 @@ type PushFailure struct {
 
 func (x *PushFailure) Reset() {
 	*x = PushFailure{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[7]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +724,7 @@ func (x *PushFailure) String() string {
 func (*PushFailure) ProtoMessage() {}
 
 func (x *PushFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[7]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +737,7 @@ func (x *PushFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushFailure.ProtoReflect.Descriptor instead.
 func (*PushFailure) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{7}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PushFailure) GetCode() string {
@@ -689,7 +774,7 @@ type PushBatchResult struct {
 
 func (x *PushBatchResult) Reset() {
 	*x = PushBatchResult{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[8]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +786,7 @@ func (x *PushBatchResult) String() string {
 func (*PushBatchResult) ProtoMessage() {}
 
 func (x *PushBatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[8]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +799,7 @@ func (x *PushBatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushBatchResult.ProtoReflect.Descriptor instead.
 func (*PushBatchResult) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{8}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PushBatchResult) GetOutcome() isPushBatchResult_Outcome {
@@ -768,7 +853,7 @@ type PushBatchResponse struct {
 
 func (x *PushBatchResponse) Reset() {
 	*x = PushBatchResponse{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[9]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +865,7 @@ func (x *PushBatchResponse) String() string {
 func (*PushBatchResponse) ProtoMessage() {}
 
 func (x *PushBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[9]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +878,7 @@ func (x *PushBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushBatchResponse.ProtoReflect.Descriptor instead.
 func (*PushBatchResponse) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{9}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PushBatchResponse) GetResults() []*PushBatchResult {
@@ -814,7 +899,7 @@ type JoinRoomsRequest struct {
 
 func (x *JoinRoomsRequest) Reset() {
 	*x = JoinRoomsRequest{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[10]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +911,7 @@ func (x *JoinRoomsRequest) String() string {
 func (*JoinRoomsRequest) ProtoMessage() {}
 
 func (x *JoinRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[10]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +924,7 @@ func (x *JoinRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRoomsRequest.ProtoReflect.Descriptor instead.
 func (*JoinRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{10}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JoinRoomsRequest) GetTarget() *Target {
@@ -872,7 +957,7 @@ type JoinRoomsResponse struct {
 
 func (x *JoinRoomsResponse) Reset() {
 	*x = JoinRoomsResponse{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[11]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +969,7 @@ func (x *JoinRoomsResponse) String() string {
 func (*JoinRoomsResponse) ProtoMessage() {}
 
 func (x *JoinRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[11]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +982,7 @@ func (x *JoinRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRoomsResponse.ProtoReflect.Descriptor instead.
 func (*JoinRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{11}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *JoinRoomsResponse) GetSocketsAffected() uint32 {
@@ -918,7 +1003,7 @@ type LeaveRoomsRequest struct {
 
 func (x *LeaveRoomsRequest) Reset() {
 	*x = LeaveRoomsRequest{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[12]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1015,7 @@ func (x *LeaveRoomsRequest) String() string {
 func (*LeaveRoomsRequest) ProtoMessage() {}
 
 func (x *LeaveRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[12]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1028,7 @@ func (x *LeaveRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRoomsRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{12}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LeaveRoomsRequest) GetTarget() *Target {
@@ -976,7 +1061,7 @@ type LeaveRoomsResponse struct {
 
 func (x *LeaveRoomsResponse) Reset() {
 	*x = LeaveRoomsResponse{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[13]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1073,7 @@ func (x *LeaveRoomsResponse) String() string {
 func (*LeaveRoomsResponse) ProtoMessage() {}
 
 func (x *LeaveRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[13]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1086,7 @@ func (x *LeaveRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRoomsResponse.ProtoReflect.Descriptor instead.
 func (*LeaveRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{13}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LeaveRoomsResponse) GetSocketsAffected() uint32 {
@@ -1023,7 +1108,7 @@ type DisconnectSocketsRequest struct {
 
 func (x *DisconnectSocketsRequest) Reset() {
 	*x = DisconnectSocketsRequest{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[14]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1120,7 @@ func (x *DisconnectSocketsRequest) String() string {
 func (*DisconnectSocketsRequest) ProtoMessage() {}
 
 func (x *DisconnectSocketsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[14]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1133,7 @@ func (x *DisconnectSocketsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectSocketsRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectSocketsRequest) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{14}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DisconnectSocketsRequest) GetTarget() *Target {
@@ -1081,7 +1166,7 @@ type DisconnectSocketsResponse struct {
 
 func (x *DisconnectSocketsResponse) Reset() {
 	*x = DisconnectSocketsResponse{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[15]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1178,7 @@ func (x *DisconnectSocketsResponse) String() string {
 func (*DisconnectSocketsResponse) ProtoMessage() {}
 
 func (x *DisconnectSocketsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[15]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1191,7 @@ func (x *DisconnectSocketsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectSocketsResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectSocketsResponse) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{15}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DisconnectSocketsResponse) GetSocketsDisconnected() uint32 {
@@ -1124,7 +1209,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[16]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1221,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[16]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1234,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{16}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{17}
 }
 
 // BackendGroup describes the Events streams subscribed under one group name.
@@ -1165,7 +1250,7 @@ type BackendGroup struct {
 
 func (x *BackendGroup) Reset() {
 	*x = BackendGroup{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[17]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1262,7 @@ func (x *BackendGroup) String() string {
 func (*BackendGroup) ProtoMessage() {}
 
 func (x *BackendGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[17]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1275,7 @@ func (x *BackendGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendGroup.ProtoReflect.Descriptor instead.
 func (*BackendGroup) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{17}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BackendGroup) GetGroup() string {
@@ -1226,7 +1311,7 @@ type ClusterNode struct {
 
 func (x *ClusterNode) Reset() {
 	*x = ClusterNode{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[18]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1323,7 @@ func (x *ClusterNode) String() string {
 func (*ClusterNode) ProtoMessage() {}
 
 func (x *ClusterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[18]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1336,7 @@ func (x *ClusterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
 func (*ClusterNode) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{18}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClusterNode) GetInstanceId() string {
@@ -1301,7 +1386,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[19]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1398,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[19]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1411,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{19}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StatusResponse) GetInstanceId() string {
@@ -1462,7 +1547,7 @@ type ListRoomsRequest struct {
 
 func (x *ListRoomsRequest) Reset() {
 	*x = ListRoomsRequest{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[20]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1559,7 @@ func (x *ListRoomsRequest) String() string {
 func (*ListRoomsRequest) ProtoMessage() {}
 
 func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[20]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1572,7 @@ func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{20}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListRoomsRequest) GetNamespace() string {
@@ -1528,7 +1613,7 @@ type RoomInfo struct {
 
 func (x *RoomInfo) Reset() {
 	*x = RoomInfo{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[21]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1625,7 @@ func (x *RoomInfo) String() string {
 func (*RoomInfo) ProtoMessage() {}
 
 func (x *RoomInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[21]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1638,7 @@ func (x *RoomInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomInfo.ProtoReflect.Descriptor instead.
 func (*RoomInfo) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{21}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RoomInfo) GetName() string {
@@ -1580,7 +1665,7 @@ type ListRoomsResponse struct {
 
 func (x *ListRoomsResponse) Reset() {
 	*x = ListRoomsResponse{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[22]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1677,7 @@ func (x *ListRoomsResponse) String() string {
 func (*ListRoomsResponse) ProtoMessage() {}
 
 func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[22]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1690,7 @@ func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{22}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListRoomsResponse) GetRooms() []*RoomInfo {
@@ -1639,7 +1724,7 @@ type ListConnectionsRequest struct {
 
 func (x *ListConnectionsRequest) Reset() {
 	*x = ListConnectionsRequest{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[23]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1736,7 @@ func (x *ListConnectionsRequest) String() string {
 func (*ListConnectionsRequest) ProtoMessage() {}
 
 func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[23]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +1749,7 @@ func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListConnectionsRequest) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{23}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListConnectionsRequest) GetNamespace() string {
@@ -1745,7 +1830,7 @@ type Handshake struct {
 
 func (x *Handshake) Reset() {
 	*x = Handshake{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[24]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1842,7 @@ func (x *Handshake) String() string {
 func (*Handshake) ProtoMessage() {}
 
 func (x *Handshake) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[24]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1855,7 @@ func (x *Handshake) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Handshake.ProtoReflect.Descriptor instead.
 func (*Handshake) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{24}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Handshake) GetUserAgent() string {
@@ -1823,7 +1908,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[25]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +1920,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[25]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +1933,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{25}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Connection) GetSocketId() string {
@@ -1903,7 +1988,7 @@ type ListConnectionsResponse struct {
 
 func (x *ListConnectionsResponse) Reset() {
 	*x = ListConnectionsResponse{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[26]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2000,7 @@ func (x *ListConnectionsResponse) String() string {
 func (*ListConnectionsResponse) ProtoMessage() {}
 
 func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[26]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2013,7 @@ func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListConnectionsResponse) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{26}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListConnectionsResponse) GetConnections() []*Connection {
@@ -1970,7 +2055,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[27]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2067,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[27]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2080,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{27}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Subscribe) GetGroup() string {
@@ -2044,7 +2129,7 @@ type AckError struct {
 
 func (x *AckError) Reset() {
 	*x = AckError{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[28]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2141,7 @@ func (x *AckError) String() string {
 func (*AckError) ProtoMessage() {}
 
 func (x *AckError) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[28]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2154,7 @@ func (x *AckError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckError.ProtoReflect.Descriptor instead.
 func (*AckError) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{28}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AckError) GetCode() string {
@@ -2101,7 +2186,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[29]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2113,7 +2198,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[29]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2126,7 +2211,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{29}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Ack) GetEventId() string {
@@ -2191,7 +2276,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[30]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2203,7 +2288,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[30]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2216,7 +2301,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{30}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EventsRequest) GetKind() isEventsRequest_Kind {
@@ -2271,7 +2356,7 @@ type Subscribed struct {
 
 func (x *Subscribed) Reset() {
 	*x = Subscribed{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[31]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2283,7 +2368,7 @@ func (x *Subscribed) String() string {
 func (*Subscribed) ProtoMessage() {}
 
 func (x *Subscribed) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[31]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2296,7 +2381,7 @@ func (x *Subscribed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribed.ProtoReflect.Descriptor instead.
 func (*Subscribed) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{31}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Subscribed) GetSubscriberId() string {
@@ -2331,7 +2416,7 @@ type ClientEvent struct {
 
 func (x *ClientEvent) Reset() {
 	*x = ClientEvent{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[32]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2343,7 +2428,7 @@ func (x *ClientEvent) String() string {
 func (*ClientEvent) ProtoMessage() {}
 
 func (x *ClientEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[32]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2356,7 +2441,7 @@ func (x *ClientEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientEvent.ProtoReflect.Descriptor instead.
 func (*ClientEvent) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{32}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ClientEvent) GetId() string {
@@ -2429,7 +2514,7 @@ type SocketConnected struct {
 
 func (x *SocketConnected) Reset() {
 	*x = SocketConnected{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[33]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2441,7 +2526,7 @@ func (x *SocketConnected) String() string {
 func (*SocketConnected) ProtoMessage() {}
 
 func (x *SocketConnected) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[33]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2454,7 +2539,7 @@ func (x *SocketConnected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketConnected.ProtoReflect.Descriptor instead.
 func (*SocketConnected) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{33}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SocketConnected) GetSocketId() string {
@@ -2512,7 +2597,7 @@ type SocketDisconnected struct {
 
 func (x *SocketDisconnected) Reset() {
 	*x = SocketDisconnected{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[34]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2524,7 +2609,7 @@ func (x *SocketDisconnected) String() string {
 func (*SocketDisconnected) ProtoMessage() {}
 
 func (x *SocketDisconnected) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[34]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2537,7 +2622,7 @@ func (x *SocketDisconnected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketDisconnected.ProtoReflect.Descriptor instead.
 func (*SocketDisconnected) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{34}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SocketDisconnected) GetSocketId() string {
@@ -2578,7 +2663,7 @@ type UserOnline struct {
 
 func (x *UserOnline) Reset() {
 	*x = UserOnline{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[35]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +2675,7 @@ func (x *UserOnline) String() string {
 func (*UserOnline) ProtoMessage() {}
 
 func (x *UserOnline) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[35]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +2688,7 @@ func (x *UserOnline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserOnline.ProtoReflect.Descriptor instead.
 func (*UserOnline) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{35}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UserOnline) GetUserId() string {
@@ -2623,7 +2708,7 @@ type UserOffline struct {
 
 func (x *UserOffline) Reset() {
 	*x = UserOffline{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[36]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2635,7 +2720,7 @@ func (x *UserOffline) String() string {
 func (*UserOffline) ProtoMessage() {}
 
 func (x *UserOffline) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[36]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2648,7 +2733,7 @@ func (x *UserOffline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserOffline.ProtoReflect.Descriptor instead.
 func (*UserOffline) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{36}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UserOffline) GetUserId() string {
@@ -2677,7 +2762,7 @@ type EventsResponse struct {
 
 func (x *EventsResponse) Reset() {
 	*x = EventsResponse{}
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[37]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2689,7 +2774,7 @@ func (x *EventsResponse) String() string {
 func (*EventsResponse) ProtoMessage() {}
 
 func (x *EventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_socketbridge_v1_bridge_proto_msgTypes[37]
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2702,7 +2787,7 @@ func (x *EventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsResponse.ProtoReflect.Descriptor instead.
 func (*EventsResponse) Descriptor() ([]byte, []int) {
-	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{37}
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *EventsResponse) GetKind() isEventsResponse_Kind {
@@ -2837,13 +2922,20 @@ const file_socketbridge_v1_bridge_proto_rawDesc = "" +
 	"\tsocket_id\x18\x01 \x01(\tR\bsocketId\x122\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1a.socketbridge.v1.AckStatusR\x06status\x122\n" +
 	"\apayload\x18\x03 \x01(\v2\x18.socketbridge.v1.PayloadR\apayload\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\xad\x01\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xa1\x02\n" +
 	"\fPushResponse\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12'\n" +
 	"\x0fsockets_reached\x18\x02 \x01(\rR\x0esocketsReached\x12.\n" +
 	"\x04acks\x18\x03 \x03(\v2\x1a.socketbridge.v1.SocketAckR\x04acks\x12%\n" +
-	"\x0estored_offline\x18\x04 \x01(\bR\rstoredOffline\"H\n" +
+	"\x0estored_offline\x18\x04 \x01(\bR\rstoredOffline\x12B\n" +
+	"\vnot_reached\x18\x05 \x03(\v2!.socketbridge.v1.SocketNotReachedR\n" +
+	"notReached\x12.\n" +
+	"\x13sockets_not_reached\x18\x06 \x01(\rR\x11socketsNotReached\"[\n" +
+	"\x10SocketNotReached\x12\x1b\n" +
+	"\tsocket_id\x18\x01 \x01(\tR\bsocketId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04kept\x18\x03 \x01(\bR\x04kept\"H\n" +
 	"\x10PushBatchRequest\x124\n" +
 	"\x06pushes\x18\x01 \x03(\v2\x1c.socketbridge.v1.PushRequestR\x06pushes\"Q\n" +
 	"\vPushFailure\x12\x12\n" +
@@ -3037,7 +3129,7 @@ func file_socketbridge_v1_bridge_proto_rawDescGZIP() []byte {
 }
 
 var file_socketbridge_v1_bridge_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_socketbridge_v1_bridge_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_socketbridge_v1_bridge_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_socketbridge_v1_bridge_proto_goTypes = []any{
 	(AckStatus)(0),                    // 0: socketbridge.v1.AckStatus
 	(*Payload)(nil),                   // 1: socketbridge.v1.Payload
@@ -3046,102 +3138,104 @@ var file_socketbridge_v1_bridge_proto_goTypes = []any{
 	(*PushRequest)(nil),               // 4: socketbridge.v1.PushRequest
 	(*SocketAck)(nil),                 // 5: socketbridge.v1.SocketAck
 	(*PushResponse)(nil),              // 6: socketbridge.v1.PushResponse
-	(*PushBatchRequest)(nil),          // 7: socketbridge.v1.PushBatchRequest
-	(*PushFailure)(nil),               // 8: socketbridge.v1.PushFailure
-	(*PushBatchResult)(nil),           // 9: socketbridge.v1.PushBatchResult
-	(*PushBatchResponse)(nil),         // 10: socketbridge.v1.PushBatchResponse
-	(*JoinRoomsRequest)(nil),          // 11: socketbridge.v1.JoinRoomsRequest
-	(*JoinRoomsResponse)(nil),         // 12: socketbridge.v1.JoinRoomsResponse
-	(*LeaveRoomsRequest)(nil),         // 13: socketbridge.v1.LeaveRoomsRequest
-	(*LeaveRoomsResponse)(nil),        // 14: socketbridge.v1.LeaveRoomsResponse
-	(*DisconnectSocketsRequest)(nil),  // 15: socketbridge.v1.DisconnectSocketsRequest
-	(*DisconnectSocketsResponse)(nil), // 16: socketbridge.v1.DisconnectSocketsResponse
-	(*StatusRequest)(nil),             // 17: socketbridge.v1.StatusRequest
-	(*BackendGroup)(nil),              // 18: socketbridge.v1.BackendGroup
-	(*ClusterNode)(nil),               // 19: socketbridge.v1.ClusterNode
-	(*StatusResponse)(nil),            // 20: socketbridge.v1.StatusResponse
-	(*ListRoomsRequest)(nil),          // 21: socketbridge.v1.ListRoomsRequest
-	(*RoomInfo)(nil),                  // 22: socketbridge.v1.RoomInfo
-	(*ListRoomsResponse)(nil),         // 23: socketbridge.v1.ListRoomsResponse
-	(*ListConnectionsRequest)(nil),    // 24: socketbridge.v1.ListConnectionsRequest
-	(*Handshake)(nil),                 // 25: socketbridge.v1.Handshake
-	(*Connection)(nil),                // 26: socketbridge.v1.Connection
-	(*ListConnectionsResponse)(nil),   // 27: socketbridge.v1.ListConnectionsResponse
-	(*Subscribe)(nil),                 // 28: socketbridge.v1.Subscribe
-	(*AckError)(nil),                  // 29: socketbridge.v1.AckError
-	(*Ack)(nil),                       // 30: socketbridge.v1.Ack
-	(*EventsRequest)(nil),             // 31: socketbridge.v1.EventsRequest
-	(*Subscribed)(nil),                // 32: socketbridge.v1.Subscribed
-	(*ClientEvent)(nil),               // 33: socketbridge.v1.ClientEvent
-	(*SocketConnected)(nil),           // 34: socketbridge.v1.SocketConnected
-	(*SocketDisconnected)(nil),        // 35: socketbridge.v1.SocketDisconnected
-	(*UserOnline)(nil),                // 36: socketbridge.v1.UserOnline
-	(*UserOffline)(nil),               // 37: socketbridge.v1.UserOffline
-	(*EventsResponse)(nil),            // 38: socketbridge.v1.EventsResponse
-	(*durationpb.Duration)(nil),       // 39: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 40: google.protobuf.Timestamp
+	(*SocketNotReached)(nil),          // 7: socketbridge.v1.SocketNotReached
+	(*PushBatchRequest)(nil),          // 8: socketbridge.v1.PushBatchRequest
+	(*PushFailure)(nil),               // 9: socketbridge.v1.PushFailure
+	(*PushBatchResult)(nil),           // 10: socketbridge.v1.PushBatchResult
+	(*PushBatchResponse)(nil),         // 11: socketbridge.v1.PushBatchResponse
+	(*JoinRoomsRequest)(nil),          // 12: socketbridge.v1.JoinRoomsRequest
+	(*JoinRoomsResponse)(nil),         // 13: socketbridge.v1.JoinRoomsResponse
+	(*LeaveRoomsRequest)(nil),         // 14: socketbridge.v1.LeaveRoomsRequest
+	(*LeaveRoomsResponse)(nil),        // 15: socketbridge.v1.LeaveRoomsResponse
+	(*DisconnectSocketsRequest)(nil),  // 16: socketbridge.v1.DisconnectSocketsRequest
+	(*DisconnectSocketsResponse)(nil), // 17: socketbridge.v1.DisconnectSocketsResponse
+	(*StatusRequest)(nil),             // 18: socketbridge.v1.StatusRequest
+	(*BackendGroup)(nil),              // 19: socketbridge.v1.BackendGroup
+	(*ClusterNode)(nil),               // 20: socketbridge.v1.ClusterNode
+	(*StatusResponse)(nil),            // 21: socketbridge.v1.StatusResponse
+	(*ListRoomsRequest)(nil),          // 22: socketbridge.v1.ListRoomsRequest
+	(*RoomInfo)(nil),                  // 23: socketbridge.v1.RoomInfo
+	(*ListRoomsResponse)(nil),         // 24: socketbridge.v1.ListRoomsResponse
+	(*ListConnectionsRequest)(nil),    // 25: socketbridge.v1.ListConnectionsRequest
+	(*Handshake)(nil),                 // 26: socketbridge.v1.Handshake
+	(*Connection)(nil),                // 27: socketbridge.v1.Connection
+	(*ListConnectionsResponse)(nil),   // 28: socketbridge.v1.ListConnectionsResponse
+	(*Subscribe)(nil),                 // 29: socketbridge.v1.Subscribe
+	(*AckError)(nil),                  // 30: socketbridge.v1.AckError
+	(*Ack)(nil),                       // 31: socketbridge.v1.Ack
+	(*EventsRequest)(nil),             // 32: socketbridge.v1.EventsRequest
+	(*Subscribed)(nil),                // 33: socketbridge.v1.Subscribed
+	(*ClientEvent)(nil),               // 34: socketbridge.v1.ClientEvent
+	(*SocketConnected)(nil),           // 35: socketbridge.v1.SocketConnected
+	(*SocketDisconnected)(nil),        // 36: socketbridge.v1.SocketDisconnected
+	(*UserOnline)(nil),                // 37: socketbridge.v1.UserOnline
+	(*UserOffline)(nil),               // 38: socketbridge.v1.UserOffline
+	(*EventsResponse)(nil),            // 39: socketbridge.v1.EventsResponse
+	(*durationpb.Duration)(nil),       // 40: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 41: google.protobuf.Timestamp
 }
 var file_socketbridge_v1_bridge_proto_depIdxs = []int32{
-	39, // 0: socketbridge.v1.PushOptions.ack_timeout:type_name -> google.protobuf.Duration
-	39, // 1: socketbridge.v1.PushOptions.ttl:type_name -> google.protobuf.Duration
+	40, // 0: socketbridge.v1.PushOptions.ack_timeout:type_name -> google.protobuf.Duration
+	40, // 1: socketbridge.v1.PushOptions.ttl:type_name -> google.protobuf.Duration
 	2,  // 2: socketbridge.v1.PushRequest.target:type_name -> socketbridge.v1.Target
 	1,  // 3: socketbridge.v1.PushRequest.payload:type_name -> socketbridge.v1.Payload
 	3,  // 4: socketbridge.v1.PushRequest.options:type_name -> socketbridge.v1.PushOptions
 	0,  // 5: socketbridge.v1.SocketAck.status:type_name -> socketbridge.v1.AckStatus
 	1,  // 6: socketbridge.v1.SocketAck.payload:type_name -> socketbridge.v1.Payload
 	5,  // 7: socketbridge.v1.PushResponse.acks:type_name -> socketbridge.v1.SocketAck
-	4,  // 8: socketbridge.v1.PushBatchRequest.pushes:type_name -> socketbridge.v1.PushRequest
-	6,  // 9: socketbridge.v1.PushBatchResult.response:type_name -> socketbridge.v1.PushResponse
-	8,  // 10: socketbridge.v1.PushBatchResult.failure:type_name -> socketbridge.v1.PushFailure
-	9,  // 11: socketbridge.v1.PushBatchResponse.results:type_name -> socketbridge.v1.PushBatchResult
-	2,  // 12: socketbridge.v1.JoinRoomsRequest.target:type_name -> socketbridge.v1.Target
-	2,  // 13: socketbridge.v1.LeaveRoomsRequest.target:type_name -> socketbridge.v1.Target
-	2,  // 14: socketbridge.v1.DisconnectSocketsRequest.target:type_name -> socketbridge.v1.Target
-	40, // 15: socketbridge.v1.ClusterNode.last_seen:type_name -> google.protobuf.Timestamp
-	39, // 16: socketbridge.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	18, // 17: socketbridge.v1.StatusResponse.backend_groups:type_name -> socketbridge.v1.BackendGroup
-	19, // 18: socketbridge.v1.StatusResponse.nodes:type_name -> socketbridge.v1.ClusterNode
-	22, // 19: socketbridge.v1.ListRoomsResponse.rooms:type_name -> socketbridge.v1.RoomInfo
-	40, // 20: socketbridge.v1.Connection.connected_at:type_name -> google.protobuf.Timestamp
-	25, // 21: socketbridge.v1.Connection.handshake:type_name -> socketbridge.v1.Handshake
-	26, // 22: socketbridge.v1.ListConnectionsResponse.connections:type_name -> socketbridge.v1.Connection
-	1,  // 23: socketbridge.v1.Ack.payload:type_name -> socketbridge.v1.Payload
-	29, // 24: socketbridge.v1.Ack.error:type_name -> socketbridge.v1.AckError
-	28, // 25: socketbridge.v1.EventsRequest.subscribe:type_name -> socketbridge.v1.Subscribe
-	30, // 26: socketbridge.v1.EventsRequest.ack:type_name -> socketbridge.v1.Ack
-	1,  // 27: socketbridge.v1.ClientEvent.payload:type_name -> socketbridge.v1.Payload
-	40, // 28: socketbridge.v1.ClientEvent.received_at:type_name -> google.protobuf.Timestamp
-	25, // 29: socketbridge.v1.SocketConnected.handshake:type_name -> socketbridge.v1.Handshake
-	40, // 30: socketbridge.v1.SocketConnected.connected_at:type_name -> google.protobuf.Timestamp
-	32, // 31: socketbridge.v1.EventsResponse.subscribed:type_name -> socketbridge.v1.Subscribed
-	33, // 32: socketbridge.v1.EventsResponse.client_event:type_name -> socketbridge.v1.ClientEvent
-	34, // 33: socketbridge.v1.EventsResponse.socket_connected:type_name -> socketbridge.v1.SocketConnected
-	35, // 34: socketbridge.v1.EventsResponse.socket_disconnected:type_name -> socketbridge.v1.SocketDisconnected
-	36, // 35: socketbridge.v1.EventsResponse.user_online:type_name -> socketbridge.v1.UserOnline
-	37, // 36: socketbridge.v1.EventsResponse.user_offline:type_name -> socketbridge.v1.UserOffline
-	4,  // 37: socketbridge.v1.BridgeService.Push:input_type -> socketbridge.v1.PushRequest
-	7,  // 38: socketbridge.v1.BridgeService.PushBatch:input_type -> socketbridge.v1.PushBatchRequest
-	11, // 39: socketbridge.v1.BridgeService.JoinRooms:input_type -> socketbridge.v1.JoinRoomsRequest
-	13, // 40: socketbridge.v1.BridgeService.LeaveRooms:input_type -> socketbridge.v1.LeaveRoomsRequest
-	15, // 41: socketbridge.v1.BridgeService.DisconnectSockets:input_type -> socketbridge.v1.DisconnectSocketsRequest
-	17, // 42: socketbridge.v1.BridgeService.Status:input_type -> socketbridge.v1.StatusRequest
-	21, // 43: socketbridge.v1.BridgeService.ListRooms:input_type -> socketbridge.v1.ListRoomsRequest
-	24, // 44: socketbridge.v1.BridgeService.ListConnections:input_type -> socketbridge.v1.ListConnectionsRequest
-	31, // 45: socketbridge.v1.BridgeService.Events:input_type -> socketbridge.v1.EventsRequest
-	6,  // 46: socketbridge.v1.BridgeService.Push:output_type -> socketbridge.v1.PushResponse
-	10, // 47: socketbridge.v1.BridgeService.PushBatch:output_type -> socketbridge.v1.PushBatchResponse
-	12, // 48: socketbridge.v1.BridgeService.JoinRooms:output_type -> socketbridge.v1.JoinRoomsResponse
-	14, // 49: socketbridge.v1.BridgeService.LeaveRooms:output_type -> socketbridge.v1.LeaveRoomsResponse
-	16, // 50: socketbridge.v1.BridgeService.DisconnectSockets:output_type -> socketbridge.v1.DisconnectSocketsResponse
-	20, // 51: socketbridge.v1.BridgeService.Status:output_type -> socketbridge.v1.StatusResponse
-	23, // 52: socketbridge.v1.BridgeService.ListRooms:output_type -> socketbridge.v1.ListRoomsResponse
-	27, // 53: socketbridge.v1.BridgeService.ListConnections:output_type -> socketbridge.v1.ListConnectionsResponse
-	38, // 54: socketbridge.v1.BridgeService.Events:output_type -> socketbridge.v1.EventsResponse
-	46, // [46:55] is the sub-list for method output_type
-	37, // [37:46] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	7,  // 8: socketbridge.v1.PushResponse.not_reached:type_name -> socketbridge.v1.SocketNotReached
+	4,  // 9: socketbridge.v1.PushBatchRequest.pushes:type_name -> socketbridge.v1.PushRequest
+	6,  // 10: socketbridge.v1.PushBatchResult.response:type_name -> socketbridge.v1.PushResponse
+	9,  // 11: socketbridge.v1.PushBatchResult.failure:type_name -> socketbridge.v1.PushFailure
+	10, // 12: socketbridge.v1.PushBatchResponse.results:type_name -> socketbridge.v1.PushBatchResult
+	2,  // 13: socketbridge.v1.JoinRoomsRequest.target:type_name -> socketbridge.v1.Target
+	2,  // 14: socketbridge.v1.LeaveRoomsRequest.target:type_name -> socketbridge.v1.Target
+	2,  // 15: socketbridge.v1.DisconnectSocketsRequest.target:type_name -> socketbridge.v1.Target
+	41, // 16: socketbridge.v1.ClusterNode.last_seen:type_name -> google.protobuf.Timestamp
+	40, // 17: socketbridge.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	19, // 18: socketbridge.v1.StatusResponse.backend_groups:type_name -> socketbridge.v1.BackendGroup
+	20, // 19: socketbridge.v1.StatusResponse.nodes:type_name -> socketbridge.v1.ClusterNode
+	23, // 20: socketbridge.v1.ListRoomsResponse.rooms:type_name -> socketbridge.v1.RoomInfo
+	41, // 21: socketbridge.v1.Connection.connected_at:type_name -> google.protobuf.Timestamp
+	26, // 22: socketbridge.v1.Connection.handshake:type_name -> socketbridge.v1.Handshake
+	27, // 23: socketbridge.v1.ListConnectionsResponse.connections:type_name -> socketbridge.v1.Connection
+	1,  // 24: socketbridge.v1.Ack.payload:type_name -> socketbridge.v1.Payload
+	30, // 25: socketbridge.v1.Ack.error:type_name -> socketbridge.v1.AckError
+	29, // 26: socketbridge.v1.EventsRequest.subscribe:type_name -> socketbridge.v1.Subscribe
+	31, // 27: socketbridge.v1.EventsRequest.ack:type_name -> socketbridge.v1.Ack
+	1,  // 28: socketbridge.v1.ClientEvent.payload:type_name -> socketbridge.v1.Payload
+	41, // 29: socketbridge.v1.ClientEvent.received_at:type_name -> google.protobuf.Timestamp
+	26, // 30: socketbridge.v1.SocketConnected.handshake:type_name -> socketbridge.v1.Handshake
+	41, // 31: socketbridge.v1.SocketConnected.connected_at:type_name -> google.protobuf.Timestamp
+	33, // 32: socketbridge.v1.EventsResponse.subscribed:type_name -> socketbridge.v1.Subscribed
+	34, // 33: socketbridge.v1.EventsResponse.client_event:type_name -> socketbridge.v1.ClientEvent
+	35, // 34: socketbridge.v1.EventsResponse.socket_connected:type_name -> socketbridge.v1.SocketConnected
+	36, // 35: socketbridge.v1.EventsResponse.socket_disconnected:type_name -> socketbridge.v1.SocketDisconnected
+	37, // 36: socketbridge.v1.EventsResponse.user_online:type_name -> socketbridge.v1.UserOnline
+	38, // 37: socketbridge.v1.EventsResponse.user_offline:type_name -> socketbridge.v1.UserOffline
+	4,  // 38: socketbridge.v1.BridgeService.Push:input_type -> socketbridge.v1.PushRequest
+	8,  // 39: socketbridge.v1.BridgeService.PushBatch:input_type -> socketbridge.v1.PushBatchRequest
+	12, // 40: socketbridge.v1.BridgeService.JoinRooms:input_type -> socketbridge.v1.JoinRoomsRequest
+	14, // 41: socketbridge.v1.BridgeService.LeaveRooms:input_type -> socketbridge.v1.LeaveRoomsRequest
+	16, // 42: socketbridge.v1.BridgeService.DisconnectSockets:input_type -> socketbridge.v1.DisconnectSocketsRequest
+	18, // 43: socketbridge.v1.BridgeService.Status:input_type -> socketbridge.v1.StatusRequest
+	22, // 44: socketbridge.v1.BridgeService.ListRooms:input_type -> socketbridge.v1.ListRoomsRequest
+	25, // 45: socketbridge.v1.BridgeService.ListConnections:input_type -> socketbridge.v1.ListConnectionsRequest
+	32, // 46: socketbridge.v1.BridgeService.Events:input_type -> socketbridge.v1.EventsRequest
+	6,  // 47: socketbridge.v1.BridgeService.Push:output_type -> socketbridge.v1.PushResponse
+	11, // 48: socketbridge.v1.BridgeService.PushBatch:output_type -> socketbridge.v1.PushBatchResponse
+	13, // 49: socketbridge.v1.BridgeService.JoinRooms:output_type -> socketbridge.v1.JoinRoomsResponse
+	15, // 50: socketbridge.v1.BridgeService.LeaveRooms:output_type -> socketbridge.v1.LeaveRoomsResponse
+	17, // 51: socketbridge.v1.BridgeService.DisconnectSockets:output_type -> socketbridge.v1.DisconnectSocketsResponse
+	21, // 52: socketbridge.v1.BridgeService.Status:output_type -> socketbridge.v1.StatusResponse
+	24, // 53: socketbridge.v1.BridgeService.ListRooms:output_type -> socketbridge.v1.ListRoomsResponse
+	28, // 54: socketbridge.v1.BridgeService.ListConnections:output_type -> socketbridge.v1.ListConnectionsResponse
+	39, // 55: socketbridge.v1.BridgeService.Events:output_type -> socketbridge.v1.EventsResponse
+	47, // [47:56] is the sub-list for method output_type
+	38, // [38:47] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_socketbridge_v1_bridge_proto_init() }
@@ -3155,23 +3249,23 @@ func file_socketbridge_v1_bridge_proto_init() {
 		(*Target_SocketId)(nil),
 		(*Target_Everyone)(nil),
 	}
-	file_socketbridge_v1_bridge_proto_msgTypes[8].OneofWrappers = []any{
+	file_socketbridge_v1_bridge_proto_msgTypes[9].OneofWrappers = []any{
 		(*PushBatchResult_Response)(nil),
 		(*PushBatchResult_Failure)(nil),
 	}
-	file_socketbridge_v1_bridge_proto_msgTypes[23].OneofWrappers = []any{
+	file_socketbridge_v1_bridge_proto_msgTypes[24].OneofWrappers = []any{
 		(*ListConnectionsRequest_UserId)(nil),
 		(*ListConnectionsRequest_Room)(nil),
 	}
-	file_socketbridge_v1_bridge_proto_msgTypes[29].OneofWrappers = []any{
+	file_socketbridge_v1_bridge_proto_msgTypes[30].OneofWrappers = []any{
 		(*Ack_Payload)(nil),
 		(*Ack_Error)(nil),
 	}
-	file_socketbridge_v1_bridge_proto_msgTypes[30].OneofWrappers = []any{
+	file_socketbridge_v1_bridge_proto_msgTypes[31].OneofWrappers = []any{
 		(*EventsRequest_Subscribe)(nil),
 		(*EventsRequest_Ack)(nil),
 	}
-	file_socketbridge_v1_bridge_proto_msgTypes[37].OneofWrappers = []any{
+	file_socketbridge_v1_bridge_proto_msgTypes[38].OneofWrappers = []any{
 		(*EventsResponse_Subscribed)(nil),
 		(*EventsResponse_ClientEvent)(nil),
 		(*EventsResponse_SocketConnected)(nil),
@@ -3185,7 +3279,7 @@ func file_socketbridge_v1_bridge_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_socketbridge_v1_bridge_proto_rawDesc), len(file_socketbridge_v1_bridge_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

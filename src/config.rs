@@ -139,6 +139,9 @@ pub enum AuthMode {
     Dev,
     /// A JWT in the handshake's `auth.token`.
     Jwt,
+    /// A backend subscribed on the `Authorize` stream decides each connect (with
+    /// `auth.backend.require_jwt`, after a valid JWT).
+    Backend,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +157,31 @@ pub struct AuthConfig {
     /// credential must stop receiving pushes.
     pub disconnect_on_token_expiry: bool,
     pub jwt: JwtConfig,
+    pub backend: BackendAuthConfig,
+}
+
+/// Backend-decided connects (`auth.mode = "backend"`) and joins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendAuthConfig {
+    /// Longest wait for a backend's decision, in milliseconds; past it the client is
+    /// refused (`decision_timeout`). 2 s: a decision is one lookup in the backend, and a
+    /// handshake held open longer than that only helps someone holding many open.
+    pub timeout_ms: u64,
+    /// Require a valid JWT (see `auth.jwt`) before asking; its claims go with the question.
+    pub require_jwt: bool,
+    /// Ask a decider about client room joins (`bridge:join`) that
+    /// `socketio.client_room_patterns` does not grant.
+    pub decide_joins: bool,
+    /// Request headers sent to the decider besides cookie, origin and user-agent (lower
+    /// case). Never `authorization` unless listed here.
+    pub forward_headers: Vec<String>,
+}
+
+impl Default for BackendAuthConfig {
+    fn default() -> Self {
+        Self { timeout_ms: 2000, require_jwt: false, decide_joins: false, forward_headers: Vec::new() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -365,6 +393,7 @@ impl Default for AuthConfig {
             allow_dev_on_public_interface: false,
             disconnect_on_token_expiry: false,
             jwt: JwtConfig::default(),
+            backend: BackendAuthConfig::default(),
         }
     }
 }
@@ -521,7 +550,7 @@ impl Config {
                 }
             }
         }
-        if self.auth.mode == AuthMode::Jwt && self.grpc.api_keys.is_empty() {
+        if self.auth.mode != AuthMode::Dev && self.grpc.api_keys.is_empty() {
             err("grpc.api_keys", "at least one API key is required outside dev mode");
         }
         for (i, key) in self.grpc.api_keys.iter().enumerate() {
@@ -540,7 +569,16 @@ impl Config {
         if self.grpc.max_message_bytes < 1024 {
             err("grpc.max_message_bytes", "must be at least 1024");
         }
-        if self.auth.mode == AuthMode::Jwt {
+        let b = &self.auth.backend;
+        if !(100..=60_000).contains(&b.timeout_ms) {
+            err("auth.backend.timeout_ms", "must be between 100 and 60000");
+        }
+        if b.forward_headers.len() > 32
+            || b.forward_headers.iter().any(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).is_err())
+        {
+            err("auth.backend.forward_headers", "at most 32 valid header names");
+        }
+        if self.auth.mode == AuthMode::Jwt || (self.auth.mode == AuthMode::Backend && b.require_jwt) {
             self.validate_jwt(&mut err);
         }
         let s = &self.socketio;

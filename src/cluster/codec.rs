@@ -36,6 +36,8 @@ enum Wire {
         handshake: Handshake,
         rooms: Vec<String>,
         connected_at_ms: u64,
+        #[serde(default)]
+        data_json: String,
     },
     Disconnected {
         socket_id: String,
@@ -73,6 +75,7 @@ pub fn encode(origin: &str, message: &BackendMessage) -> Vec<u8> {
             handshake: (*c.handshake).clone(),
             rooms: c.rooms.clone(),
             connected_at_ms: wall_ms(c.connected_at),
+            data_json: c.data_json.clone(),
         },
         BackendMessage::SocketDisconnected(d) => Wire::Disconnected {
             socket_id: d.socket_id.clone(),
@@ -105,7 +108,7 @@ pub fn decode(bytes: &[u8]) -> Option<BackendMessage> {
                 charge: Charge::none(),
             }))
         }
-        Wire::Connected { socket_id, user_id, namespace, handshake, rooms, connected_at_ms } => {
+        Wire::Connected { socket_id, user_id, namespace, handshake, rooms, connected_at_ms, data_json } => {
             BackendMessage::SocketConnected(Arc::new(SocketConnected {
                 socket_id,
                 user_id,
@@ -113,6 +116,7 @@ pub fn decode(bytes: &[u8]) -> Option<BackendMessage> {
                 handshake: Arc::new(handshake),
                 rooms,
                 connected_at: at(connected_at_ms),
+                data_json,
             }))
         }
         Wire::Disconnected { socket_id, user_id, namespace, reason } => {

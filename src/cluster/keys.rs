@@ -13,6 +13,7 @@
 //! | `P:offline-expiry` | zset | offline list key → newest expiry (ms) |
 //! | `P:events:<n>` | stream | client events and lifecycle news, partition n |
 //! | `P:groups` | set | backend groups that ever subscribed |
+//! | `P:deciders` | hash | instance → decisions its backends make (`c` connects, `j` joins) |
 //! | `P:group:<group>` | zset | the group's reading instances → last read (ms) |
 //! | `P:reap:<instance>` | string | which instance is reaping a gone one |
 //!
@@ -78,6 +79,11 @@ impl Keys {
 
     pub fn events(&self, partition: usize) -> String {
         self.key(&["events", &partition.to_string()])
+    }
+
+    /// hash instance → which decisions its backends make (`c`, `j`, `cj`).
+    pub fn deciders(&self) -> String {
+        self.key(&["deciders"])
     }
 
     pub fn groups(&self) -> String {

@@ -41,6 +41,7 @@ use crate::hub::backplane::{
     Backplane, EventRefusal, Located, NodeHandle, NodeInfo, NodeReply, NodeRequest, OfflineMessage, OfflineOutcome,
     Reach, Remote, Wait,
 };
+use crate::hub::deciders::DecisionKind;
 use crate::hub::registry::{Connection, Presence};
 use crate::hub::router::{AckReply, BackendMessage, ClientEvent};
 use crate::hub::{HubError, Target};
@@ -121,6 +122,7 @@ impl RedisBackplane {
             relay: relay::Relay::default(),
             interest: rooms::Interest::default(),
             live: Mutex::default(),
+            deciders: Mutex::default(),
         });
         Ok(Arc::new(Self { cluster }))
     }
@@ -157,6 +159,8 @@ pub(crate) struct Cluster {
     /// The other live instances, as the last heartbeat saw them: requests to every
     /// instance wait for this many answers.
     live: Mutex<Vec<String>>,
+    /// What this instance's deciders decide, as advertised in `P:deciders`.
+    deciders: Mutex<String>,
 }
 
 impl Cluster {
@@ -300,6 +304,22 @@ impl Backplane for RedisBackplane {
             c.node().metrics.dropped("cluster_outbox_full", 1);
             EventRefusal::Overloaded
         })
+    }
+
+    fn deciders_changed(&self, kinds: (bool, bool)) {
+        let flags = match kinds {
+            (true, true) => "cj",
+            (true, false) => "c",
+            (false, true) => "j",
+            (false, false) => "",
+        };
+        *self.cluster.deciders.lock().unwrap_or_else(|e| e.into_inner()) = flags.to_owned();
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move { cluster.advertise_deciders().await });
+    }
+
+    fn decider_nodes(&self, kind: DecisionKind) -> BoxFuture<'_, Result<Vec<String>, HubError>> {
+        self.cluster.decider_nodes(kind).boxed()
     }
 
     fn group_subscribed<'a>(&'a self, group: &'a str) -> BoxFuture<'a, ()> {

@@ -86,6 +86,10 @@ impl Cluster {
             if !was_up || rejoined || ticks.is_multiple_of(30) {
                 self.resync_sockets().await;
             }
+            if rejoined || !was_up {
+                // Redis may have lost what this instance advertised.
+                self.advertise_deciders().await;
+            }
             reported = true;
             was_up = true;
             if ticks.is_multiple_of(3) {
@@ -121,9 +125,46 @@ impl Cluster {
         let _: Result<(), _> = redis::pipe()
             .zrem(self.keys.nodes(), self.instance_id())
             .hdel(self.keys.node_info(), self.instance_id())
+            .hdel(self.keys.deciders(), self.instance_id())
             .del(&key)
             .query_async(&mut redis)
             .await;
+    }
+
+    /// Writes which decisions this instance's backends make (nothing when none).
+    pub(super) async fn advertise_deciders(&self) {
+        let Some(mut redis) = self.link.conn() else { return };
+        let flags = self.deciders.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let written: Result<(), _> = if flags.is_empty() {
+            redis.hdel(self.keys.deciders(), self.instance_id()).await
+        } else {
+            redis.hset(self.keys.deciders(), self.instance_id(), flags).await
+        };
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "deciders not advertised; retried with the next report");
+        }
+    }
+
+    /// Other live instances whose backends decide `kind`.
+    pub(super) async fn decider_nodes(
+        &self,
+        kind: crate::hub::deciders::DecisionKind,
+    ) -> Result<Vec<String>, HubError> {
+        let mut redis = self.conn()?;
+        let all: HashMap<String, String> =
+            redis.hgetall(self.keys.deciders()).await.map_err(super::redis_unavailable)?;
+        let flag = match kind {
+            crate::hub::deciders::DecisionKind::Connect => 'c',
+            crate::hub::deciders::DecisionKind::Join => 'j',
+        };
+        let live = self.other_live_nodes();
+        let mut nodes: Vec<String> = all
+            .into_iter()
+            .filter(|(node, flags)| flags.contains(flag) && live.contains(node))
+            .map(|(node, _)| node)
+            .collect();
+        nodes.sort();
+        Ok(nodes)
     }
 
     /// Reports this instance; true when it was missing from the node list (first report,
@@ -247,6 +288,7 @@ impl Cluster {
                 .del(self.keys.node_sockets(&node))
                 .zrem(self.keys.nodes(), &node)
                 .hdel(self.keys.node_info(), &node)
+                .hdel(self.keys.deciders(), &node)
                 .query_async(&mut redis)
                 .await;
         }

@@ -176,6 +176,7 @@ pub fn backend_message(m: BackendMessage) -> pb::EventsResponse {
             handshake: Some(handshake(&c.handshake)),
             rooms: c.rooms.clone(),
             connected_at: Some(c.connected_at.into()),
+            data_json: c.data_json.clone(),
         }),
         BackendMessage::SocketDisconnected(d) => Kind::SocketDisconnected(pb::SocketDisconnected {
             socket_id: d.socket_id.clone(),

@@ -1,6 +1,7 @@
 //! The gRPC door: `BridgeService` behind an API-key check, plus gRPC health and
 //! reflection v1 and v1alpha (open, so grpcurl and ghz work with no .proto file and no key).
 
+mod authorize;
 mod convert;
 mod events;
 mod service;

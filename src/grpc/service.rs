@@ -176,10 +176,20 @@ impl BridgeService for Bridge {
                     user_id: c.user_id.unwrap_or_default(),
                     namespace: c.namespace,
                     rooms: c.rooms,
+                    data_json: c.data_json,
                 })
                 .collect(),
             next_page_token: page.next_page_token,
         }))
+    }
+
+    type AuthorizeStream = Pin<Box<dyn Stream<Item = Result<pb::AuthorizeResponse, Status>> + Send + 'static>>;
+
+    async fn authorize(
+        &self,
+        request: Request<Streaming<pb::AuthorizeRequest>>,
+    ) -> Result<Response<Self::AuthorizeStream>, Status> {
+        super::authorize::open(self.hub.clone(), request.into_inner()).await.map(Response::new)
     }
 
     type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::EventsResponse, Status>> + Send + 'static>>;

@@ -21,7 +21,7 @@ use crate::names::MAX_USER_ID_LEN;
 /// Longest token accepted, in bytes: a cheap refusal before any parsing.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Most rooms a token's `rooms` claim may list.
-const MAX_CLAIM_ROOMS: usize = 64;
+pub const MAX_CLAIM_ROOMS: usize = 64;
 
 /// The authenticated side of a connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub struct Identity {
     pub rooms: Vec<String>,
     /// When the credential stops being valid (the token's `exp`); None when it never does.
     pub expires_at: Option<std::time::SystemTime>,
+    /// What a deciding backend attached to the socket (JSON; empty for none).
+    pub data_json: String,
 }
 
 /// Why a connection was refused. The message is what the browser's `connect_error` shows;
@@ -58,6 +60,8 @@ pub enum AuthError {
     MissingClaim(String),
     #[error("user id must be 1 to {MAX_USER_ID_LEN} characters of printable text")]
     InvalidUserId,
+    #[error("a backend decides connects here")]
+    BackendDecides,
     #[error("rooms claim is invalid: {0}")]
     InvalidRooms(String),
 }
@@ -73,9 +77,29 @@ struct Claims {
     exp: Option<u64>,
 }
 
+/// A JWT check: the key, what is validated, and the algorithms allowed.
+struct JwtCheck {
+    key: DecodingKey,
+    validation: Box<Validation>,
+    allowed: Vec<Algorithm>,
+}
+
 enum Mode {
     Dev,
-    Jwt { key: DecodingKey, validation: Box<Validation>, allowed: Vec<Algorithm> },
+    Jwt(JwtCheck),
+    /// A backend decides each connect; with a check, a valid token is required first and
+    /// its claims go to the backend with the question.
+    Backend(Option<JwtCheck>),
+}
+
+/// What the handshake alone says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Known now (dev or JWT mode).
+    Known(Identity),
+    /// A backend decides (backend mode), with the verified token's claims as JSON when a
+    /// token is required.
+    AskBackend { jwt_claims_json: Option<String> },
 }
 
 /// Checks handshakes. Built once from config.
@@ -87,8 +111,18 @@ impl Authenticator {
     pub fn from_config(config: &AuthConfig) -> Result<Self, String> {
         let mode = match config.mode {
             AuthMode::Dev => Mode::Dev,
-            AuthMode::Jwt => {
-                let jwt = &config.jwt;
+            AuthMode::Jwt => Mode::Jwt(JwtCheck::from_config(&config.jwt)?),
+            AuthMode::Backend if config.backend.require_jwt => Mode::Backend(Some(JwtCheck::from_config(&config.jwt)?)),
+            AuthMode::Backend => Mode::Backend(None),
+        };
+        Ok(Self { mode })
+    }
+}
+
+impl JwtCheck {
+    fn from_config(jwt: &crate::config::JwtConfig) -> Result<Self, String> {
+        {
+            {
                 let allowed: Vec<Algorithm> = jwt
                     .algorithms
                     .iter()
@@ -129,18 +163,43 @@ impl Authenticator {
                     Some(aud) => validation.set_audience(&[aud]),
                     None => validation.validate_aud = false,
                 }
-                Mode::Jwt { key, validation: Box::new(validation), allowed }
+                Ok(JwtCheck { key, validation: Box::new(validation), allowed })
             }
-        };
-        Ok(Self { mode })
+        }
     }
 
+    /// Checks a token and returns its claims.
+    fn verify(&self, auth: &serde_json::Value) -> Result<(Claims, serde_json::Value), AuthError> {
+        let token = match auth.get("token") {
+            Some(serde_json::Value::String(t)) if !t.is_empty() => t,
+            _ => return Err(AuthError::MissingToken),
+        };
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::Malformed);
+        }
+        check_algorithm(token, &self.allowed)?;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation)
+            .map_err(|e| map_jwt_error(e.into_kind()))?;
+        let claims: Claims = serde_json::from_value(data.claims.clone()).map_err(|_| AuthError::Malformed)?;
+        Ok((claims, data.claims))
+    }
+}
+
+impl Authenticator {
     pub fn is_dev(&self) -> bool {
         matches!(self.mode, Mode::Dev)
     }
 
     /// Turns a handshake `auth` payload into an identity.
     pub fn authenticate(&self, auth: &serde_json::Value) -> Result<Identity, AuthError> {
+        match self.admit(auth)? {
+            Admission::Known(identity) => Ok(identity),
+            Admission::AskBackend { .. } => Err(AuthError::BackendDecides),
+        }
+    }
+
+    /// What the handshake's `auth` payload says: an identity, or that a backend decides.
+    pub fn admit(&self, auth: &serde_json::Value) -> Result<Admission, AuthError> {
         match &self.mode {
             Mode::Dev => {
                 let user_id = match auth.get("userId") {
@@ -148,28 +207,30 @@ impl Authenticator {
                     Some(serde_json::Value::String(id)) => Some(valid_user_id(id)?),
                     Some(_) => return Err(AuthError::InvalidUserId),
                 };
-                Ok(Identity { user_id, rooms: Vec::new(), expires_at: None })
+                Ok(Admission::Known(Identity {
+                    user_id,
+                    rooms: Vec::new(),
+                    expires_at: None,
+                    data_json: String::new(),
+                }))
             }
-            Mode::Jwt { key, validation, allowed } => {
-                let token = match auth.get("token") {
-                    Some(serde_json::Value::String(t)) if !t.is_empty() => t,
-                    _ => return Err(AuthError::MissingToken),
-                };
-                if token.len() > MAX_TOKEN_LEN {
-                    return Err(AuthError::Malformed);
-                }
-                check_algorithm(token, allowed)?;
-                let data =
-                    jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| map_jwt_error(e.into_kind()))?;
-                let rooms = data.claims.rooms;
+            Mode::Jwt(check) => {
+                let (claims, _) = check.verify(auth)?;
+                let rooms = claims.rooms;
                 if rooms.len() > MAX_CLAIM_ROOMS {
                     return Err(AuthError::InvalidRooms(format!("more than {MAX_CLAIM_ROOMS} rooms")));
                 }
                 for room in &rooms {
                     super::validate_room(room).map_err(|e| AuthError::InvalidRooms(e.to_string()))?;
                 }
-                let expires_at = data.claims.exp.map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
-                Ok(Identity { user_id: Some(valid_user_id(&data.claims.sub)?), rooms, expires_at })
+                let expires_at = claims.exp.map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+                let user_id = Some(valid_user_id(&claims.sub)?);
+                Ok(Admission::Known(Identity { user_id, rooms, expires_at, data_json: String::new() }))
+            }
+            Mode::Backend(None) => Ok(Admission::AskBackend { jwt_claims_json: None }),
+            Mode::Backend(Some(check)) => {
+                let (_, claims) = check.verify(auth)?;
+                Ok(Admission::AskBackend { jwt_claims_json: Some(claims.to_string()) })
             }
         }
     }

@@ -141,10 +141,28 @@ pub enum EventRefusal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeRequest {
     Emit(EmitRequest),
-    ChangeRooms { namespace: String, target: Target, rooms: Vec<String>, join: bool },
-    Disconnect { namespace: String, target: Target, reason: String },
-    ListRooms { namespace: String },
-    ListConnections { namespace: String, filter: super::ConnectionFilter, after: Option<String>, limit: usize },
+    ChangeRooms {
+        namespace: String,
+        target: Target,
+        rooms: Vec<String>,
+        join: bool,
+    },
+    Disconnect {
+        namespace: String,
+        target: Target,
+        reason: String,
+    },
+    ListRooms {
+        namespace: String,
+    },
+    ListConnections {
+        namespace: String,
+        filter: super::ConnectionFilter,
+        after: Option<String>,
+        limit: usize,
+    },
+    /// A connect or join for this instance's deciders.
+    Decide(super::deciders::Question),
 }
 
 /// A push as each instance applies it.
@@ -175,6 +193,8 @@ pub enum NodeReply {
     /// Rooms with their member counts on the answering instance.
     Rooms(Vec<(String, u32)>),
     Connections(Vec<ConnectionView>),
+    /// A decider's answer, or why none came.
+    Decided(Result<super::deciders::Answer, super::deciders::Undecided>),
     /// The request could not be applied there (namespace missing, instance draining).
     #[default]
     Refused,
@@ -213,6 +233,8 @@ pub struct ConnectionView {
     pub connected_at_ms: u64,
     pub handshake: Handshake,
     pub rooms: Vec<String>,
+    /// What a deciding backend attached (JSON; empty: none).
+    pub data_json: String,
 }
 
 /// The backplane: what differs between one instance and many (see the module doc).
@@ -275,6 +297,12 @@ pub trait Backplane: Send + Sync + 'static {
     /// A client event for the backends. A client callback waiting on it is already
     /// registered with the router under `seq`.
     fn send_event(&self, seq: u64, event: Arc<ClientEvent>) -> Result<(), EventRefusal>;
+
+    /// This instance's deciders changed: (decides connects, decides joins) now.
+    fn deciders_changed(&self, kinds: (bool, bool));
+
+    /// Other instances with a decider for `kind`.
+    fn decider_nodes(&self, kind: super::deciders::DecisionKind) -> BoxFuture<'_, Result<Vec<String>, HubError>>;
 
     /// A backend stream of `group` subscribed on this instance.
     fn group_subscribed<'a>(&'a self, group: &'a str) -> BoxFuture<'a, ()>;

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use super::auth::{AuthError, Identity};
+use super::auth::{Admission, AuthError, Identity};
 use super::backplane::EventRefusal;
 use super::budget::OverBudget;
+use super::deciders::{Answer, ConnectQuestion, JoinQuestion, Question, Undecided};
 use super::pattern::any_matches;
 use super::registry::{Connection, Handshake};
 use super::router::{AckReply, AckWaiter, ClientEvent};
@@ -29,12 +30,39 @@ pub enum ConnectRefusal {
     InvalidAuth,
     #[error("the auth payload is {size} bytes, over the limit of {max}")]
     AuthTooLarge { size: usize, max: usize },
+    /// The deciding backend refused, with its code and message (the message is what the
+    /// client's `connect_error` shows).
+    #[error("{message}")]
+    Denied { code: String, message: String },
+    /// No decision came (no decider, too slow, gone, overloaded): never an open door.
+    #[error("{0}; retry later")]
+    Undecided(Undecided),
+}
+
+/// What the door knows about a connecting client besides its `auth` payload.
+pub struct ConnectContext {
+    pub socket_id: String,
+    pub namespace: String,
+    /// The request headers a decider may see ([`Hub::decider_headers`]), lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub client_address: String,
+    pub transport: String,
 }
 
 impl Hub {
+    /// Request headers a deciding backend sees: cookie, origin, user agent, and those
+    /// `auth.backend.forward_headers` adds.
+    pub fn decider_headers(&self) -> impl Iterator<Item = &str> {
+        ["cookie", "origin", "user-agent"].into_iter().chain(self.settings.forward_headers.iter().map(String::as_str))
+    }
+
     /// Decides whether a handshake may connect. Runs in the connect middleware, before the
     /// socket is part of any namespace.
-    pub fn authorize(&self, auth: &serde_json::Value) -> Result<Identity, ConnectRefusal> {
+    pub async fn authorize(
+        &self,
+        auth: &serde_json::Value,
+        context: ConnectContext,
+    ) -> Result<Identity, ConnectRefusal> {
         if !matches!(auth, serde_json::Value::Object(_) | serde_json::Value::Null) {
             self.metrics.error(ErrorKind::InvalidRequest);
             return Err(ConnectRefusal::InvalidAuth);
@@ -53,11 +81,66 @@ impl Hub {
             self.metrics.error(ErrorKind::ConnectionLimit);
             return Err(ConnectRefusal::Full);
         }
-        self.authenticator.authenticate(auth).map_err(|e| {
+        let admission = self.authenticator.admit(auth).map_err(|e| {
             self.metrics.error(ErrorKind::Auth);
             tracing::info!(reason = %e, "connection refused");
             ConnectRefusal::Auth(e)
-        })
+        })?;
+        let jwt_claims_json = match admission {
+            Admission::Known(identity) => return Ok(identity),
+            Admission::AskBackend { jwt_claims_json } => jwt_claims_json,
+        };
+        let question = ConnectQuestion {
+            socket_id: context.socket_id,
+            namespace: context.namespace,
+            auth_json: if auth.is_null() { "{}".into() } else { auth.to_string() },
+            headers: context.headers,
+            client_address: context.client_address,
+            transport: context.transport,
+            jwt_claims_json,
+        };
+        let refused = |e: ConnectRefusal| {
+            self.metrics.error(ErrorKind::Auth);
+            tracing::info!(reason = %e, "connection refused");
+            e
+        };
+        match self.decide(Question::Connect(question)).await {
+            Ok(Answer::Allow { user_id, rooms, data_json }) => self.allowed_identity(user_id, rooms, data_json),
+            Ok(Answer::Deny { code, message, .. }) => Err(refused(ConnectRefusal::Denied { code, message })),
+            Err(undecided) => Err(refused(ConnectRefusal::Undecided(undecided))),
+        }
+    }
+
+    /// A backend's allow, checked as a token would be: a valid user id, valid rooms, and
+    /// data that is JSON within the auth size limit. A malformed allow refuses the client
+    /// (the backend's bug must not become a client's privilege).
+    fn allowed_identity(
+        &self,
+        user_id: Option<String>,
+        rooms: Vec<String>,
+        data_json: String,
+    ) -> Result<Identity, ConnectRefusal> {
+        let bad = |why: String| {
+            tracing::warn!(reason = why, "a deciding backend allowed a connect with a malformed answer; refused");
+            self.metrics.error(ErrorKind::Auth);
+            ConnectRefusal::Undecided(Undecided::Malformed)
+        };
+        let user_id = user_id.filter(|u| !u.is_empty());
+        if let Some(u) = &user_id {
+            crate::names::check_user_id(u).map_err(|e| bad(format!("user_id {e}")))?;
+        }
+        if rooms.len() > super::auth::MAX_CLAIM_ROOMS {
+            return Err(bad(format!("more than {} rooms", super::auth::MAX_CLAIM_ROOMS)));
+        }
+        for room in &rooms {
+            crate::names::check_room(room).map_err(|e| bad(format!("room {e}")))?;
+        }
+        if data_json.len() > self.settings.max_auth_bytes
+            || (!data_json.is_empty() && serde_json::from_str::<serde::de::IgnoredAny>(&data_json).is_err())
+        {
+            return Err(bad("data_json is not JSON within socketio.max_auth_bytes".into()));
+        }
+        Ok(Identity { user_id, rooms, expires_at: None, data_json })
     }
 
     /// The handshake `auth` payload as the backend may see it: secret fields removed.
@@ -99,14 +182,16 @@ impl Hub {
             socket.join(user_room(user));
             rooms.push(user_room(user));
         }
-        let conn = Arc::new(Connection::new(
+        let mut conn = Connection::new(
             socket_id.clone(),
             namespace,
             identity.user_id.clone(),
             handshake,
             self.settings.events_per_second,
             self.settings.event_burst,
-        ));
+        );
+        conn.data_json = identity.data_json;
+        let conn = Arc::new(conn);
         let presence = self.registry.register(conn.clone());
         self.metrics.connects.inc();
         tracing::debug!(
@@ -214,7 +299,7 @@ impl Hub {
             return;
         }
         if event == JOIN_EVENT || event == LEAVE_EVENT {
-            self.client_room_request(socket, event == JOIN_EVENT, &payload, ack);
+            self.client_room_request(socket, conn, event == JOIN_EVENT, &payload, ack);
             return;
         }
         // Charged before anything is built: an event over the budget is refused whole.
@@ -266,9 +351,19 @@ impl Hub {
         }
     }
 
-    /// `bridge:join` / `bridge:leave` with a room name as first argument. A join is
-    /// answered once pushes to the room made anywhere reach the socket.
-    fn client_room_request(self: &Arc<Self>, socket: &Socket, join: bool, payload: &Payload, ack: Option<ClientAck>) {
+    /// `bridge:join` / `bridge:leave` with a room name as first argument. A room matching
+    /// `socketio.client_room_patterns` is granted; with `auth.backend.decide_joins`, a
+    /// deciding backend is asked about any other (not internal) room, and a socket may
+    /// leave any room that is not internal. A join is answered once pushes to the room made
+    /// anywhere reach the socket.
+    fn client_room_request(
+        self: &Arc<Self>,
+        socket: &Socket,
+        conn: &Connection,
+        join: bool,
+        payload: &Payload,
+        ack: Option<ClientAck>,
+    ) {
         let refused = |code: &str, message: String| AckReply::error(code, message);
         let room = serde_json::from_str::<Vec<serde_json::Value>>(payload.args_json())
             .ok()
@@ -282,7 +377,9 @@ impl Hub {
             return self.router.acks().answer(ack, refused("invalid_argument", format!("room {message}")));
         }
         let patterns = &self.settings.client_room_patterns;
-        if is_internal_room(&room) || patterns.is_empty() || !any_matches(patterns, &room) {
+        let granted = !patterns.is_empty() && any_matches(patterns, &room);
+        let decided = self.settings.decide_joins;
+        if is_internal_room(&room) || !(granted || decided) {
             self.metrics.error(ErrorKind::ForbiddenRoom);
             let reply = refused("forbidden_room", "this room cannot be joined or left by clients".into());
             return self.router.acks().answer(ack, reply);
@@ -292,10 +389,28 @@ impl Hub {
             socket.leave(room);
             return self.router.acks().answer(ack, ok);
         }
-        socket.join(room.clone());
-        let (hub, namespace) = (self.clone(), socket.ns().to_owned());
+        let question = (!granted).then(|| JoinQuestion {
+            socket_id: conn.socket_id.clone(),
+            user_id: conn.user_id.clone(),
+            namespace: conn.namespace.clone(),
+            room: room.clone(),
+            data_json: conn.data_json.clone(),
+        });
+        let (hub, socket) = (self.clone(), socket.clone());
         tokio::spawn(async move {
-            hub.backplane.rooms_joined(&namespace, &[room]).await;
+            if let Some(question) = question {
+                let refusal = match hub.decide(Question::Join(question)).await {
+                    Ok(Answer::Allow { .. }) => None,
+                    Ok(Answer::Deny { code, message, .. }) => Some(AckReply::error(&code, message)),
+                    Err(undecided) => Some(AckReply::error(undecided.code(), undecided.to_string())),
+                };
+                if let Some(reply) = refusal {
+                    hub.metrics.error(ErrorKind::ForbiddenRoom);
+                    return hub.router.acks().answer(ack, reply);
+                }
+            }
+            socket.join(room.clone());
+            hub.backplane.rooms_joined(socket.ns(), &[room]).await;
             hub.router.acks().answer(ack, ok);
         });
     }

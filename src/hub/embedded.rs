@@ -143,6 +143,13 @@ impl Backplane for EmbeddedBackplane {
         }
     }
 
+    fn deciders_changed(&self, _kinds: (bool, bool)) {}
+
+    /// There is no other instance.
+    fn decider_nodes(&self, _kind: super::deciders::DecisionKind) -> BoxFuture<'_, Result<Vec<String>, HubError>> {
+        futures::future::ready(Ok(Vec::new())).boxed()
+    }
+
     fn group_subscribed<'a>(&'a self, _group: &'a str) -> BoxFuture<'a, ()> {
         futures::future::ready(()).boxed()
     }

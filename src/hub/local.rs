@@ -79,6 +79,9 @@ impl Hub {
             NodeRequest::ListConnections { namespace, filter, after, limit } => {
                 NodeReply::Connections(self.list_local_connections(&namespace, &filter, after.as_deref(), limit))
             }
+            NodeRequest::Decide(question) => {
+                NodeReply::Decided(self.decide_here(question, self.settings.decision_timeout).await)
+            }
         }
     }
 
@@ -229,6 +232,7 @@ impl Hub {
                     connected_at_ms: super::wall_ms(c.connected_at),
                     handshake: (*c.handshake).clone(),
                     rooms,
+                    data_json: c.data_json.clone(),
                 }
             })
             .collect()

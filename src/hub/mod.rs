@@ -14,6 +14,7 @@ mod backends;
 pub mod backplane;
 pub mod budget;
 mod connections;
+pub mod deciders;
 pub mod embedded;
 pub mod keyhash;
 mod listing;
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Config;
 pub use crate::telemetry::metrics::{Door, ErrorKind, Metrics};
 use backplane::{Backplane, NodeHandle, Reach};
-pub use connections::{ConnectRefusal, JOIN_EVENT, LEAVE_EVENT};
+pub use connections::{ConnectContext, ConnectRefusal, JOIN_EVENT, LEAVE_EVENT};
 pub use listing::{ConnectionFilter, Page, RoomSummary, StatusReport};
 pub use payload::{Payload, PayloadError, PayloadLimits};
 pub use push::{
@@ -110,6 +111,12 @@ pub struct HubSettings {
     pub owed: offline::OfflineLimits,
     /// End sockets whose credential expired, this long after the expiry (None: never).
     pub end_expired_sockets_after: Option<Duration>,
+    /// Longest wait for a deciding backend.
+    pub decision_timeout: Duration,
+    /// Ask a decider about client joins the room patterns do not grant.
+    pub decide_joins: bool,
+    /// Headers deciders see besides cookie, origin and user-agent.
+    pub forward_headers: Vec<String>,
     /// Readiness fails while the cluster's Redis is unreachable.
     pub unready_without_redis: bool,
 }
@@ -137,6 +144,9 @@ impl HubSettings {
             undelivered_max_bytes: config.events.undelivered_max_bytes,
             event_max_bytes: config.events.max_bytes,
             event_max_bytes_per_socket: config.events.max_bytes_per_socket,
+            decision_timeout: Duration::from_millis(config.auth.backend.timeout_ms),
+            decide_joins: config.auth.backend.decide_joins,
+            forward_headers: config.auth.backend.forward_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
             end_expired_sockets_after: config
                 .auth
                 .disconnect_on_token_expiry
@@ -164,6 +174,8 @@ pub struct Hub {
     budget: budget::EventBudget,
     /// Sockets owed ttl pushes they could not take yet.
     debtors: redelivery::Debtors,
+    /// Backend streams deciding connects and joins, and their pending questions.
+    deciders: deciders::Deciders,
     /// (when its credential expires, namespace, socket id), soonest first: the sockets
     /// `auth.disconnect_on_token_expiry` ends.
     expiries: std::sync::Mutex<std::collections::BTreeSet<(SystemTime, String, String)>>,
@@ -210,6 +222,7 @@ impl Hub {
             router,
             budget: budget::EventBudget::new(settings.event_max_bytes, settings.event_max_bytes_per_socket),
             debtors: redelivery::Debtors::default(),
+            deciders: deciders::Deciders::default(),
             expiries: std::sync::Mutex::default(),
             backplane,
             settings,

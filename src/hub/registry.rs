@@ -24,6 +24,8 @@ pub struct Connection {
     pub user_id: Option<String>,
     pub connected_at: SystemTime,
     pub handshake: Arc<Handshake>,
+    /// What a deciding backend attached when it allowed the connect (JSON; empty: none).
+    pub data_json: String,
     /// Per-socket event rate limit.
     bucket: Mutex<TokenBucket>,
     /// Events refused in a row for going over the rate; a flood past a limit disconnects.
@@ -52,6 +54,7 @@ impl Connection {
             user_id,
             connected_at: SystemTime::now(),
             handshake: Arc::new(handshake),
+            data_json: String::new(),
             bucket: Mutex::new(TokenBucket::new(rate, f64::from(burst))),
             strikes: std::sync::atomic::AtomicU32::new(0),
             registered: std::sync::atomic::AtomicBool::new(true),

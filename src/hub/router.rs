@@ -49,6 +49,8 @@ pub struct SocketConnected {
     pub handshake: Arc<Handshake>,
     pub rooms: Vec<String>,
     pub connected_at: SystemTime,
+    /// What a deciding backend attached (JSON; empty: none).
+    pub data_json: String,
 }
 
 impl SocketConnected {
@@ -60,6 +62,7 @@ impl SocketConnected {
             handshake: conn.handshake.clone(),
             rooms,
             connected_at: conn.connected_at,
+            data_json: conn.data_json.clone(),
         }
     }
 }
@@ -658,6 +661,9 @@ mod tests {
             event_max_bytes: 1 << 20,
             event_max_bytes_per_socket: 1 << 20,
             end_expired_sockets_after: None,
+            decision_timeout: Duration::from_secs(1),
+            decide_joins: false,
+            forward_headers: Vec::new(),
             owed: crate::hub::offline::OfflineLimits {
                 max_messages_per_user: 10,
                 max_bytes_per_user: 1 << 20,

@@ -14,7 +14,7 @@ use socketioxide::{ParserConfig, SocketIo, TransportType};
 
 use crate::config::Config;
 use crate::hub::registry::{Connection, Handshake};
-use crate::hub::{ConnectRefusal, Hub, Io, Payload};
+use crate::hub::{ConnectContext, ConnectRefusal, Hub, Io, Payload};
 
 /// Builds the Socket.IO engine with the configured timings and limits. It serves this
 /// instance's sockets only: the hub's backplane reaches other instances.
@@ -68,20 +68,36 @@ pub fn register_namespaces(io: &Io, hub: &Arc<Hub>, namespaces: &[String]) {
 /// after, in its own task), so no event the client sends once connected can arrive before
 /// its handler is in place. Refusals become the client's `connect_error` with the reason.
 async fn admit(hub: &Arc<Hub>, socket: SocketRef, auth: serde_json::Value) -> Result<(), ConnectRefusal> {
-    let identity = hub.authorize(&auth)?;
     let parts = socket.req_parts();
     let header = |name: &str| {
         parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(512).collect::<String>()
     };
+    let remote_address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
+    let transport = match socket.transport_type() {
+        TransportType::Websocket => "websocket",
+        TransportType::Polling => "polling",
+    };
+    let context = ConnectContext {
+        socket_id: socket.id.to_string(),
+        namespace: socket.ns().to_owned(),
+        // Whole values (a cookie header can be long), bounded by the HTTP layer's limits.
+        headers: hub
+            .decider_headers()
+            .filter_map(|name| {
+                let value = parts.headers.get(name)?.to_str().ok()?;
+                Some((name.to_owned(), value.to_owned()))
+            })
+            .collect(),
+        client_address: remote_address.clone(),
+        transport: transport.to_owned(),
+    };
+    let identity = hub.authorize(&auth, context).await?;
     let handshake = Handshake {
         user_agent: header("user-agent"),
         origin: header("origin"),
-        remote_address: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default(),
+        remote_address,
         auth_json: hub.redact_auth(&auth),
-        transport: match socket.transport_type() {
-            TransportType::Websocket => "websocket".into(),
-            TransportType::Polling => "polling".into(),
-        },
+        transport: transport.to_owned(),
     };
     let conn = hub.on_connect(&socket, identity, handshake).await;
     socket.on_fallback(EventForwarder { hub: hub.clone(), conn });

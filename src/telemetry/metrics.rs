@@ -107,6 +107,9 @@ pub struct Metrics {
     pub redis_up: IntGauge,
     pub cluster_nodes: IntGauge,
     pub cluster_redelivered: IntCounter,
+    /// Engine.IO requests engineioxide refused, by reason and transport (both fixed sets,
+    /// see `http::polling::Refusal`).
+    pub engineio_refused: IntCounterVec,
     /// `messages_received{namespace, door="socketio"}` of each configured namespace,
     /// resolved once (a label lookup hashes the labels every time).
     received_socketio: Vec<(String, IntCounter)>,
@@ -271,6 +274,12 @@ impl Metrics {
                 &r,
                 "cluster_redelivered_total",
                 "Cluster mode: client events delivered again to a backend (unacknowledged before).",
+            ),
+            engineio_refused: counter_vec(
+                &r,
+                "engineio_refused_total",
+                "Engine.IO requests refused (HTTP 4xx/5xx from the Engine.IO layer), by reason and transport.",
+                &["reason", "transport"],
             ),
             registry: r,
             received_socketio: Vec::new(),

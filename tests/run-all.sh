@@ -61,11 +61,12 @@ bash go-client/check.sh
 step "REST API against its OpenAPI document (schemathesis)"
 bash tests/openapi/run.sh target/debug/socket-bridge
 
-# Six conformance cases and one Python case expect behaviour that needs changes inside
-# socketioxide/engineioxide (first ping timing, socket id = Engine.IO sid, closing the
-# transport on a bad placeholder, a refused polling connect waiting for the next ping).
-# They run and are reported as "todo"/"xfail", never counted as passing; see README
-# "Known differences from the reference server".
+# Six conformance cases, one Python case and two interop cases expect behaviour that needs
+# changes inside socketioxide/engineioxide (first ping timing, socket id = Engine.IO sid,
+# closing the transport on a bad placeholder, a refused polling connect waiting for the next
+# ping, the reason a backend sees when a client drops its connection). They run and are
+# reported as "todo"/"xfail", never counted as passing; see README "Known differences from
+# the reference server".
 export KNOWN_BRIDGE_BUGS=todo
 export SOCKET_BRIDGE_BIN="$PWD/target/debug/socket-bridge"
 
@@ -77,6 +78,9 @@ bash tests/browser/run.sh
 
 step "Python client (python-socketio)"
 bash tests/python/run.sh
+
+step "third-party clients: Java, Rust and Go on every transport, bridge and reference server"
+bash tests/interop/run.sh
 
 step "dashboard in Chromium"
 bash tests/dashboard/run.sh

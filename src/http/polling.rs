@@ -25,17 +25,21 @@
 //!   `EngineIoHandler::on_refused(&Error, &http::request::Parts)`, so that it can log and
 //!   count refusals without reading responses the way [`EngineIoEdge`] does here.
 //!
-//! What the layer accepts is what the reference accepts, with two deliberate exceptions
+//! What the layer accepts is what the reference accepts from real encoders (whitespace
+//! anywhere, missing padding, the URL-safe alphabet, non-zero bits after the last byte),
+//! with two deliberate exceptions
 //! (bad input gets a precise refusal instead of silently lost bytes): characters in no
 //! base64 alphabet, and data after `=` padding, which Node skips or drops. Such a body goes
 //! to engineioxide unchanged, which refuses it; the log line names the offending byte.
 //!
 //! Bounds: a POST body is read into memory only up to `socketio.max_payload_bytes`, the
 //! limit engineioxide applies to the same body. A longer one is handed on as it arrives
-//! (the part already read first), so engineioxide answers 413 exactly as before. The
-//! normalized body is never longer than the original except for restored `=` padding (at
-//! most 2 bytes per binary packet); a body within 2 bytes per packet of the limit can
-//! therefore be refused where the reference would take it.
+//! (the part already read first), so engineioxide answers 413 exactly as before. A body
+//! that needs rewriting is copied once (at most twice the limit in memory for that
+//! request, and only for its duration). The rewritten body is never longer than the
+//! original except for restored `=` padding (at most 2 bytes per binary packet); a body
+//! within 2 bytes per packet of the limit can therefore be refused where the reference
+//! would take it.
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -56,7 +56,13 @@ function runClient(client, transport, server) {
       }
       if (rec.check) results[rec.check] = "error" in rec ? { error: rec.error } : { observed: rec.observed };
     });
-    child.stderr.on("data", (d) => stderr.push(d));
+    // Only the end of a client's stderr is shown, so only the last 64 KB are kept.
+    let stderrBytes = 0;
+    child.stderr.on("data", (d) => {
+      stderr.push(d);
+      stderrBytes += d.length;
+      while (stderrBytes > 65536 && stderr.length > 1) stderrBytes -= stderr.shift().length;
+    });
     child.on("exit", async (code, signal) => {
       clearTimeout(timer);
       // The server's side of client_disconnect: the reason it saw.

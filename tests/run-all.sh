@@ -8,10 +8,13 @@ cd "$(dirname "$0")/.."
 steps=0
 step() { steps=$((steps + 1)); printf '\n==> %s\n' "$*"; }
 
-step "system packages (Debian): promtool, chromium, redis-server, nginx"
+step "system packages (Debian): promtool, chromium, redis-server, nginx, JDK and Maven"
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# tests/interop builds its Java client with Maven.
+command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
 # tests/cluster.rs starts its own redis-server and nginx processes on free ports.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)

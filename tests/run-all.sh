@@ -8,10 +8,13 @@ cd "$(dirname "$0")/.."
 steps=0
 step() { steps=$((steps + 1)); printf '\n==> %s\n' "$*"; }
 
-step "system packages (Debian): promtool, chromium, redis-server, nginx; podman, debootstrap, systemd-analyze for tests/deploy"
+step "system packages (Debian): promtool, chromium, redis-server, nginx, JDK and Maven; podman, debootstrap, systemd-analyze for tests/deploy"
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# tests/interop builds its Java client with Maven.
+command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
 # tests/cluster.rs starts its own redis-server and nginx processes on free ports.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
@@ -65,11 +68,12 @@ bash go-client/check.sh
 step "REST API against its OpenAPI document (schemathesis)"
 bash tests/openapi/run.sh target/debug/socket-bridge
 
-# Six conformance cases and one Python case expect behaviour that needs changes inside
-# socketioxide/engineioxide (first ping timing, socket id = Engine.IO sid, closing the
-# transport on a bad placeholder, a refused polling connect waiting for the next ping).
-# They run and are reported as "todo"/"xfail", never counted as passing; see README
-# "Known differences from the reference server".
+# Six conformance cases, one Python case and two interop cases expect behaviour that needs
+# changes inside socketioxide/engineioxide (first ping timing, socket id = Engine.IO sid,
+# closing the transport on a bad placeholder, a refused polling connect waiting for the next
+# ping, the reason a backend sees when a client drops its connection). They run and are
+# reported as "todo"/"xfail", never counted as passing; see README "Known differences from
+# the reference server".
 export KNOWN_BRIDGE_BUGS=todo
 export SOCKET_BRIDGE_BIN="$PWD/target/debug/socket-bridge"
 
@@ -81,6 +85,9 @@ bash tests/browser/run.sh
 
 step "Python client (python-socketio)"
 bash tests/python/run.sh
+
+step "third-party clients: Java, Rust and Go on every transport, bridge and reference server"
+bash tests/interop/run.sh
 
 step "dashboard in Chromium"
 bash tests/dashboard/run.sh

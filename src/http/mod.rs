@@ -7,6 +7,7 @@
 pub mod api;
 mod dashboard;
 mod error;
+pub mod polling;
 mod request_id;
 mod serve;
 
@@ -49,6 +50,7 @@ pub fn app(config: &Config, hub: Arc<Hub>, socketio: SocketIoLayer) -> Router {
     let per_key = limiter(ApiKeyHash, h.rate_per_key_per_second, h.burst_per_key);
     let per_ip = limiter(PeerIpKeyExtractor, h.rate_per_ip_per_second, h.burst_per_ip);
     let timeout = config.request_timeout();
+    let socketio = polling::in_front_of(socketio, config.socketio.max_payload_bytes, hub.metrics());
 
     let rest = Router::new()
         .route("/api/v1/push", post(api::push))

@@ -108,6 +108,9 @@ pub struct Metrics {
     pub cluster_nodes: IntGauge,
     pub cluster_redelivered: IntCounter,
     pub cluster_requests_received: IntCounter,
+    /// Engine.IO requests engineioxide refused, by reason and transport (both fixed sets,
+    /// see `http::polling::Refusal`).
+    pub engineio_refused: IntCounterVec,
     /// `messages_received{namespace, door="socketio"}` of each configured namespace,
     /// resolved once (a label lookup hashes the labels every time).
     received_socketio: Vec<(String, IntCounter)>,
@@ -285,6 +288,12 @@ impl Metrics {
                 &r,
                 "cluster_requests_received_total",
                 "Cluster mode: operations other instances sent here (pushes, room changes, listings).",
+            ),
+            engineio_refused: counter_vec(
+                &r,
+                "engineio_refused_total",
+                "Engine.IO requests refused (HTTP 4xx/5xx from the Engine.IO layer), by reason and transport.",
+                &["reason", "transport"],
             ),
             registry: r,
             received_socketio: Vec::new(),

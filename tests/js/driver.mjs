@@ -121,6 +121,8 @@ const commands = {
     // Object.assign, so an explicit undefined would wipe out its defaults.
     if (c.auth !== undefined) opts.auth = fromJson(c.auth);
     if (c.transports !== undefined) opts.transports = c.transports;
+    // Request headers (Node.js only: browsers set their own), e.g. a session cookie.
+    if (c.extra_headers !== undefined) opts.extraHeaders = c.extra_headers;
     if (c.reconnection_delay_ms !== undefined) {
       opts.reconnectionDelay = c.reconnection_delay_ms;
       opts.reconnectionDelayMax = c.reconnection_delay_ms;

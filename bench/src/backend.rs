@@ -28,6 +28,11 @@ pub enum Kind {
     Bridge,
     Sioxide,
     Node,
+    /// The Node peer forwarding each client event to the backend over HTTP (the original
+    /// design's event path); measured on the event round trip only.
+    NodeFwd,
+    /// The floor: pre-encoded frames, no Socket.IO logic.
+    Floor,
 }
 
 impl Kind {
@@ -36,13 +41,47 @@ impl Kind {
             Kind::Bridge => "socket-bridge",
             Kind::Sioxide => "socketioxide",
             Kind::Node => "node",
+            Kind::NodeFwd => "node-forward",
+            Kind::Floor => "floor",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bridge" | "socket-bridge" => Some(Kind::Bridge),
+            "sioxide" | "socketioxide" => Some(Kind::Sioxide),
+            "node" => Some(Kind::Node),
+            "node-forward" | "nodefwd" => Some(Kind::NodeFwd),
+            "floor" => Some(Kind::Floor),
+            _ => None,
+        }
+    }
+
+    pub fn is_node(self) -> bool {
+        matches!(self, Kind::Node | Kind::NodeFwd)
     }
 }
 
+/// How a push reaches the server: gRPC `Push` (socket-bridge) or an HTTP POST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+pub enum Door {
+    #[default]
+    Grpc,
+    Rest,
+}
+
 pub enum Driver {
-    Bridge { clients: Vec<BridgeServiceClient<Channel>>, next: AtomicU64 },
-    Http { pool: HttpPool, push_path: &'static str, join_path: &'static str },
+    /// gRPC clients, and a keep-alive pool for the REST push endpoint.
+    Bridge {
+        clients: Vec<BridgeServiceClient<Channel>>,
+        next: AtomicU64,
+        rest: HttpPool,
+    },
+    Http {
+        pool: HttpPool,
+        push_path: &'static str,
+        join_path: &'static str,
+    },
 }
 
 pub const EVENT: &str = "bench";
@@ -62,14 +101,14 @@ impl Driver {
                         .await?;
                     clients.push(BridgeServiceClient::new(ch).max_decoding_message_size(8 << 20));
                 }
-                Ok(Driver::Bridge { clients, next: AtomicU64::new(0) })
+                Ok(Driver::Bridge { clients, next: AtomicU64::new(0), rest: HttpPool::new(http, pool) })
             }
-            Kind::Node => Ok(Driver::Http {
+            Kind::Node | Kind::NodeFwd => Ok(Driver::Http {
                 pool: HttpPool::new(http, pool),
                 push_path: "/api/v1/push",
                 join_path: "/api/v1/join",
             }),
-            Kind::Sioxide => {
+            Kind::Sioxide | Kind::Floor => {
                 Ok(Driver::Http { pool: HttpPool::new(http, pool), push_path: "/push", join_path: "/join" })
             }
         }
@@ -77,7 +116,7 @@ impl Driver {
 
     fn client(&self) -> Option<BridgeServiceClient<Channel>> {
         match self {
-            Driver::Bridge { clients, next } => {
+            Driver::Bridge { clients, next, .. } => {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize % clients.len();
                 Some(clients[i].clone())
             }
@@ -85,8 +124,12 @@ impl Driver {
         }
     }
 
-    pub async fn push_user(&self, user: u32, t_ns: u64) -> anyhow::Result<()> {
+    pub async fn push_user(&self, user: u32, t_ns: u64, door: Door) -> anyhow::Result<()> {
         match self {
+            Driver::Bridge { rest, .. } if door == Door::Rest => {
+                let body = format!("{{\"userId\":\"u{user}\",\"event\":\"{EVENT}\",\"payload\":{{\"t\":{t_ns}}}}}");
+                rest.post("/api/v1/push", body).await
+            }
             Driver::Bridge { .. } => {
                 let mut c = self.client().context("client")?;
                 c.push(pb::PushRequest {
@@ -263,4 +306,40 @@ async fn send(
         bail!("HTTP {status}");
     }
     Ok(())
+}
+
+/// The backend the forwarding Node peer calls: `POST /event` with the client event, answered
+/// with the ack arguments `[{"ok":true}]` over keep-alive HTTP/1.1, as a Go backend's handler
+/// would. Runs in the generator (like socket-bridge's `Events` stream backend). Returns the
+/// number of events answered.
+pub async fn start_http_event_backend(addr: SocketAddr) -> anyhow::Result<Arc<AtomicU64>> {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let _ = stream.set_nodelay(true);
+            let count = count.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let count = count.clone();
+                    async move {
+                        // Read the whole event (a handler would decode it).
+                        let _ = req.into_body().collect().await;
+                        count.fetch_add(1, Ordering::Relaxed);
+                        hyper::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from_static(b"[{\"ok\":true}]")))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(answered)
 }

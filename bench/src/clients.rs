@@ -49,6 +49,8 @@ pub struct Counters {
 pub struct Stats {
     pub push_latency: Histogram<u64>,
     pub rtt: Histogram<u64>,
+    /// TCP connect start to the Socket.IO CONNECT answer (`40{"sid":..}`), per connection.
+    pub connect: Histogram<u64>,
 }
 
 pub fn new_hist() -> Histogram<u64> {
@@ -339,7 +341,7 @@ impl Engine {
     pub async fn take_stats(&self) -> Stats {
         let (reply, rx) = oneshot::channel();
         self.send(Cmd::TakeStats { reply });
-        rx.await.unwrap_or_else(|_| Stats { push_latency: new_hist(), rtt: new_hist() })
+        rx.await.unwrap_or_else(|_| Stats { push_latency: new_hist(), rtt: new_hist(), connect: new_hist() })
     }
 
     /// User indices (`u<i>`) of the connections open now, in the order they opened.
@@ -379,6 +381,8 @@ struct Conn {
     sock: TcpStream,
     state: State,
     user: u32,
+    /// When the TCP connect began (clock ns).
+    started_ns: u64,
     /// Bytes of a frame (or of the HTTP answer) that arrived incomplete.
     rbuf: Vec<u8>,
     /// Bytes the kernel did not take yet.
@@ -422,6 +426,7 @@ struct Loop {
     emit: Option<EmitJob>,
     push_latency: Histogram<u64>,
     rtt: Histogram<u64>,
+    connect_latency: Histogram<u64>,
     buf: Vec<u8>,
     out: Vec<u8>,
     stop: bool,
@@ -454,6 +459,7 @@ impl Loop {
             emit: None,
             push_latency: new_hist(),
             rtt: new_hist(),
+            connect_latency: new_hist(),
             buf: vec![0; READ_BUF],
             out: Vec::with_capacity(256),
             stop: false,
@@ -559,6 +565,7 @@ impl Loop {
                     let stats = Stats {
                         push_latency: std::mem::replace(&mut self.push_latency, new_hist()),
                         rtt: std::mem::replace(&mut self.rtt, new_hist()),
+                        connect: std::mem::replace(&mut self.connect_latency, new_hist()),
                     };
                     let _ = reply.send(stats);
                 }
@@ -615,6 +622,7 @@ impl Loop {
                         sock,
                         state: State::Connecting,
                         user,
+                        started_ns: clock::now_ns(),
                         rbuf: Vec::new(),
                         wbuf: Vec::new(),
                         want_write: true,
@@ -828,6 +836,8 @@ impl Loop {
         }
         if became_open {
             conn.state = State::Open;
+            let us = clock::now_ns().saturating_sub(conn.started_ns) / 1000;
+            let _ = self.connect_latency.record(us.max(1));
             self.open_list.push(idx);
             self.counters.open.fetch_add(1, Ordering::Relaxed);
             if let Some(job) = self.connect.as_mut() {

@@ -1,17 +1,24 @@
 //! socket-bridge benchmark driver: the load generator, the backend it plays, and the
 //! report writer. `bench/run.sh` builds everything and calls `loadgen suite`.
 //!
-//! loadgen suite --bridge-bin P --sioxide-bin P --node-dir D --out DIR --md FILE
-//!               [--quick] [--runs N] [--servers bridge,sioxide,node] [--commit HASH]
-//!               [--bridge-set key=value ...] [--tiers 1000,5000]
+//! loadgen suite --bridge-bin P --sioxide-bin P --floor-bin P --node-dir D --out DIR --md FILE
+//!               [--quick] [--runs N] [--servers bridge,sioxide,node,node-forward,floor]
+//!               [--scenarios fanout,latency,rtt,auth,cluster] [--commit HASH]
+//!               [--bridge-set key=value ...] [--tiers 1000,5000] [--rtt-rates ...]
+//!               [--latency-rates ...] [--cluster-instances 1,3,6] [--cluster-topologies single]
 //! loadgen report --out DIR --md FILE      (rewrites BENCHMARKS.md from DIR/results.json)
+//! loadgen count --bridge-bin P [--server bridge|sioxide|floor] [--op event|push-grpc|push-rest]
+//!               [--ops N] [--clients C]      (instructions per operation under callgrind)
 //! loadgen soak --bridge-bin P [--clients N] [--duration S] [--push-rate R] [--event-rate R]
 //!              [--room-every N] [--rooms N] [--drain S] [--out DIR] [--label NAME]
 //!              [--bridge-set key=value ...]       (the soak, `bench/soak.sh`; exit 1 on failure)
 
+mod authbench;
 mod backend;
 mod clients;
 mod clock;
+mod cluster;
+mod count;
 mod procs;
 mod report;
 mod soak;
@@ -43,6 +50,12 @@ pub struct Meta {
     pub node: String,
     pub socketio: String,
     pub express: String,
+    #[serde(default)]
+    pub undici: String,
+    #[serde(default)]
+    pub bufferutil: String,
+    #[serde(default)]
+    pub redis: String,
     pub socketioxide: String,
     pub bridge_commit: String,
     pub quick: bool,
@@ -58,6 +71,12 @@ pub struct Results {
     pub meta: Meta,
     pub plan: Plan,
     pub runs: Vec<RunResult>,
+    #[serde(default)]
+    pub auth: Vec<authbench::AuthResult>,
+    #[serde(default)]
+    pub cluster: Vec<cluster::ClusterPoint>,
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 struct Args(Vec<String>);
@@ -85,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             let results: Results = serde_json::from_slice(&std::fs::read(out.join("results.json"))?)?;
             report::write(&results, &out, &md)
         }
+        Some("count") => rt.block_on(count::run(&args)),
         Some("soak") => match rt.block_on(soak::run(&args)) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),
@@ -93,7 +113,9 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(2)
             }
         },
-        _ => bail!("usage: loadgen suite ... | loadgen report --out DIR --md FILE | loadgen soak --bridge-bin P ..."),
+        _ => bail!(
+            "usage: loadgen suite ... | loadgen report --out DIR --md FILE | loadgen count ... | loadgen soak --bridge-bin P ..."
+        ),
     }
 }
 
@@ -149,6 +171,13 @@ fn meta(args: &Args, node_dir: &std::path::Path, quick: bool, sets: &[String]) -
         node: cmd_out("node", &["--version"]),
         socketio: package_version(&node_dir.join("node_modules/socket.io")),
         express: package_version(&node_dir.join("node_modules/express")),
+        undici: package_version(&node_dir.join("node_modules/undici")),
+        bufferutil: package_version(&node_dir.join("node_modules/bufferutil")),
+        redis: cmd_out("redis-server", &["--version"])
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .unwrap_or("")
+            .to_owned(),
         socketioxide: sioxide,
         bridge_commit: args.value("--commit").unwrap_or_default(),
         quick,
@@ -190,21 +219,30 @@ async fn suite_cmd(args: &Args) -> anyhow::Result<()> {
     if let Some(t) = args.value("--tiers") {
         plan.tiers = t.split(',').map(|x| x.parse()).collect::<Result<_, _>>()?;
     }
+    if let Some(t) = args.value("--cluster-instances") {
+        plan.cluster.instances = t.split(',').map(|x| x.parse()).collect::<Result<_, _>>()?;
+    }
+    if let Some(t) = args.value("--cluster-rates") {
+        plan.cluster.rates = floats(t)?;
+    }
+    if let Some(t) = args.value("--cluster-topologies") {
+        plan.cluster.topologies = t.split(',').map(str::to_owned).collect();
+    }
+    if let Some(t) = args.value("--auth-modes") {
+        plan.auth.modes = t.split(',').map(str::to_owned).collect();
+    }
     let out = PathBuf::from(args.value("--out").unwrap_or_else(|| "bench/results".into()));
     let md = PathBuf::from(args.value("--md").unwrap_or_else(|| "BENCHMARKS.md".into()));
     let node_dir = PathBuf::from(args.value("--node-dir").unwrap_or_else(|| "bench/node-peer".into()));
     let sets = args.values("--bridge-set");
     let kinds: Vec<Kind> = args
         .value("--servers")
-        .unwrap_or_else(|| "bridge,sioxide,node".into())
+        .unwrap_or_else(|| "bridge,sioxide,node,node-forward,floor".into())
         .split(',')
-        .map(|s| match s {
-            "bridge" => Ok(Kind::Bridge),
-            "sioxide" => Ok(Kind::Sioxide),
-            "node" => Ok(Kind::Node),
-            other => Err(anyhow::anyhow!("unknown server {other}")),
-        })
+        .filter(|s| !s.is_empty())
+        .map(|s| Kind::parse(s).ok_or_else(|| anyhow::anyhow!("unknown server {s}")))
         .collect::<Result<_, _>>()?;
+    let per_server = ["fanout", "latency", "rtt"].iter().any(|x| plan.scenarios.iter().any(|y| y == x));
 
     let nofile = procs::raise_nofile();
     let max_tier = plan.tiers.iter().copied().max().unwrap_or(0) as u64;
@@ -225,7 +263,8 @@ async fn suite_cmd(args: &Args) -> anyhow::Result<()> {
 
     let engine = clients::Engine::start()?;
     let mut runs = Vec::new();
-    for run in 0..plan.runs {
+    let server_runs = if per_server { plan.runs } else { 0 };
+    for run in 0..server_runs {
         // Rotate the order so no server always runs first (or last) in a round.
         let order: Vec<Kind> = (0..kinds.len()).map(|i| kinds[(i + run) % kinds.len()]).collect();
         for (i, &kind) in order.iter().enumerate() {
@@ -234,7 +273,9 @@ async fn suite_cmd(args: &Args) -> anyhow::Result<()> {
                 kind,
                 bridge_bin: PathBuf::from(args.value("--bridge-bin").unwrap_or_default()),
                 sioxide_bin: PathBuf::from(args.value("--sioxide-bin").unwrap_or_default()),
+                floor_bin: PathBuf::from(args.value("--floor-bin").unwrap_or_default()),
                 node_dir: node_dir.clone(),
+                forward_to: (kind == Kind::NodeFwd).then(|| SocketAddr::from(([127, 0, 0, 1], 40000 + slot))),
                 core: server_core,
                 http: SocketAddr::from(([127, 0, 0, 1], 38000 + slot)),
                 grpc: SocketAddr::from(([127, 0, 0, 1], 39000 + slot)),
@@ -262,9 +303,22 @@ async fn suite_cmd(args: &Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    let bridge_bin = PathBuf::from(args.value("--bridge-bin").unwrap_or_default());
+    let mut auth = Vec::new();
+    if plan.scenarios.iter().any(|x| x == "auth") {
+        let setup =
+            authbench::AuthSetup { bridge_bin: bridge_bin.clone(), log_dir: raw.clone(), bridge_sets: sets.clone() };
+        auth = authbench::run(&plan, &setup, &engine).await;
+    }
+    let mut cluster_points = Vec::new();
+    let mut notes = Vec::new();
+    if plan.scenarios.iter().any(|x| x == "cluster") {
+        let setup = cluster::ClusterSetup { bridge_bin, log_dir: raw.clone(), bridge_sets: sets.clone() };
+        (cluster_points, notes) = cluster::run(&plan, &setup, &engine).await;
+    }
     drop(engine);
     m.suite_secs = started.elapsed().as_secs_f64();
-    let results = Results { meta: m, plan, runs };
+    let results = Results { meta: m, plan, runs, auth, cluster: cluster_points, notes };
     std::fs::write(out.join("results.json"), serde_json::to_vec_pretty(&results)?)?;
     report::write(&results, &out, &md)?;
     eprintln!("wrote {} and plots under {} in {:.0}s", md.display(), out.display(), started.elapsed().as_secs_f64());

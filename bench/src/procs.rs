@@ -10,11 +10,15 @@ use tokio::process::{Child, Command};
 
 use crate::backend::Kind;
 
+#[derive(Clone)]
 pub struct ServerSpec {
     pub kind: Kind,
     pub bridge_bin: PathBuf,
     pub sioxide_bin: PathBuf,
+    pub floor_bin: PathBuf,
     pub node_dir: PathBuf,
+    /// The forwarding Node peer's backend (`Kind::NodeFwd`).
+    pub forward_to: Option<SocketAddr>,
     pub core: usize,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
@@ -52,6 +56,11 @@ impl Server {
                     // Throughput scenarios: lift the per-socket client event limit.
                     "socketio.events_per_second=1000000".to_owned(),
                     "socketio.event_burst=1000000".to_owned(),
+                    // REST push scenario: lift the per-key and per-address request limits.
+                    "http.rate_per_key_per_second=1000000".to_owned(),
+                    "http.burst_per_key=1000000".to_owned(),
+                    "http.rate_per_ip_per_second=1000000".to_owned(),
+                    "http.burst_per_ip=1000000".to_owned(),
                     "shutdown.grace_period_ms=1000".to_owned(),
                 ];
                 sets.extend(spec.bridge_sets.iter().cloned());
@@ -69,11 +78,26 @@ impl Server {
                     .arg("--ping-timeout-ms")
                     .arg(spec.ping_timeout_ms.to_string());
             }
-            Kind::Node => {
-                cmd.arg("node")
-                    .arg("--expose-gc")
-                    .arg(spec.node_dir.join("server.js"))
-                    .arg("--port")
+            Kind::Floor => {
+                cmd.arg(&spec.floor_bin)
+                    .arg("--listen")
+                    .arg(spec.http.to_string())
+                    .arg("--ping-interval-ms")
+                    .arg(spec.ping_interval_ms.to_string())
+                    .arg("--ping-timeout-ms")
+                    .arg(spec.ping_timeout_ms.to_string());
+            }
+            Kind::Node | Kind::NodeFwd => {
+                if let Some(backend) = spec.forward_to {
+                    cmd.arg("node")
+                        .arg("--expose-gc")
+                        .arg(spec.node_dir.join("server.js"))
+                        .arg("--forward")
+                        .arg(format!("http://{backend}"));
+                } else {
+                    cmd.arg("node").arg("--expose-gc").arg(spec.node_dir.join("server.js"));
+                }
+                cmd.arg("--port")
                     .arg(spec.http.port().to_string())
                     .arg("--ping-interval-ms")
                     .arg(spec.ping_interval_ms.to_string())
@@ -107,6 +131,39 @@ impl Server {
             }
         }
         Ok(server)
+    }
+
+    /// Any other process (redis-server), pinned with `taskset -c core`, ready once `addr`
+    /// accepts connections.
+    pub async fn spawn(
+        core: usize,
+        program: &str,
+        args: &[String],
+        log: PathBuf,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg(core.to_string()).arg(program).args(args);
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("starting {program}"))?;
+        let pid = child.id().context("pid")?;
+        let mut server = Server { pid, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                bail!("{program} exited at start ({status}); see {}", log.display());
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                server.stop().await;
+                bail!("{program} did not listen on {addr} within 30s; see {}", log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// CPU time in milliseconds, to the nanosecond: the sum of every live thread's

@@ -1,15 +1,14 @@
 //! Writes BENCHMARKS.md (medians over runs, ratios to each peer, the targets) and SVG
 //! plots from `results.json`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::Results;
-use crate::backend::Kind;
+use crate::backend::{Door, Kind};
 use crate::suite::RunResult;
 
-const KINDS: [Kind; 3] = [Kind::Bridge, Kind::Sioxide, Kind::Node];
+const KINDS: [Kind; 5] = [Kind::Bridge, Kind::Sioxide, Kind::Node, Kind::NodeFwd, Kind::Floor];
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.retain(|x| x.is_finite());
@@ -66,19 +65,6 @@ fn rate_label(x: f64) -> String {
     if x >= 1000.0 { format!("{}k", fmt_num(Some(x / 1000.0))) } else { format!("{x:.0}") }
 }
 
-/// Handshake-weighted mean CPU per handshake over the tiers of one run.
-fn handshake_cpu(run: &RunResult) -> Option<f64> {
-    let mut prev = 0usize;
-    let (mut total, mut count) = (0.0, 0usize);
-    for t in &run.tiers {
-        let added = t.opened.saturating_sub(prev);
-        total += t.cpu_us_per_handshake * added as f64;
-        count += added;
-        prev = t.opened;
-    }
-    (count > 0).then(|| total / count as f64)
-}
-
 /// Deliveries per second of server CPU at the point that delivered most: the per-core
 /// capacity, robust to other processes taking part of the server core.
 fn fanout_per_cpu_s(run: &RunResult) -> Option<f64> {
@@ -89,44 +75,106 @@ fn fanout_per_cpu_s(run: &RunResult) -> Option<f64> {
     (best.cpu_ms_per_1000 > 0.0).then(|| 1e6 / best.cpu_ms_per_1000)
 }
 
-fn peak_fanout(run: &RunResult) -> Option<f64> {
-    run.fanout.iter().map(|p| p.delivered_per_s).fold(None, |m, x| Some(m.map_or(x, |m: f64| m.max(x))))
-}
-
 fn tier_value(run: &RunResult, n: usize, f: impl Fn(&crate::suite::TierResult) -> f64) -> Option<f64> {
     run.tiers.iter().find(|t| t.n == n).map(f)
 }
 
-fn latency_at(run: &RunResult, rate: f64) -> Option<&crate::suite::LatencyPoint> {
-    run.latency.iter().find(|p| key(p.rate) == key(rate))
+fn latency_at(run: &RunResult, rate: f64, door: Door) -> Option<&crate::suite::LatencyPoint> {
+    run.latency.iter().find(|p| key(p.rate) == key(rate) && p.door == door)
 }
 
-/// Best client-event rate with p99 under 10 ms (acks per second achieved).
-/// Round trips per second of server CPU at the best point with p99 under 10 ms.
-fn rtt_per_cpu_s(run: &RunResult) -> Option<f64> {
+/// Net server CPU (less the idle ping background of the run) in ms per second.
+fn net_cpu_ms_per_s(run: &RunResult, server_cpu_pct: f64) -> f64 {
+    ((server_cpu_pct - run.idle_cpu_pct) * 10.0).max(0.0)
+}
+
+fn door_default(k: Kind) -> Door {
+    if k == Kind::Bridge { Door::Grpc } else { Door::Rest }
+}
+
+fn door_name(k: Kind, d: Door) -> &'static str {
+    match (k, d) {
+        (Kind::Bridge, Door::Grpc) => "gRPC",
+        (Kind::Bridge, Door::Rest) => "REST",
+        _ => "HTTP",
+    }
+}
+
+/// Server CPU µs per delivery at the moderate point, net of the ping background.
+fn moderate_us(run: &RunResult, room: usize, rate: f64) -> Option<f64> {
+    let p = run.fanout.iter().find(|p| p.moderate && p.room == room && key(p.offered) == key(rate))?;
+    (p.delivered_per_s > 0.0).then(|| net_cpu_ms_per_s(run, p.server_cpu_pct) * 1000.0 / p.delivered_per_s)
+}
+
+/// Server CPU µs per push, net of the ping background.
+fn push_us(run: &RunResult, rate: f64, door: Door) -> Option<f64> {
+    let p = latency_at(run, rate, door)?;
+    (!p.saturated).then(|| net_cpu_ms_per_s(run, p.server_cpu_pct) * 1000.0 / rate)
+}
+
+/// The round-trip point with the highest answered rate holding p99 < 10 ms, no errors.
+fn rtt_best_point(run: &RunResult) -> Option<&crate::suite::RttPoint> {
     run.rtt
         .iter()
         .filter(|p| p.p99_us < 10_000 && p.ack_errors == 0 && p.acked_per_s >= 0.95 * p.rate && p.server_cpu_pct > 0.0)
-        .map(|p| p.acked_per_s / (p.server_cpu_pct / 100.0))
-        .fold(None, |m, x| Some(m.map_or(x, |m: f64| m.max(x))))
+        .max_by(|a, b| a.acked_per_s.partial_cmp(&b.acked_per_s).unwrap_or(std::cmp::Ordering::Equal))
 }
 
-fn rtt_best(run: &RunResult) -> Option<f64> {
-    run.rtt
-        .iter()
-        .filter(|p| p.p99_us < 10_000 && p.ack_errors == 0 && p.acked_per_s >= 0.95 * p.rate)
-        .map(|p| p.acked_per_s)
-        .fold(None, |m, x| Some(m.map_or(x, |m: f64| m.max(x))))
+/// Round trips per server CPU-second at the best point.
+fn rtt_per_cpu_s(run: &RunResult) -> Option<f64> {
+    rtt_best_point(run).map(|p| p.acked_per_s / (p.server_cpu_pct / 100.0))
+}
+
+fn x_of(a: Option<f64>, b: Option<f64>) -> String {
+    ratio(a, b)
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "**holds**",
+        Some(false) => "**does not hold**",
+        None => "not measured",
+    }
+}
+
+fn both(x: Option<bool>, y: Option<bool>) -> Option<bool> {
+    match (x, y) {
+        (Some(x), Some(y)) => Some(x && y),
+        (Some(false), None) | (None, Some(false)) => Some(false),
+        _ => None,
+    }
+}
+
+fn le(a: Option<f64>, b: Option<f64>, k: f64) -> Option<bool> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a <= k * b),
+        _ => None,
+    }
+}
+
+fn ge(a: Option<f64>, b: Option<f64>, k: f64) -> Option<bool> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a >= k * b),
+        _ => None,
+    }
+}
+
+fn pct_s(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "–".into())
 }
 
 pub fn write(results: &Results, out: &Path, md_path: &Path) -> anyhow::Result<()> {
     let r = results;
     let m = &r.meta;
+    let p = &r.plan;
     let mut md = String::new();
     let present: Vec<Kind> = KINDS.iter().copied().filter(|k| !runs_of(r, *k).is_empty()).collect();
     let n_runs = |k: Kind| runs_of(r, k).len();
+    let (b, s, n, nf, f) = (Kind::Bridge, Kind::Sioxide, Kind::Node, Kind::NodeFwd, Kind::Floor);
+    // Servers with the full set of scenarios (node-forward runs the event path only).
+    let full: Vec<Kind> = present.iter().copied().filter(|k| *k != nf).collect();
 
-    writeln!(md, "# Benchmarks: socket-bridge vs a Node.js Socket.IO server vs bare socketioxide\n")?;
+    writeln!(md, "# Benchmarks: socket-bridge vs Node.js Socket.IO vs bare socketioxide vs the floor\n")?;
     writeln!(
         md,
         "Generated by `bash bench/run.sh{}` on {} (suite took {:.0} s). socket-bridge commit `{}`. \
@@ -139,319 +187,496 @@ pub fn write(results: &Results, out: &Path, md_path: &Path) -> anyhow::Result<()
         present.iter().map(|k| n_runs(*k)).min().unwrap_or(0),
     )?;
     if m.quick {
-        writeln!(md, "> **Quick smoke run** (`--quick`): fewer tiers, one run, short windows. Not for quoting.\n")?;
+        writeln!(
+            md,
+            "> **Quick smoke run** (`--quick`): fewer tiers (so no 10k/19k figures), one run, short windows, on a \
+             machine shared with other builds. It shows that every scenario runs; its figures are noisy and not for quoting.\n"
+        )?;
     }
 
-    // ---------- targets ----------
+    // ---------- sizing ----------
+    let max_tier = p.tiers.iter().copied().max().unwrap_or(0);
+    let mem_at = |k: Kind, t: usize| med(r, k, |x| tier_value(x, t, |tt| tt.kb_per_conn));
+    let mem_big = |k: Kind| mem_at(k, max_tier);
     let fan = |k| med(r, k, fanout_per_cpu_s);
-    let fan_raw = |k| med(r, k, peak_fanout);
-    let mem10 =
-        |k| med(r, k, |x| tier_value(x, 10000, |t| t.kb_per_conn).or_else(|| x.tiers.last().map(|t| t.kb_per_conn)));
-    let hs = |k| med(r, k, handshake_cpu);
-    let p99_10k = |k| med(r, k, |x| latency_at(x, 10000.0).map(|p| p.p99_us as f64));
-    let rtt = |k| med(r, k, rtt_best);
+    let (mroom, mrate) = p.moderate_fanout.first().copied().unwrap_or((1000, 20_000.0));
+    let mod_us = |k| med(r, k, |x| moderate_us(x, mroom, mrate));
+    let push_rate = p.latency_rates.iter().copied().find(|&x| key(x) == 5000).or(p.latency_rates.last().copied());
+    let pus = |k: Kind, d: Door| push_rate.and_then(|rate| med(r, k, |x| push_us(x, rate, d)));
     let rtt_cpu = |k| med(r, k, rtt_per_cpu_s);
-    let (b, s, n) = (Kind::Bridge, Kind::Sioxide, Kind::Node);
-    let holds = |ok: Option<bool>| match ok {
-        Some(true) => "**holds**",
-        Some(false) => "**does not hold**",
-        None => "not measured",
-    };
-    let cmp = |a: Option<f64>, bb: Option<f64>, f: &dyn Fn(f64, f64) -> bool| match (a, bb) {
-        (Some(a), Some(bb)) if bb != 0.0 => Some(f(a, bb)),
-        _ => None,
-    };
-    let and = |x: Option<bool>, y: Option<bool>| match (x, y) {
-        (Some(x), Some(y)) => Some(x && y),
-        _ => None,
-    };
-    writeln!(md, "## Targets\n")?;
+    writeln!(md, "## How to read these figures (sizing a deployment)\n")?;
     writeln!(
         md,
-        "| target | socket-bridge | Node peer | socketioxide peer | ratio to Node | ratio to socketioxide | verdict |"
+        "Each server ran on **one core** of the machine below, so every rate here is per core. For a deployment, \
+         with headroom for bursts and the kernel's share (leave 30–50%):\n"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    writeln!(md, "| what | socket-bridge | Node peer | how it was measured |")?;
+    writeln!(md, "|---|---|---|---|")?;
+    let per_gib = |kb: Option<f64>| kb.map(|kb| fmt_num(Some(1024.0 * 1024.0 / kb)));
     writeln!(
         md,
-        "| fan-out deliveries per second per core (deliveries ÷ server CPU-seconds at the peak point): ≥ 6x Node, ≥ 0.85x socketioxide | {} | {} | {} | {} | {} | {} |",
+        "| idle connections per GiB of RAM | {} | {} | 1 GiB ÷ idle memory per connection at {} connections |",
+        per_gib(mem_big(b)).unwrap_or("–".into()),
+        per_gib(mem_big(n)).unwrap_or("–".into()),
+        max_tier
+    )?;
+    let inv = |us: Option<f64>| us.filter(|v| *v > 0.0).map(|v| 1e6 / v);
+    writeln!(
+        md,
+        "| room deliveries per core, everyday rates | {} | {} | 1 s ÷ CPU per delivery at {} deliveries/s to a room of {} (ping background removed) |",
+        fmt_num(inv(mod_us(b))),
+        fmt_num(inv(mod_us(n))),
+        rate_label(mrate),
+        mroom
+    )?;
+    writeln!(
+        md,
+        "| room deliveries per core, at saturation | {} | {} | deliveries ÷ server CPU-seconds at the fan-out peak (large rooms: one encode, many writes) |",
+        fmt_num(fan(b)),
+        fmt_num(fan(n))
+    )?;
+    writeln!(
+        md,
+        "| one-to-one pushes per core | {} (gRPC), {} (REST) | {} | 1 s ÷ CPU per push at {} pushes/s |",
+        fmt_num(inv(pus(b, Door::Grpc))),
+        fmt_num(inv(pus(b, Door::Rest))),
+        fmt_num(inv(pus(n, Door::Rest))),
+        push_rate.map(rate_label).unwrap_or_default()
+    )?;
+    writeln!(
+        md,
+        "| client event → backend → ack round trips per core | {} | {} (forwarding over HTTP) | round trips ÷ server CPU-seconds at the highest rate with p99 < 10 ms |",
+        fmt_num(rtt_cpu(b)),
+        fmt_num(rtt_cpu(nf))
+    )?;
+    let decided = |mode: &str| median(r.auth.iter().filter(|a| a.mode == mode).map(|a| a.cpu_us_per_connect).collect());
+    writeln!(
+        md,
+        "| connects per core (backend-decided / JWT / dev) | {} / {} / {} | – | 1 s ÷ CPU per connect, 64 handshakes at a time |",
+        fmt_num(inv(decided("backend"))),
+        fmt_num(inv(decided("jwt"))),
+        fmt_num(inv(decided("dev")))
+    )?;
+    writeln!(
+        md,
+        "\nThe costs add up: a core spending half its time on 10,000 pushes/s has the other half for deliveries \
+         and events. Memory grows with connections only (a connection's buffers grow while a burst is being written \
+         to it and shrink back). The backend's own CPU (answering events, deciding connects) is not in these figures.\n"
+    )?;
+
+    // ---------- targets ----------
+    writeln!(md, "## Targets\n")?;
+    writeln!(md, "| target | socket-bridge | reference | ratio | verdict |")?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    let rb = rtt_cpu(b);
+    writeln!(
+        md,
+        "| event round trips per server CPU-second (highest rate with p99 < 10 ms) ≥ 0.8x bare socketioxide, ≥ 4x the forwarding Node peer | {} | socketioxide {}, node-forward {} | {}, {} | {} |",
+        fmt_num(rb),
+        fmt_num(rtt_cpu(s)),
+        fmt_num(rtt_cpu(nf)),
+        x_of(rb, rtt_cpu(s)),
+        x_of(rb, rtt_cpu(nf)),
+        verdict(both(ge(rb, rtt_cpu(s), 0.8), ge(rb, rtt_cpu(nf), 4.0)))
+    )?;
+    for t in [10000usize, 19000] {
+        if !p.tiers.contains(&t) {
+            continue;
+        }
+        writeln!(
+            md,
+            "| idle memory per connection at {t} connections ≤ Node's | {} KB | Node {} KB | {} | {} |",
+            fmt_num(mem_at(b, t)),
+            fmt_num(mem_at(n, t)),
+            x_of(mem_at(b, t), mem_at(n, t)),
+            verdict(le(mem_at(b, t), mem_at(n, t), 1.0))
+        )?;
+    }
+    let hs_tier = |k: Kind, t: usize| med(r, k, |x| tier_value(x, t, |tt| tt.cpu_us_per_handshake));
+    let worst_hs = p
+        .tiers
+        .iter()
+        .filter_map(|&t| match (hs_tier(b, t), hs_tier(s, t)) {
+            (Some(x), Some(y)) if y > 0.0 => Some((t, x / y)),
+            _ => None,
+        })
+        .max_by(|a, c| a.1.partial_cmp(&c.1).unwrap_or(std::cmp::Ordering::Equal));
+    writeln!(
+        md,
+        "| CPU per handshake ≤ 1.05x bare socketioxide at every tier | {} | (worst tier{}) | {} | {} |",
+        p.tiers.iter().map(|&t| fmt_num(hs_tier(b, t))).collect::<Vec<_>>().join(" / ") + " µs",
+        worst_hs.map(|(t, _)| format!(": {t}")).unwrap_or_default(),
+        worst_hs.map(|(_, x)| format!("{x:.2}x")).unwrap_or("–".into()),
+        verdict(worst_hs.map(|(_, x)| x <= 1.05))
+    )?;
+    writeln!(
+        md,
+        "| fan-out per core at the peak ≥ 6x Node, ≥ 0.85x bare socketioxide | {} | Node {}, socketioxide {} | {}, {} | {} |",
         fmt_num(fan(b)),
         fmt_num(fan(n)),
         fmt_num(fan(s)),
-        ratio(fan(b), fan(n)),
-        ratio(fan(b), fan(s)),
-        holds(and(cmp(fan(b), fan(n), &|a, c| a >= 6.0 * c), cmp(fan(b), fan(s), &|a, c| a >= 0.85 * c)))
+        x_of(fan(b), fan(n)),
+        x_of(fan(b), fan(s)),
+        verdict(both(ge(fan(b), fan(n), 6.0), ge(fan(b), fan(s), 0.85)))
     )?;
+    let p99_at = |k: Kind, rate: f64, d: Door| med(r, k, |x| latency_at(x, rate, d).map(|pp| pp.p99_us as f64));
+    if p.latency_rates.iter().any(|&x| key(x) == 10000) {
+        writeln!(
+            md,
+            "| push p99 at 10,000/s ≤ 5 ms (gRPC) | {} | socketioxide {}, Node {} | – | {} |",
+            fmt_ms(p99_at(b, 10000.0, Door::Grpc)),
+            fmt_ms(p99_at(s, 10000.0, Door::Rest)),
+            fmt_ms(p99_at(n, 10000.0, Door::Rest)),
+            verdict(p99_at(b, 10000.0, Door::Grpc).map(|v| v <= 5000.0))
+        )?;
+    }
     writeln!(
         md,
-        "| idle memory per connection at 10k connections, KB (largest tier if fewer): ≤ 0.5x Node | {} | {} | {} | {} | {} | {} |",
-        fmt_num(mem10(b)),
-        fmt_num(mem10(n)),
-        fmt_num(mem10(s)),
-        ratio(mem10(b), mem10(n)),
-        ratio(mem10(b), mem10(s)),
-        holds(cmp(mem10(b), mem10(n), &|a, c| a <= 0.5 * c))
+        "| CPU per delivery at {} deliveries/s to a room of {}: ≤ 1.3x the floor, ≤ 0.5x Node | {} µs | floor {} µs, Node {} µs, socketioxide {} µs | {} floor, {} Node | {} |",
+        rate_label(mrate),
+        mroom,
+        fmt_num(mod_us(b)),
+        fmt_num(mod_us(f)),
+        fmt_num(mod_us(n)),
+        fmt_num(mod_us(s)),
+        x_of(mod_us(b), mod_us(f)),
+        x_of(mod_us(b), mod_us(n)),
+        verdict(both(le(mod_us(b), mod_us(f), 1.3), le(mod_us(b), mod_us(n), 0.5)))
     )?;
-    writeln!(
-        md,
-        "| server CPU per handshake (µs): ≤ 0.25x Node | {} | {} | {} | {} | {} | {} |",
-        fmt_num(hs(b)),
-        fmt_num(hs(n)),
-        fmt_num(hs(s)),
-        ratio(hs(b), hs(n)),
-        ratio(hs(b), hs(s)),
-        holds(cmp(hs(b), hs(n), &|a, c| a <= 0.25 * c))
-    )?;
-    let p99_ok = and(p99_10k(b).map(|v| v <= 5000.0), cmp(p99_10k(b), p99_10k(n), &|a, c| a <= 0.2 * c));
-    writeln!(
-        md,
-        "| push p99 at 10,000/s to distinct users: ≤ 5 ms and ≤ 0.2x Node | {} | {} | {} | {} | {} | {} |",
-        fmt_ms(p99_10k(b)),
-        fmt_ms(p99_10k(n)),
-        fmt_ms(p99_10k(s)),
-        ratio(p99_10k(b), p99_10k(n)),
-        ratio(p99_10k(b), p99_10k(s)),
-        holds(p99_ok)
-    )?;
-    writeln!(
-        md,
-        "| client event → backend → ack round trips/s per core with p99 < 10 ms: ≥ 50,000 | {} | {} | {} | {} | {} | {} |",
-        fmt_num(rtt(b)),
-        fmt_num(rtt(n)),
-        fmt_num(rtt(s)),
-        ratio(rtt(b), rtt(n)),
-        ratio(rtt(b), rtt(s)),
-        match rtt(b) {
-            Some(v) => holds(Some(v >= 50_000.0)),
-            None if runs_of(r, b).iter().any(|x| !x.rtt.is_empty()) => "**does not hold** (no rate had p99 < 10 ms)",
-            None => holds(None),
+    for &rate in p.latency_rates.iter().filter(|&&x| key(x) == 2000 || key(x) == 5000) {
+        for d in [Door::Grpc, Door::Rest] {
+            let bu = med(r, b, |x| push_us(x, rate, d));
+            let fu = med(r, f, |x| push_us(x, rate, Door::Rest));
+            let nu = med(r, n, |x| push_us(x, rate, Door::Rest));
+            writeln!(
+                md,
+                "| CPU per push at {} pushes/s ({}): ≤ 1.3x the floor, ≤ 0.5x Node | {} µs | floor {} µs, Node {} µs | {} floor, {} Node | {} |",
+                rate_label(rate),
+                door_name(b, d),
+                fmt_num(bu),
+                fmt_num(fu),
+                fmt_num(nu),
+                x_of(bu, fu),
+                x_of(bu, nu),
+                verdict(both(le(bu, fu, 1.3), le(bu, nu, 0.5)))
+            )?;
         }
-    )?;
+    }
     writeln!(
         md,
-        "| (same, per server CPU-second at those points) | {} | {} | {} | {} | {} | |",
-        fmt_num(rtt_cpu(b)),
-        fmt_num(rtt_cpu(n)),
-        fmt_num(rtt_cpu(s)),
-        ratio(rtt_cpu(b), rtt_cpu(n)),
-        ratio(rtt_cpu(b), rtt_cpu(s)),
-    )?;
-    writeln!(
-        md,
-        "\nPeak fan-out as delivered per wall-clock second (the same points, not normalized): socket-bridge {}, Node {}, \
-         socketioxide {} (ratios {} and {}). The per-core column divides by the CPU the server actually got, because \
-         this machine is shared and other processes took part of the server core in some windows (the `foreign` \
-         columns below say how much).",
-        fmt_num(fan_raw(b)),
-        fmt_num(fan_raw(n)),
-        fmt_num(fan_raw(s)),
-        ratio(fan_raw(b), fan_raw(n)),
-        ratio(fan_raw(b), fan_raw(s)),
-    )?;
-    writeln!(
-        md,
-        "\nThe peers answer client-event acks themselves (no backend hop); socket-bridge forwards each event \
-         over its gRPC `Events` stream to the generator's backend and relays the backend's answer, so its \
-         round trip does strictly more work.\n"
+        "\nCPU figures for the moderate rates are net of each server's idle background (the pings of all its \
+         connections, measured in a quiet window of the same run: see the Method).\n"
     )?;
 
-    // ---------- machine and method ----------
+    // ---------- machine ----------
     writeln!(md, "## Machine and versions\n")?;
     writeln!(md, "| | |\n|---|---|")?;
     writeln!(md, "| CPU | {} ({} cores visible) |", m.cpu, m.cores)?;
     writeln!(md, "| memory | {:.1} GiB |", m.memory_gib)?;
     writeln!(md, "| kernel | {} |", m.kernel)?;
     writeln!(md, "| Rust | {} |", m.rustc)?;
-    writeln!(md, "| Node.js | {} (socket.io {}, express {}) |", m.node, m.socketio, m.express)?;
+    writeln!(
+        md,
+        "| Node.js | {} (socket.io {}, express {}, undici {}, bufferutil {}) |",
+        m.node, m.socketio, m.express, m.undici, m.bufferutil
+    )?;
     writeln!(md, "| socketioxide (peer) | {} |", m.socketioxide)?;
-    writeln!(md, "| socket-bridge | commit `{}` (release build) |", m.bridge_commit)?;
+    writeln!(md, "| Redis (cluster scenario) | {} |", if m.redis.is_empty() { "–" } else { &m.redis })?;
+    writeln!(
+        md,
+        "| socket-bridge | commit `{}` (release build) |",
+        if m.bridge_commit.is_empty() { "unknown" } else { &m.bridge_commit }
+    )?;
     writeln!(md, "| server core / generator cores | {} / {:?} |", m.server_core, m.generator_cores)?;
     writeln!(md, "| open-files limit (per process) | {} |", m.nofile)?;
     if !m.bridge_sets.is_empty() {
-        writeln!(md, "| extra bridge settings | `{}` |", m.bridge_sets.join("`, `"))?;
+        writeln!(md, "| extra socket-bridge settings | `{}` |", m.bridge_sets.join("`, `"))?;
     }
     writeln!(md)?;
-    let p = &r.plan;
+
+    // ---------- method ----------
     writeln!(md, "## Method\n")?;
     writeln!(
         md,
-        "- One server process at a time, pinned to core {} with `taskset`; the load generator (this \
-         harness, `bench/src`) runs pinned to the other core. One core each, so every figure is per core.\n\
-         - Servers: socket-bridge (release build, default config plus `socketio.ping_interval_ms`/\
-         `ping_timeout_ms`, the per-socket event rate limit lifted for the throughput scenarios, \
-         `log.level=warn`); the Node peer (`bench/node-peer/server.js`: Socket.IO 4.8 + Express push \
-         endpoint + connection manager, modelled on the Node service socket-bridge replaces); the socketioxide peer \
-         (`bench/src/bin/sioxide_peer.rs`: bare socketioxide with the same engine settings as the bridge and TCP_NODELAY, as the bridge and Node's `ws` set it). \
-         Websocket transport only; same pings ({} ms interval, {} ms timeout) everywhere.\n\
-         - Clients: raw Engine.IO v4 / Socket.IO v5 websocket clients on one `mio` event loop, \
-         each bound to its own 127.x.y.z source address before connecting; each authenticates with \
-         `{{\"userId\":\"u<i>\"}}` and every server puts it in room `user:u<i>`. Handshakes run at most {} at a time.\n\
-         - Connections grow in tiers {:?}. At each tier: server CPU over the tier's handshakes (less the \
-         ping background of the connections already open) ÷ handshakes; then every socket answers one more \
-         ping, and idle memory = (RSS − RSS before the first connection) ÷ connections (the Node peer runs with \
-         `--expose-gc` and collects garbage before each RSS reading, so garbage does not inflate its figure). After measuring, \
-         every connected socket joins room `r<tier>` (so `r1000` holds 1,000 sockets, `r19000` all).\n\
-         - Room fan-out: the backend pushes a 1-argument event `{{\"t\":…}}` to a room, open loop at a fixed \
-         offered rate of deliveries (pushes/s = rate ÷ room size, at most {} pushes in flight), {} ms warm-up \
-         then {} ms measured; deliveries are counted as they arrive at the clients, and server CPU is read \
-         from /proc over the same window. The sweep stops at the first rate delivering < 80% of the offer.\n\
-         - Push latency: one push per user (round robin over the connected users), open loop at fixed rates, \
-         at most {} requests in flight; latency from the intended send time (so queueing in front of a slow \
-         server counts) to the client's receipt; pushes never delivered count at the time they had waited \
-         (the percentile is then a lower bound, marked ≥). Backend call: gRPC `Push` for the bridge, \
-         HTTP POST (keep-alive pool) for both peers.\n\
-         - Client event round trip: clients emit `bench` with an ack at a fixed total rate (round robin over \
-         all sockets); RTT from the intended emit time to the ack. The bridge's acks come from a tonic \
-         `Events` stream in the generator process (answering `[{{\"ok\":true}}]`).\n\
-         - Ranges of the runs are in `bench/results/results.json`; server logs in `bench/results/raw/`.\n",
-        m.server_core,
-        p.ping_interval_ms,
-        p.ping_timeout_ms,
-        p.connect_inflight,
-        p.tiers,
+        "- One server process at a time, pinned to core {} with `taskset`; the load generator (this harness, \
+         `bench/src`) runs pinned to the other core, with the backend each server talks to (the gRPC client and \
+         `Events`/`Authorize` streams for socket-bridge, HTTP clients for the peers, the HTTP backend the forwarding \
+         Node peer calls).",
+        m.server_core
+    )?;
+    writeln!(
+        md,
+        "- Servers: **socket-bridge** (release build, default config plus `socketio.ping_interval_ms`/`ping_timeout_ms`, \
+         the per-socket event rate and the REST request rate limits lifted, `log.level=warn`); **Node** \
+         (`bench/node-peer/server.js`: Socket.IO 4.8 + Express push endpoint + connection manager, `bufferutil` \
+         installed; the event handler answers the ack itself); **node-forward** (the same server with `--forward`: each \
+         client event goes to the backend as an HTTP POST over an undici keep-alive pool, and the client's ack gets \
+         the backend's answer: the original design's event path); **socketioxide** (`bench/src/bin/sioxide_peer.rs`: \
+         bare socketioxide with the bridge's engine settings, answering acks itself); **floor** \
+         (`bench/src/bin/floor_peer.rs`: the same handshake, pings and frames with no Socket.IO logic, each push's \
+         frame encoded once and written to every recipient, on one thread)."
+    )?;
+    writeln!(
+        md,
+        "- Clients: raw Engine.IO v4 / Socket.IO v5 websocket clients on one `mio` event loop, each bound to its own \
+         127.x.y.z address; each authenticates with `{{\"userId\":\"u<i>\"}}` and every server puts it in room \
+         `user:u<i>`. Handshakes run at most {} at a time. Pings every {} ms (timeout {} ms) on every server, so that \
+         every socket has answered a ping before its memory is read; the throughput scenarios report CPU also net \
+         of that background (ping interval 25 s in production makes it about 8x smaller).",
+        p.connect_inflight, p.ping_interval_ms, p.ping_timeout_ms
+    )?;
+    writeln!(
+        md,
+        "- Connections grow in tiers {:?}. At each tier: server CPU over the tier's handshakes (less the ping \
+         background) ÷ handshakes; then every socket answers one more ping, and idle memory = (RSS − RSS before the \
+         first connection) ÷ connections (the Node peer collects garbage first). After measuring, every socket joins \
+         room `r<tier>`. Then {} ms with no traffic: the idle background.",
+        p.tiers, p.idle_ms
+    )?;
+    writeln!(
+        md,
+        "- Room fan-out: the backend pushes a 1-argument event `{{\"t\":…}}` to a room, open loop at a fixed offered \
+         rate of deliveries (at most {} pushes in flight), {} ms warm-up then {} ms measured. First the everyday point \
+         ({} deliveries/s to the room of {}), then the sweep {:?} on the room of {} (stopping at the first rate \
+         delivering < 80% of the offer), then {} deliveries/s to rooms {:?}.",
         p.fanout_inflight,
         p.warm_ms,
         p.measure_ms,
-        p.latency_inflight,
+        rate_label(mrate),
+        mroom,
+        p.fanout_rates.iter().map(|x| rate_label(*x)).collect::<Vec<_>>(),
+        p.fanout_sweep_room,
+        rate_label(p.fanout_room_rate),
+        p.fanout_rooms
+    )?;
+    writeln!(
+        md,
+        "- Pushes: one push per user (round robin over the connected users) at fixed rates {:?}, at most {} requests \
+         in flight; latency from the intended send time (queueing in front of a slow server counts) to the client's \
+         receipt; pushes never delivered count at the time they had waited (the percentile is then a lower bound, \
+         marked ≥). socket-bridge is measured through gRPC `Push` and through the REST `POST /api/v1/push`; the peers \
+         through their HTTP push endpoints (keep-alive pool).",
+        p.latency_rates.iter().map(|x| rate_label(*x)).collect::<Vec<_>>(),
+        p.latency_inflight
+    )?;
+    writeln!(
+        md,
+        "- Client event round trip: clients emit `bench` with an ack at fixed total rates {:?} (round robin over all \
+         sockets); RTT from the intended emit time to the ack. socket-bridge's acks come from a tonic `Events` stream \
+         in the generator (answering `[{{\"ok\":true}}]`), node-forward's from an HTTP backend in the generator.",
+        p.rtt_rates.iter().map(|x| rate_label(*x)).collect::<Vec<_>>()
+    )?;
+    writeln!(
+        md,
+        "- Server CPU is the sum of the server threads' run time (`/proc/PID/task/*/schedstat`), which includes the \
+         kernel's network work done on those threads; `foreign` is what other processes took on the server core in \
+         the window (this machine is shared). Ranges of the runs are in `bench/results/results.json`, server logs in \
+         `bench/results/raw/`.\n"
     )?;
 
-    // ---------- connections ----------
+    // ---------- memory and handshakes ----------
     writeln!(md, "## Idle memory and handshakes\n")?;
     writeln!(
         md,
         "![idle memory per connection](bench/results/memory.svg) ![CPU per handshake](bench/results/handshake.svg)\n"
     )?;
+    let cols: Vec<Kind> = full.clone();
+    let head: Vec<&str> = cols.iter().map(|k| k.name()).collect();
     writeln!(
         md,
-        "| connections | KB/conn bridge | KB/conn Node | KB/conn socketioxide | bridge÷Node | bridge÷sioxide | \
-         µs CPU/handshake bridge | Node | socketioxide | bridge÷Node | handshakes/s bridge | Node | socketioxide |"
+        "| connections | KB/conn {} | bridge÷Node | bridge÷sioxide | bridge÷floor | bridge − sioxide (KB) | µs CPU/handshake {} | bridge÷sioxide | bridge÷floor | handshakes/s {} |",
+        head.join(" / "),
+        head.join(" / "),
+        head.join(" / ")
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
-    for &tier in &p.tiers {
-        let kb = |k| med(r, k, |x| tier_value(x, tier, |t| t.kb_per_conn));
-        let us = |k| med(r, k, |x| tier_value(x, tier, |t| t.cpu_us_per_handshake));
-        let rate = |k| med(r, k, |x| tier_value(x, tier, |t| t.conn_per_s));
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    for &t in &p.tiers {
+        let mem = |k: Kind| mem_at(k, t);
+        let hs = |k: Kind| hs_tier(k, t);
+        let cps = |k: Kind| med(r, k, |x| tier_value(x, t, |tt| tt.conn_per_s));
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            tier,
-            fmt_num(kb(b)),
-            fmt_num(kb(n)),
-            fmt_num(kb(s)),
-            ratio(kb(b), kb(n)),
-            ratio(kb(b), kb(s)),
-            fmt_num(us(b)),
-            fmt_num(us(n)),
-            fmt_num(us(s)),
-            ratio(us(b), us(n)),
-            fmt_num(rate(b)),
-            fmt_num(rate(n)),
-            fmt_num(rate(s)),
+            "| {t} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cols.iter().map(|&k| fmt_num(mem(k))).collect::<Vec<_>>().join(" / "),
+            ratio(mem(b), mem(n)),
+            ratio(mem(b), mem(s)),
+            ratio(mem(b), mem(f)),
+            match (mem(b), mem(s)) {
+                (Some(x), Some(y)) => format!("{:.1}", x - y),
+                _ => "–".into(),
+            },
+            cols.iter().map(|&k| fmt_num(hs(k))).collect::<Vec<_>>().join(" / "),
+            ratio(hs(b), hs(s)),
+            ratio(hs(b), hs(f)),
+            cols.iter().map(|&k| fmt_num(cps(k))).collect::<Vec<_>>().join(" / "),
         )?;
     }
-    writeln!(md)?;
+    writeln!(
+        md,
+        "\n`bridge − sioxide` is socket-bridge's own per-connection state (both run the same Socket.IO layer with the \
+         same settings); `cargo bench --bench conn_state` itemizes it.\n"
+    )?;
 
     // ---------- fan-out ----------
     writeln!(md, "## Room fan-out\n")?;
+    writeln!(md, "### Everyday rate\n")?;
+    writeln!(
+        md,
+        "| room | offered deliveries/s | server | delivered/s | server CPU | idle background | net µs per delivery | ÷ floor | bridge ÷ this |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+    for &(room, rate) in &p.moderate_fanout {
+        for &k in &full {
+            let pt = |g: &dyn Fn(&crate::suite::FanoutPoint) -> f64| {
+                med(r, k, |x| {
+                    x.fanout.iter().find(|pp| pp.moderate && pp.room == room && key(pp.offered) == key(rate)).map(g)
+                })
+            };
+            let us = med(r, k, |x| moderate_us(x, room, rate));
+            let fus = med(r, f, |x| moderate_us(x, room, rate));
+            let bus = med(r, b, |x| moderate_us(x, room, rate));
+            writeln!(
+                md,
+                "| {room} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                rate_label(rate),
+                k.name(),
+                fmt_num(pt(&|pp| pp.delivered_per_s)),
+                pct_s(pt(&|pp| pp.server_cpu_pct)),
+                pct_s(med(r, k, |x| Some(x.idle_cpu_pct))),
+                fmt_num(us),
+                ratio(us, fus),
+                if k == b { "–".into() } else { ratio(bus, us) },
+            )?;
+        }
+    }
+    writeln!(md, "\n### Sweep\n")?;
     writeln!(
         md,
         "![fan-out deliveries per second](bench/results/fanout.svg) ![CPU per 1000 deliveries](bench/results/fanout_cpu.svg)\n"
     )?;
     writeln!(
         md,
-        "| room | offered deliveries/s | delivered/s bridge | Node | socketioxide | bridge÷Node | bridge÷sioxide | \
-         CPU-ms/1000 bridge | Node | socketioxide | bridge÷Node | bridge÷sioxide | foreign CPU on server core (b/n/s) |"
+        "| room | offered deliveries/s | delivered/s {} | bridge÷Node | bridge÷sioxide | CPU-ms/1000 {} | bridge÷floor | foreign CPU |",
+        head.join(" / "),
+        head.join(" / ")
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
-    let mut fan_points: BTreeMap<(usize, i64), ()> = BTreeMap::new();
-    for run in &r.runs {
-        for f in &run.fanout {
-            fan_points.insert((f.room, key(f.offered)), ());
-        }
-    }
-    for &(room, offered) in fan_points.keys() {
-        let get = |k: Kind, f: &dyn Fn(&crate::suite::FanoutPoint) -> f64| {
-            med(r, k, |x| x.fanout.iter().find(|p| p.room == room && key(p.offered) == offered).map(f))
+    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+    let mut fan_points: Vec<(usize, i64)> = r
+        .runs
+        .iter()
+        .flat_map(|x| x.fanout.iter().filter(|pp| !pp.moderate).map(|pp| (pp.room, key(pp.offered))))
+        .collect();
+    fan_points.sort();
+    fan_points.dedup();
+    for (room, offered) in fan_points {
+        let d = |k| {
+            med(r, k, |x| {
+                x.fanout
+                    .iter()
+                    .find(|pp| !pp.moderate && pp.room == room && key(pp.offered) == offered)
+                    .map(|pp| pp.delivered_per_s)
+            })
         };
-        let d = |k| get(k, &|p| p.delivered_per_s);
-        let c = |k| get(k, &|p| p.cpu_ms_per_1000);
-        let fo = |k| get(k, &|p| p.foreign_pct).map(|v| format!("{v:.0}%")).unwrap_or("–".into());
+        let c = |k| {
+            med(r, k, |x| {
+                x.fanout
+                    .iter()
+                    .find(|pp| !pp.moderate && pp.room == room && key(pp.offered) == offered)
+                    .map(|pp| pp.cpu_ms_per_1000)
+            })
+        };
+        let fo = |k| {
+            med(r, k, |x| {
+                x.fanout
+                    .iter()
+                    .find(|pp| !pp.moderate && pp.room == room && key(pp.offered) == offered)
+                    .map(|pp| pp.foreign_pct)
+            })
+            .map(|v| format!("{v:.0}%"))
+            .unwrap_or("–".into())
+        };
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             room,
             rate_label(offered as f64),
-            fmt_num(d(b)),
-            fmt_num(d(n)),
-            fmt_num(d(s)),
+            cols.iter().map(|&k| fmt_num(d(k))).collect::<Vec<_>>().join(" / "),
             ratio(d(b), d(n)),
             ratio(d(b), d(s)),
-            fmt_num(c(b)),
-            fmt_num(c(n)),
-            fmt_num(c(s)),
-            ratio(c(b), c(n)),
-            ratio(c(b), c(s)),
-            fo(b),
-            fo(n),
-            fo(s),
+            cols.iter().map(|&k| fmt_num(c(k))).collect::<Vec<_>>().join(" / "),
+            ratio(c(b), c(f)),
+            cols.iter().map(|&k| fo(k)).collect::<Vec<_>>().join("/"),
         )?;
     }
     writeln!(md, "\n– : not run (the sweep stops once a server delivers < 80% of the offer).\n")?;
 
-    // ---------- latency ----------
-    writeln!(md, "## One-to-one push latency (backend call → client)\n")?;
+    // ---------- pushes ----------
+    writeln!(md, "## One-to-one pushes (backend call → client)\n")?;
     writeln!(md, "![push latency p99](bench/results/latency.svg)\n")?;
     writeln!(
         md,
-        "| pushes/s | server | delivered | p50 | p99 | p99.9 | max | server CPU | foreign CPU | p99 bridge÷server |"
+        "| pushes/s | server | door | delivered | p50 | p99 | p99.9 | max | server CPU | net µs per push | ÷ floor | bridge (same door) ÷ this | foreign CPU |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for &rate in &p.latency_rates {
-        let bp99 = med(r, b, |x| latency_at(x, rate).map(|p| p.p99_us as f64));
-        for k in present.iter().copied() {
-            let g = |f: &dyn Fn(&crate::suite::LatencyPoint) -> f64| med(r, k, |x| latency_at(x, rate).map(f));
-            let sat = runs_of(r, k).iter().any(|x| latency_at(x, rate).is_some_and(|p| p.saturated));
-            let lb = if sat { "≥ " } else { "" };
-            let delivered = match (g(&|p| p.delivered as f64), g(&|p| p.offered as f64)) {
-                (Some(d), Some(o)) if o > 0.0 => format!("{:.1}%", 100.0 * d / o),
-                _ => "–".into(),
-            };
-            let p99 = g(&|p| p.p99_us as f64);
-            writeln!(
-                md,
-                "| {} | {} | {} | {}{} | {}{} | {}{} | {}{} | {} | {} | {} |",
-                rate_label(rate),
-                k.name(),
-                delivered,
-                lb,
-                fmt_ms(g(&|p| p.p50_us as f64)),
-                lb,
-                fmt_ms(p99),
-                lb,
-                fmt_ms(g(&|p| p.p999_us as f64)),
-                lb,
-                fmt_ms(g(&|p| p.max_us as f64)),
-                g(&|p| p.server_cpu_pct).map(|v| format!("{v:.0}%")).unwrap_or("–".into()),
-                g(&|p| p.foreign_pct).map(|v| format!("{v:.0}%")).unwrap_or("–".into()),
-                if k == b { "–".into() } else { ratio(bp99, p99) },
-            )?;
+        for &k in &full {
+            let doors: &[Door] = if k == b { &[Door::Grpc, Door::Rest] } else { &[Door::Rest] };
+            for &d in doors {
+                let g = |h: &dyn Fn(&crate::suite::LatencyPoint) -> f64| med(r, k, |x| latency_at(x, rate, d).map(h));
+                if g(&|pp| pp.rate).is_none() {
+                    continue;
+                }
+                let sat = runs_of(r, k).iter().any(|x| latency_at(x, rate, d).is_some_and(|pp| pp.saturated));
+                let lb = if sat { "≥ " } else { "" };
+                let delivered = match (g(&|pp| pp.delivered as f64), g(&|pp| pp.offered as f64)) {
+                    (Some(dd), Some(o)) if o > 0.0 => format!("{:.1}%", 100.0 * dd / o),
+                    _ => "–".into(),
+                };
+                let us = med(r, k, |x| push_us(x, rate, d));
+                let fus = med(r, f, |x| push_us(x, rate, Door::Rest));
+                let bus = med(r, b, |x| push_us(x, rate, if k == b { d } else { Door::Grpc }));
+                let bus_rest = med(r, b, |x| push_us(x, rate, Door::Rest));
+                writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {lb}{} | {lb}{} | {lb}{} | {lb}{} | {} | {} | {} | {} | {} |",
+                    rate_label(rate),
+                    k.name(),
+                    door_name(k, d),
+                    delivered,
+                    fmt_ms(g(&|pp| pp.p50_us as f64)),
+                    fmt_ms(g(&|pp| pp.p99_us as f64)),
+                    fmt_ms(g(&|pp| pp.p999_us as f64)),
+                    fmt_ms(g(&|pp| pp.max_us as f64)),
+                    pct_s(g(&|pp| pp.server_cpu_pct)),
+                    fmt_num(us),
+                    ratio(us, fus),
+                    if k == b { "–".into() } else { format!("{} / {}", ratio(bus, us), ratio(bus_rest, us)) },
+                    pct_s(g(&|pp| pp.foreign_pct)),
+                )?;
+            }
         }
     }
-    writeln!(md)?;
+    writeln!(md, "\n`bridge ÷ this` for a peer: socket-bridge over gRPC / over REST.\n")?;
 
     // ---------- rtt ----------
     writeln!(md, "## Client event → backend → ack round trip\n")?;
     writeln!(md, "![event round trip p99](bench/results/rtt.svg)\n")?;
     writeln!(
         md,
-        "| events/s offered | server | answered by the backend/s | error answers | p50 | p99 | p99.9 | max | server CPU | acks per CPU-second | foreign CPU |"
+        "socket-bridge and node-forward carry each event to a backend and its answer back; socketioxide, Node and the \
+         floor answer the ack themselves (they do strictly less work).\n"
+    )?;
+    writeln!(
+        md,
+        "| events/s offered | server | answered/s | error answers | p50 | p99 | p99.9 | max | server CPU | round trips per CPU-second | foreign CPU |"
     )?;
     writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     for &rate in &p.rtt_rates {
         for k in present.iter().copied() {
-            let g = |f: &dyn Fn(&crate::suite::RttPoint) -> f64| {
-                med(r, k, |x| x.rtt.iter().find(|p| key(p.rate) == key(rate)).map(f))
+            let g = |h: &dyn Fn(&crate::suite::RttPoint) -> f64| {
+                med(r, k, |x| x.rtt.iter().find(|pp| key(pp.rate) == key(rate)).map(h))
             };
-            if g(&|p| p.acked_per_s).is_none() {
+            if g(&|pp| pp.acked_per_s).is_none() {
                 continue;
             }
             writeln!(
@@ -459,30 +684,152 @@ pub fn write(results: &Results, out: &Path, md_path: &Path) -> anyhow::Result<()
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 rate_label(rate),
                 k.name(),
-                fmt_num(g(&|p| p.acked_per_s)),
-                fmt_num(g(&|p| p.ack_errors as f64)),
-                fmt_ms(g(&|p| p.p50_us as f64)),
-                fmt_ms(g(&|p| p.p99_us as f64)),
-                fmt_ms(g(&|p| p.p999_us as f64)),
-                fmt_ms(g(&|p| p.max_us as f64)),
-                g(&|p| p.server_cpu_pct).map(|v| format!("{v:.0}%")).unwrap_or("–".into()),
-                fmt_num(g(&|p| if p.server_cpu_pct > 0.0 {
-                    p.acked_per_s / (p.server_cpu_pct / 100.0)
+                fmt_num(g(&|pp| pp.acked_per_s)),
+                fmt_num(g(&|pp| pp.ack_errors as f64)),
+                fmt_ms(g(&|pp| pp.p50_us as f64)),
+                fmt_ms(g(&|pp| pp.p99_us as f64)),
+                fmt_ms(g(&|pp| pp.p999_us as f64)),
+                fmt_ms(g(&|pp| pp.max_us as f64)),
+                pct_s(g(&|pp| pp.server_cpu_pct)),
+                fmt_num(g(&|pp| if pp.server_cpu_pct > 0.0 {
+                    pp.acked_per_s / (pp.server_cpu_pct / 100.0)
                 } else {
                     f64::NAN
                 })),
-                g(&|p| p.foreign_pct).map(|v| format!("{v:.0}%")).unwrap_or("–".into()),
+                pct_s(g(&|pp| pp.foreign_pct)),
             )?;
         }
     }
+    writeln!(md, "\nAt the highest rate with p99 < 10 ms and no error answers:\n")?;
+    writeln!(md, "| server | answered/s | round trips per CPU-second | bridge ÷ this | ÷ floor |")?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    for k in present.iter().copied() {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            k.name(),
+            fmt_num(med(r, k, |x| rtt_best_point(x).map(|pp| pp.acked_per_s))),
+            fmt_num(rtt_cpu(k)),
+            if k == b { "–".into() } else { ratio(rtt_cpu(b), rtt_cpu(k)) },
+            ratio(rtt_cpu(k), rtt_cpu(f)),
+        )?;
+    }
     writeln!(md)?;
+
+    // ---------- decided connects ----------
+    if !r.auth.is_empty() {
+        writeln!(md, "## Connects through the backend's decision\n")?;
+        writeln!(
+            md,
+            "socket-bridge only, one process per mode: `dev` (user id from the auth object, unchecked), `jwt` (HS256 \
+             token verified by the bridge), `backend` (the `Authorize` stream: a decider in the generator allows each \
+             connect with the auth object's user id, as a session lookup would), `jwt+backend` (token verified, then \
+             decided). Latency: {} connections {} at a time, TCP connect to the Socket.IO CONNECT answer. Throughput \
+             and CPU: {} more, {} at a time. The decider's own CPU is the generator's, not in these figures.\n",
+            p.auth.latency_conns, p.auth.latency_inflight, p.auth.throughput_conns, p.auth.throughput_inflight
+        )?;
+        writeln!(
+            md,
+            "| mode | handshake p50 | p99 | added p50 / p99 vs dev | connects/s | p50 / p99 at that load | µs CPU per connect | ÷ dev | ÷ jwt |"
+        )?;
+        writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+        let am = |mode: &str, g: &dyn Fn(&crate::authbench::AuthResult) -> f64| {
+            median(r.auth.iter().filter(|a| a.mode == mode).map(g).collect())
+        };
+        for mode in &p.auth.modes {
+            if am(mode, &|a| a.conn_per_s).is_none() {
+                continue;
+            }
+            let add = |g: &dyn Fn(&crate::authbench::AuthResult) -> f64| match (am(mode, g), am("dev", g)) {
+                (Some(x), Some(y)) => Some(x - y),
+                _ => None,
+            };
+            writeln!(
+                md,
+                "| {mode} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} |",
+                fmt_ms(am(mode, &|a| a.p50_us as f64)),
+                fmt_ms(am(mode, &|a| a.p99_us as f64)),
+                fmt_ms(add(&|a| a.p50_us as f64)),
+                fmt_ms(add(&|a| a.p99_us as f64)),
+                fmt_num(am(mode, &|a| a.conn_per_s)),
+                fmt_ms(am(mode, &|a| a.loaded_p50_us as f64)),
+                fmt_ms(am(mode, &|a| a.loaded_p99_us as f64)),
+                fmt_num(am(mode, &|a| a.cpu_us_per_connect)),
+                ratio(am(mode, &|a| a.cpu_us_per_connect), am("dev", &|a| a.cpu_us_per_connect)),
+                ratio(am(mode, &|a| a.cpu_us_per_connect), am("jwt", &|a| a.cpu_us_per_connect)),
+            )?;
+        }
+        writeln!(md)?;
+    }
+
+    // ---------- cluster ----------
+    writeln!(md, "## Cluster: user pushes across instances\n")?;
+    if r.cluster.is_empty() {
+        writeln!(md, "Not run in this invocation.\n")?;
+    } else {
+        writeln!(
+            md,
+            "N socket-bridge instances and Redis, all on the server core; {} users connected to instance B (A itself \
+             with one instance); gRPC pushes to one user each, round robin, through instance A. CPU µs per push of \
+             each process, less its idle background. Redis: {:?}.\n",
+            p.cluster.users, p.cluster.topologies
+        )?;
+        writeln!(
+            md,
+            "| topology | instances | pushes/s | delivered/s | p50 | p99 | µs/push sender (A) | holder (B) | each other instance | Redis | total | total ÷ one instance's |"
+        )?;
+        writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+        let mut keys: Vec<(String, usize, i64)> =
+            r.cluster.iter().map(|c| (c.topology.clone(), c.instances, key(c.rate))).collect();
+        keys.sort();
+        keys.dedup();
+        for (topo, inst, rate) in keys {
+            let g = |t: &str, i: usize, h: &dyn Fn(&crate::cluster::ClusterPoint) -> f64| {
+                median(
+                    r.cluster
+                        .iter()
+                        .filter(|c| c.topology == t && c.instances == i && key(c.rate) == rate)
+                        .map(h)
+                        .collect(),
+                )
+            };
+            let total = g(&topo, inst, &|c| c.total_us);
+            let one = g(&topo, 1, &|c| c.total_us);
+            let others = g(&topo, inst, &|c| {
+                if c.others_us.is_empty() {
+                    f64::NAN
+                } else {
+                    c.others_us.iter().sum::<f64>() / c.others_us.len() as f64
+                }
+            });
+            writeln!(
+                md,
+                "| {topo} | {inst} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                rate_label(rate as f64),
+                fmt_num(g(&topo, inst, &|c| c.delivered_per_s)),
+                fmt_ms(g(&topo, inst, &|c| c.p50_us as f64)),
+                fmt_ms(g(&topo, inst, &|c| c.p99_us as f64)),
+                fmt_num(g(&topo, inst, &|c| c.sender_us)),
+                if inst > 1 { fmt_num(g(&topo, inst, &|c| c.holder_us)) } else { "(= sender)".into() },
+                if inst > 2 { fmt_num(others) } else { "–".into() },
+                fmt_num(g(&topo, inst, &|c| c.redis_us)),
+                fmt_num(total),
+                ratio(total, one),
+            )?;
+        }
+        writeln!(
+            md,
+            "\nThe Redis Cluster variant (`--cluster-topologies single,cluster`) starts three masters with a replica \
+             each; it runs once the bridge accepts a Redis Cluster in `redis.url`.\n"
+        )?;
+    }
 
     // ---------- generator check and notes ----------
     writeln!(md, "## Is the generator the bottleneck?\n")?;
-    writeln!(md, "Generator CPU (its one core) at each server's highest fan-out point and during connects:\n")?;
+    writeln!(md, "Generator CPU (its one core) at each server's highest fan-out point:\n")?;
     writeln!(md, "| server | peak fan-out delivered/s | server CPU there | generator CPU there |")?;
     writeln!(md, "|---|---|---|---|")?;
-    for k in present.iter().copied() {
+    for k in full.iter().copied() {
         let best = |x: &RunResult| {
             x.fanout
                 .iter()
@@ -493,17 +840,18 @@ pub fn write(results: &Results, out: &Path, md_path: &Path) -> anyhow::Result<()
             md,
             "| {} | {} | {} | {} |",
             k.name(),
-            fmt_num(med(r, k, |x| best(x).map(|p| p.delivered_per_s))),
-            med(r, k, |x| best(x).map(|p| p.server_cpu_pct)).map(|v| format!("{v:.0}%")).unwrap_or("–".into()),
-            med(r, k, |x| best(x).map(|p| p.gen_cpu_pct)).map(|v| format!("{v:.0}%")).unwrap_or("–".into()),
+            fmt_num(med(r, k, |x| best(x).map(|pp| pp.delivered_per_s))),
+            pct_s(med(r, k, |x| best(x).map(|pp| pp.server_cpu_pct))),
+            pct_s(med(r, k, |x| best(x).map(|pp| pp.gen_cpu_pct))),
         )?;
     }
     writeln!(md)?;
-    let notes: Vec<String> = r
+    let mut notes: Vec<String> = r
         .runs
         .iter()
-        .flat_map(|x| x.notes.iter().map(move |n| format!("- {} run {}: {n}", x.server.name(), x.run + 1)))
+        .flat_map(|x| x.notes.iter().map(move |nn| format!("- {} run {}: {nn}", x.server.name(), x.run + 1)))
         .collect();
+    notes.extend(r.notes.iter().map(|nn| format!("- {nn}")));
     if !notes.is_empty() {
         writeln!(md, "Notes from the runs:\n\n{}\n", notes.join("\n"))?;
     }
@@ -512,12 +860,15 @@ pub fn write(results: &Results, out: &Path, md_path: &Path) -> anyhow::Result<()
         writeln!(md)?;
     }
     std::fs::write(md_path, md)?;
+    let _ = s;
 
     // ---------- plots ----------
     let colors = |k: Kind| match k {
         Kind::Bridge => "#d62728",
         Kind::Sioxide => "#1f77b4",
         Kind::Node => "#2ca02c",
+        Kind::NodeFwd => "#98df8a",
+        Kind::Floor => "#7f7f7f",
     };
     let series = |f: &dyn Fn(Kind) -> Vec<(f64, f64)>| -> Vec<Series> {
         present
@@ -584,7 +935,9 @@ pub fn write(results: &Results, out: &Path, md_path: &Path) -> anyhow::Result<()
     let mut ls = series(&|k| {
         lrates
             .iter()
-            .filter_map(|&x| med(r, k, |y| latency_at(y, x).map(|pp| pp.p99_us as f64 / 1000.0)).map(|v| (x, v)))
+            .filter_map(|&x| {
+                med(r, k, |y| latency_at(y, x, door_default(k)).map(|pp| pp.p99_us as f64 / 1000.0)).map(|v| (x, v))
+            })
             .collect()
     });
     for sr in ls.iter_mut() {
@@ -593,7 +946,9 @@ pub fn write(results: &Results, out: &Path, md_path: &Path) -> anyhow::Result<()
     let mut l50 = series(&|k| {
         lrates
             .iter()
-            .filter_map(|&x| med(r, k, |y| latency_at(y, x).map(|pp| pp.p50_us as f64 / 1000.0)).map(|v| (x, v)))
+            .filter_map(|&x| {
+                med(r, k, |y| latency_at(y, x, door_default(k)).map(|pp| pp.p50_us as f64 / 1000.0)).map(|v| (x, v))
+            })
             .collect()
     });
     for sr in l50.iter_mut() {

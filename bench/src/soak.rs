@@ -43,8 +43,8 @@ use crate::pb::bridge_service_client::BridgeServiceClient;
 use crate::procs::{self, Server, ServerSpec};
 use crate::{Args, suite};
 
-const API_KEY: &str = "soak-api-key-0123456789";
-const JWT_SECRET: &str = "soak-jwt-secret-0123456789abcdef0123";
+pub(crate) const API_KEY: &str = "soak-api-key-0123456789";
+pub(crate) const JWT_SECRET: &str = "soak-jwt-secret-0123456789abcdef0123";
 const EVENT: &str = "soak";
 
 #[derive(Debug, Clone, Serialize)]
@@ -282,7 +282,7 @@ pub struct SoakResult {
 // ---------------------------------------------------------------- backend
 
 #[derive(Clone)]
-struct ApiKey(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+pub(crate) struct ApiKey(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl Interceptor for ApiKey {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -291,9 +291,9 @@ impl Interceptor for ApiKey {
     }
 }
 
-type Client = BridgeServiceClient<InterceptedService<Channel, ApiKey>>;
+pub(crate) type Client = BridgeServiceClient<InterceptedService<Channel, ApiKey>>;
 
-async fn grpc_clients(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Client>> {
+pub(crate) async fn grpc_clients(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Client>> {
     let key = ApiKey(format!("Bearer {API_KEY}").parse()?);
     let mut out = Vec::new();
     for _ in 0..n {
@@ -403,7 +403,7 @@ struct PushState {
 
 // ---------------------------------------------------------------- helpers
 
-fn hs256_token(sub: &str, room: &str, exp: u64) -> String {
+pub(crate) fn hs256_token(sub: &str, room: &str, exp: u64) -> String {
     use base64::Engine as _;
     use hmac::Mac;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -558,7 +558,9 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
         kind: Kind::Bridge,
         bridge_bin: opts.bridge_bin.clone(),
         sioxide_bin: PathBuf::new(),
+        floor_bin: PathBuf::new(),
         node_dir: PathBuf::new(),
+        forward_to: None,
         core: 0,
         http,
         grpc,

@@ -1,7 +1,9 @@
 //! The "ceiling" peer: a minimal socketioxide 0.18 server that does what the benchmark
 //! asks of socket-bridge and nothing more, on the same engine settings the bridge uses
-//! (ws read buffer 1024 B, TCP_NODELAY, same ping timings). What socket-bridge costs on top of its own
-//! Socket.IO layer is the difference between the two.
+//! (ws read buffer 1024 B, TCP_NODELAY, same ping timings) and with the same owned request
+//! heads (socketioxide keeps each socket's request parts, which otherwise pin hyper's 8 KB
+//! read buffer). What socket-bridge costs on top of its own Socket.IO layer, in CPU and in
+//! memory per connection, is the difference between the two.
 //!
 //! - every socket joins `user:<auth.userId>` on connect;
 //! - client event `bench` with an ack is answered at once with `{"ok":true}` (no backend hop);
@@ -60,6 +62,26 @@ async fn join(State(io): State<SocketIo>, Json(req): Json<JoinRequest>) -> Json<
     Json(serde_json::json!({ "sockets": n }))
 }
 
+/// The request with owned copies of its URI and headers, as socket-bridge serves it, so
+/// the parts socketioxide keeps for the socket's life do not hold hyper's read buffer.
+fn owned_head(request: axum::extract::Request) -> axum::extract::Request {
+    let (mut parts, body) = request.into_parts();
+    let mut headers = axum::http::HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in parts.headers.iter() {
+        if let (Ok(n), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(name.as_str().as_bytes()),
+            axum::http::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    parts.headers = headers;
+    if let Ok(uri) = parts.uri.to_string().parse() {
+        parts.uri = uri;
+    }
+    axum::extract::Request::from_parts(parts, body)
+}
+
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_owned())
@@ -88,7 +110,8 @@ async fn main() -> anyhow::Result<()> {
         .route("/join", post(join))
         .route("/health", get(|| async { "ok" }))
         .with_state(io)
-        .layer(layer);
+        .layer(layer)
+        .layer(tower::util::MapRequestLayer::new(owned_head));
     // TCP_NODELAY on every connection, as socket-bridge and Node's `ws` do: without it
     // Nagle coalesces small frames under fan-out (cheaper per message, but a push can wait
     // for the client's delayed ACK).

@@ -115,9 +115,11 @@ async fn start_redis(topology: &str, base_port: u16, log_dir: &std::path::Path) 
             Ok(Redis { procs: vec![p], url: format!("redis://127.0.0.1:{base_port}/") })
         }
         "cluster" => {
-            let ports: Vec<u16> = (0..6).map(|i| base_port + i).collect();
-            let mut procs = Vec::new();
+            let ports: Vec<u16> = (0..6).map(|_| procs::free_addr().port()).collect();
+            let mut nodes = Vec::new();
             for &port in &ports {
+                // The cluster bus port, given explicitly (port + 10000 may not exist).
+                let bus = procs::free_addr().port().to_string();
                 let dir = log_dir.join(format!("redis-cluster-{port}"));
                 std::fs::create_dir_all(&dir)?;
                 let conf = dir.join("nodes.conf");
@@ -125,13 +127,15 @@ async fn start_redis(topology: &str, base_port: u16, log_dir: &std::path::Path) 
                 let extra = [
                     "--cluster-enabled",
                     "yes",
+                    "--cluster-port",
+                    &bus,
                     "--cluster-config-file",
                     &conf.to_string_lossy(),
                     "--dir",
                     &dir.to_string_lossy(),
                 ];
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                procs.push(Server::spawn(0, "redis-server", &args(port, &extra), dir.join("log"), addr).await?);
+                nodes.push(Server::spawn(0, "redis-server", &args(port, &extra), dir.join("log"), addr).await?);
             }
             let mut create = tokio::process::Command::new("redis-cli");
             create.arg("--cluster").arg("create");
@@ -147,7 +151,7 @@ async fn start_redis(topology: &str, base_port: u16, log_dir: &std::path::Path) 
             );
             // The cluster agrees on its slots within a few seconds.
             tokio::time::sleep(Duration::from_secs(3)).await;
-            Ok(Redis { procs, url: cluster_url(&ports[..3]) })
+            Ok(Redis { procs: nodes, url: cluster_url(&ports[..3]) })
         }
         other => anyhow::bail!("unknown Redis topology {other}"),
     }
@@ -186,9 +190,9 @@ async fn run_one(
     run: usize,
     slot: u16,
 ) -> anyhow::Result<Vec<ClusterPoint>> {
-    let redis = start_redis(topology, 6400 + slot, &setup.log_dir).await?;
+    let redis = start_redis(topology, procs::free_addr().port(), &setup.log_dir).await?;
     let mut instances = Vec::new();
-    for k in 0..n {
+    for _ in 0..n {
         let mut sets = setup.bridge_sets.clone();
         sets.push(format!("redis.url={}", redis.url));
         sets.push("socketio.ping_interval_ms=25000".into());
@@ -201,8 +205,8 @@ async fn run_one(
             node_dir: PathBuf::new(),
             forward_to: None,
             core: 0,
-            http: SocketAddr::from(([127, 0, 0, 1], 38000 + slot + k as u16)),
-            grpc: SocketAddr::from(([127, 0, 0, 1], 39000 + slot + k as u16)),
+            http: procs::free_addr(),
+            grpc: procs::free_addr(),
             ping_interval_ms: 25000,
             ping_timeout_ms: 20000,
             log_dir: setup.log_dir.clone(),

@@ -29,7 +29,6 @@ mod pb {
     tonic::include_proto!("socketbridge.v1");
 }
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -268,17 +267,16 @@ async fn suite_cmd(args: &Args) -> anyhow::Result<()> {
         // Rotate the order so no server always runs first (or last) in a round.
         let order: Vec<Kind> = (0..kinds.len()).map(|i| kinds[(i + run) % kinds.len()]).collect();
         for (i, &kind) in order.iter().enumerate() {
-            let slot = (run * 8 + i) as u16;
             let spec = procs::ServerSpec {
                 kind,
                 bridge_bin: PathBuf::from(args.value("--bridge-bin").unwrap_or_default()),
                 sioxide_bin: PathBuf::from(args.value("--sioxide-bin").unwrap_or_default()),
                 floor_bin: PathBuf::from(args.value("--floor-bin").unwrap_or_default()),
                 node_dir: node_dir.clone(),
-                forward_to: (kind == Kind::NodeFwd).then(|| SocketAddr::from(([127, 0, 0, 1], 40000 + slot))),
+                forward_to: (kind == Kind::NodeFwd).then(procs::free_addr),
                 core: server_core,
-                http: SocketAddr::from(([127, 0, 0, 1], 38000 + slot)),
-                grpc: SocketAddr::from(([127, 0, 0, 1], 39000 + slot)),
+                http: procs::free_addr(),
+                grpc: procs::free_addr(),
                 ping_interval_ms: plan.ping_interval_ms,
                 ping_timeout_ms: plan.ping_timeout_ms,
                 log_dir: raw.clone(),

@@ -286,6 +286,14 @@ pub fn core_busy_ms(core: usize) -> f64 {
     busy * 1000.0 / clk_tck()
 }
 
+/// A loopback address with a port no one listens on now (the kernel's choice). This machine
+/// is shared: fixed ports could be taken by other programs' ephemeral ports.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))

@@ -471,10 +471,10 @@ pub async fn run_server(
     let mut spec = spec.clone();
     spec.ping_interval_ms = plan.load_ping_interval_ms;
     spec.ping_timeout_ms = plan.load_ping_timeout_ms;
-    spec.http.set_port(spec.http.port() + 100);
-    spec.grpc.set_port(spec.grpc.port() + 100);
+    spec.http = procs::free_addr();
+    spec.grpc = procs::free_addr();
     if let Some(f) = spec.forward_to.as_mut() {
-        f.set_port(f.port() + 100);
+        *f = procs::free_addr();
     }
     let spec = &spec;
     // The forwarding Node peer's backend listens before the peer starts.

@@ -17,7 +17,8 @@ async fn main() -> ExitCode {
         println!("{}", config.to_redacted_toml());
         return ExitCode::SUCCESS;
     }
-    let _telemetry = match socket_bridge::telemetry::init(&config.log) {
+    let redactor = socket_bridge::telemetry::redact::Redactor::from_config(&config);
+    let _telemetry = match socket_bridge::telemetry::init(&config.log, redactor) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("{e}");

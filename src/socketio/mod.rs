@@ -15,8 +15,11 @@ use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
 
 use crate::cluster::link::BridgeDriver;
 use crate::config::Config;
+use crate::http::sessions::SessionTicket;
+use crate::hub::payload::{MAX_NESTING_DEPTH, nesting_depth};
 use crate::hub::registry::{Connection, Handshake};
-use crate::hub::{Adapter, ConnectRefusal, Hub, Io, Payload};
+use crate::hub::{Adapter, ConnectRefusal, Hub, Io, MAX_NAME_LEN, Payload};
+use crate::telemetry::metrics::ErrorKind;
 
 /// Builds the Socket.IO engine with the configured timings and limits, on the adapter
 /// that reaches other instances through `driver` (none in embedded mode).
@@ -77,6 +80,11 @@ pub async fn register_namespaces(io: &Io, hub: &Arc<Hub>, namespaces: &[String])
 fn admit(hub: &Arc<Hub>, socket: SocketRef<Adapter>, auth: serde_json::Value) -> Result<(), ConnectRefusal> {
     let identity = hub.authorize(&auth)?;
     let parts = socket.req_parts();
+    // From now on the session answers only requests from the address that opened it:
+    // its id (the socket id) is about to reach the backend, which may show it to others.
+    if let Some(ticket) = parts.extensions.get::<SessionTicket>() {
+        ticket.bind(&socket.id.to_string());
+    }
     let header = |name: &str| {
         parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(512).collect::<String>()
     };
@@ -122,10 +130,42 @@ impl MessageHandler<Adapter, Forwarded> for EventForwarder {
             Some(_) => AckSender::<Adapter>::from_message_parts(&socket, &mut value, &ack_id).ok(),
             None => None,
         };
-        let Value::Str(text, attachments) = value else { return };
-        let Some((event, args)) = split_event(text.as_str()) else { return };
-        let payload = Payload::from_client(&args, attachments.map(Vec::from).unwrap_or_default());
         let socket = SocketRef::<Adapter>::from(socket);
+        let Value::Str(text, attachments) = value else {
+            // The text parser never hands over anything else.
+            return self.refuse(&socket, ack, Refused::Malformed("not a text packet"));
+        };
+        let Some((event, args)) = split_event(text.as_str()) else {
+            // socketioxide read the event name from the start of the packet; what follows
+            // is not a JSON array (trailing garbage, an unterminated value).
+            return self.refuse(&socket, ack, Refused::Malformed("the event's data is not one JSON array"));
+        };
+        if event.chars().count() > MAX_NAME_LEN {
+            return self.refuse(
+                &socket,
+                ack,
+                Refused::Invalid {
+                    code: "invalid_event",
+                    message: format!(
+                        "event name is {} characters, over the limit of {MAX_NAME_LEN}",
+                        event.chars().count()
+                    ),
+                },
+            );
+        }
+        if let Some(depth) = args.iter().map(|a| nesting_depth(a.get())).max()
+            && depth > MAX_NESTING_DEPTH
+        {
+            return self.refuse(
+                &socket,
+                ack,
+                Refused::Invalid {
+                    code: "invalid_payload",
+                    message: format!("arguments nest {depth} levels deep, over the limit of {MAX_NESTING_DEPTH}"),
+                },
+            );
+        }
+        let payload = Payload::from_client(&args, attachments.map(Vec::from).unwrap_or_default());
         // Placeholders must name attachments that arrived (and every attachment must be
         // named); a packet that lies about them is malformed, as the reference server
         // treats it: the connection is closed. (Without attachments there is nothing to
@@ -138,6 +178,38 @@ impl MessageHandler<Adapter, Forwarded> for EventForwarder {
             return;
         }
         self.hub.on_client_event(&socket, &self.conn, event, payload, ack);
+    }
+}
+
+/// Why a client event was not forwarded.
+enum Refused {
+    /// The packet breaks the protocol: the connection is closed, as the reference server
+    /// does with packets it cannot decode.
+    Malformed(&'static str),
+    /// A well-formed event over a limit: refused with an error to its callback, if any.
+    Invalid { code: &'static str, message: String },
+}
+
+impl EventForwarder {
+    /// Refuses a client event visibly: counted, logged with the reason, and either the
+    /// callback gets the error or the connection is closed.
+    fn refuse(&self, socket: &SocketRef<Adapter>, ack: Option<AckSender<Adapter>>, refused: Refused) {
+        self.hub.metrics().error(ErrorKind::InvalidEvent);
+        match refused {
+            Refused::Malformed(reason) => {
+                tracing::info!(socket_id = %socket.id, reason, "malformed client event; closing the connection");
+                socket.clone().disconnect().ok();
+            }
+            Refused::Invalid { code, message } => {
+                tracing::info!(socket_id = %socket.id, code, reason = %message, "client event refused");
+                if let Some(ack) = ack {
+                    let error = serde_json::json!({ "error": { "code": code, "message": message } });
+                    if let Err(e) = ack.send(&error) {
+                        tracing::debug!(error = %e, "refusal not delivered: client gone");
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -4,7 +4,12 @@
 //! file with a retention count, and always to an in-memory ring for the log viewer.
 
 pub mod logs;
+pub mod memory;
 pub mod metrics;
+pub mod redact;
+pub mod summary;
+
+use std::sync::Arc;
 
 use rolling_file::{BasicRollingFileAppender, RollingConditionBasic};
 use tracing_subscriber::layer::SubscriberExt;
@@ -12,13 +17,17 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogConfig, LogFormat};
+use redact::{Redacting, Redactor};
 
 /// Keeps the file writer's background thread alive; drop it last (it flushes).
 pub struct Telemetry {
     _file: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
-pub fn init(config: &LogConfig) -> Result<Telemetry, String> {
+/// Sets up logging. Every line, from any crate and at any level, passes through
+/// `redactor` before it is written anywhere (console, file, ring, live feed).
+pub fn init(config: &LogConfig, redactor: Redactor) -> Result<Telemetry, String> {
+    let redactor = Arc::new(redactor);
     // An empty RUST_LOG counts as unset: it would otherwise silence every line.
     let filter = std::env::var("RUST_LOG")
         .ok()
@@ -31,9 +40,11 @@ pub fn init(config: &LogConfig) -> Result<Telemetry, String> {
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(Redacting::new(std::io::stderr, redactor.clone()))
             .boxed(),
-        LogFormat::Human => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Human => {
+            tracing_subscriber::fmt::layer().with_writer(Redacting::new(std::io::stderr, redactor.clone())).boxed()
+        }
     };
     let (file, guard) = match &config.file {
         Some(path) => {
@@ -53,7 +64,7 @@ pub fn init(config: &LogConfig) -> Result<Telemetry, String> {
                 .with_current_span(true)
                 .with_span_list(false)
                 .with_ansi(false)
-                .with_writer(writer)
+                .with_writer(Redacting::new(writer, redactor.clone()))
                 .boxed();
             (Some(layer), Some(guard))
         }
@@ -64,7 +75,7 @@ pub fn init(config: &LogConfig) -> Result<Telemetry, String> {
         .with(filter)
         .with(console)
         .with(file)
-        .with(logs::RingLayer(ring))
+        .with(logs::RingLayer { ring, redactor })
         .try_init()
         .map_err(|e| format!("logging was already set up: {e}"))?;
     Ok(Telemetry { _file: guard })

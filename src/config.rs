@@ -73,8 +73,9 @@ pub struct HttpConfig {
     /// for acks within it).
     pub request_timeout_ms: u64,
     /// A new connection must deliver its first complete request head within this time,
-    /// and so must every later HTTP/1 request once its head has started (nothing sent, a
-    /// partial HTTP/2 preface, headers trickled a byte at a time: all closed).
+    /// however many bytes trickle in (nothing sent, a partial HTTP/2 preface, headers sent
+    /// a byte at a time: all closed). Later requests on a kept-alive connection are bounded
+    /// by `idle_timeout_ms`.
     pub header_read_timeout_ms: u64,
     /// A connection with no request in flight for this long is closed (a long-poll, a
     /// streaming response or a websocket counts as in flight). Default 30 s: above the

@@ -134,9 +134,8 @@ pub async fn start(config: Config) -> Result<Server, RunError> {
 
     let (trigger_http, http_shutdown) = shutdown::channel();
     let app = http::app(&config, hub.clone(), socketio_layer);
-    let header_timeout = config.header_read_timeout();
     let grace = config.grace_period();
-    let http_task = tokio::spawn(http::serve(http_acceptor, app, http_shutdown, header_timeout, grace));
+    let http_task = tokio::spawn(http::serve(http_acceptor, app, http_shutdown, grace));
 
     Ok(Server {
         http_addr,

@@ -1,9 +1,12 @@
 //! The HTTP accept loop. axum's own `serve` has no header-read timeout and no idle
 //! timeout, so a client that opens connections and sends nothing, half an HTTP/2
 //! preface, or its headers one byte at a time (slowloris) could hold them forever. Here
-//! every connection lives under [`crate::conn`]'s deadlines (first request, idle), HTTP/1
-//! request heads must also arrive within `header_timeout`, and HTTP/2 connections are
-//! pinged so dead peers are noticed.
+//! every connection lives under [`crate::conn`]'s deadlines: its first request head
+//! within `http.header_read_timeout_ms`, and never longer than `http.idle_timeout_ms`
+//! without a request in flight, HTTP/1 and HTTP/2 alike (hyper's own HTTP/1 header
+//! timer is off: it also runs between keep-alive requests, which would make the idle
+//! timeout meaningless for HTTP/1). HTTP/2 connections are pinged so dead peers are
+//! noticed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,9 +31,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` until `shutdown`, then waits up to `drain` for open connections.
-pub async fn serve(acceptor: Acceptor, app: Router, shutdown: Shutdown, header_timeout: Duration, drain: Duration) {
+pub async fn serve(acceptor: Acceptor, app: Router, shutdown: Shutdown, drain: Duration) {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -301,7 +301,10 @@ mod tests {
     fn schemes_jwts_and_configured_secrets_are_hidden() {
         let r = redactor();
         assert_eq!(r.redact("sent Bearer abc.def-ghi"), "sent Bearer <redacted>");
-        assert_eq!(r.redact(r#"headers {"authorization": "Bearer abcdefgh"}"#), r#"headers {"authorization": "<redacted>"}"#);
+        assert_eq!(
+            r.redact(r#"headers {"authorization": "Bearer abcdefgh"}"#),
+            r#"headers {"authorization": "<redacted>"}"#
+        );
         assert_eq!(r.redact("BASIC YWRtaW46cGFzcw=="), "BASIC <redacted>");
         assert_eq!(r.redact(&format!("got {JWT} here")), "got <redacted> here");
         assert_eq!(r.redact("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0."), "<redacted>");

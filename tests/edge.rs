@@ -2,6 +2,8 @@
 //! sessions, log lines, admin guesses) is bounded, and what it can read across origins or
 //! through a stolen socket id is nothing. Every test runs the real binary on loopback,
 //! bounded in time and load, and prints the figures RELIABILITY.md quotes.
+//! `EDGE_BRIDGE_BIN=path` runs the tests that start the bridge through `bridge_via`
+//! against another build (the release binary, for release figures).
 
 mod common;
 
@@ -53,10 +55,14 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+fn bin() -> String {
+    std::env::var("EDGE_BRIDGE_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// A bridge started through another command (prlimit, env), with the usual flags.
 async fn bridge_via(prefix: &[&str], extra: &[String]) -> Bridge {
     let mut cmd = Command::new(prefix[0]);
-    cmd.args(&prefix[1..]).arg(BIN);
+    cmd.args(&prefix[1..]).arg(bin());
     cmd.args(["--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--set", "log.format=json"]);
     cmd.args(extra);
     Bridge::spawn(cmd).await
@@ -374,17 +380,24 @@ async fn handshake(http: &reqwest::Client, bridge: &Bridge) -> Result<String, (u
 
 #[tokio::test]
 async fn handshake_flood_is_capped_per_address_and_in_total_and_memory_returns() {
-    const PER_ADDRESS: usize = 400;
-    const TOTAL: usize = 3000;
-    let bridge = Bridge::start(&set(&[
-        &format!("socketio.max_sessions={TOTAL}"),
-        &format!("socketio.max_sessions_per_address={PER_ADDRESS}"),
-        "socketio.connect_timeout_ms=3000",
-        "log.summary_interval_ms=2000",
-    ]))
+    // One greedy address meets its limit, the seven others together meet the total.
+    // Sessions live 20 s unjoined, so any machine doing 200 handshakes a second reaches both.
+    const PER_ADDRESS: usize = 600;
+    const TOTAL: usize = 4000;
+    let bridge = bridge_via(
+        &["env"],
+        &set(&[
+            &format!("socketio.max_sessions={TOTAL}"),
+            &format!("socketio.max_sessions_per_address={PER_ADDRESS}"),
+            "socketio.connect_timeout_ms=20000",
+            "log.summary_interval_ms=2000",
+        ]),
+    )
     .await;
+    let test_started = Instant::now();
     let mut client = bridge.client_with_key(None).await;
     let sessions = || async { metric(&bridge, "socket_bridge_engineio_sessions").await };
+    let baseline = rss(&mut client).await;
 
     // Per address: exactly the limit, then 429 with Retry-After; another address is not
     // affected.
@@ -399,21 +412,14 @@ async fn handshake_flood_is_capped_per_address_and_in_total_and_memory_returns()
     assert_eq!(status, 429, "over the per-address limit");
     assert_eq!(headers["retry-after"], "5");
     handshake(&http_from(ip("127.0.0.21")), &bridge).await.expect("another address still gets a session");
-    // Sessions that never CONNECT end after the connect timeout.
-    let ended = Instant::now();
-    assert!(
-        eventually(Duration::from_secs(8), || async { sessions().await == 0.0 }).await,
-        "unconnected sessions linger"
-    );
-    eprintln!("{} unconnected sessions ended {:?} after the last handshake", PER_ADDRESS + 1, ended.elapsed());
-    assert!(handshake(&one, &bridge).await.is_ok(), "room again once they ended");
 
-    // Warm-up, then the baseline: the same flood for 3 s, and back to no sessions.
     let flood = |seconds: u64| {
         let url = bridge.url();
         async move {
             let workers = (0..32).map(|w| {
-                let http = http_from(ip(&format!("127.0.0.{}", 2 + w % 8)));
+                // Half the workers on one address (it meets the per-address limit), the
+                // rest spread over seven (together they meet the total).
+                let http = http_from(ip(&format!("127.0.0.{}", if w % 2 == 0 { 2 } else { 3 + w % 7 })));
                 let url = format!("{url}/socket.io/?EIO=4&transport=polling");
                 async move {
                     let stop = Instant::now() + Duration::from_secs(seconds);
@@ -443,10 +449,6 @@ async fn handshake_flood_is_capped_per_address_and_in_total_and_memory_returns()
             })
         }
     };
-    flood(3).await;
-    assert!(eventually(Duration::from_secs(10), || async { sessions().await == 0.0 }).await);
-    tokio::time::sleep(Duration::from_secs(6)).await; // one upkeep round: freed memory returned
-    let baseline = rss(&mut client).await;
 
     // The 20 s flood, sampled every second.
     let started = Instant::now();
@@ -468,9 +470,17 @@ async fn handshake_flood_is_capped_per_address_and_in_total_and_memory_returns()
     assert_eq!(other, 0, "every handshake was either served or refused with 429/503");
     assert!(errors(&bridge, "session_limit").await >= (per_address + total) as f64);
 
-    // Memory returns: within 20% of the baseline plus a fixed 8 MiB, within 60 s.
-    let bound = baseline + baseline / 5 + (8 << 20);
+    // Memory returns within 60 s: to 20% over the baseline plus a fixed 12 MiB, which covers
+    // what a first flood leaves behind for good (the log ring filled, the runtime's and
+    // the maps' grown capacity: 6 to 11 MiB measured); the flood itself added about 40.
+    let bound = baseline + baseline / 5 + (12 << 20);
     let after = Instant::now();
+    // Sessions that never CONNECT end after the connect timeout.
+    assert!(
+        eventually(Duration::from_secs(30), || async { sessions().await == 0.0 }).await,
+        "unconnected sessions linger"
+    );
+    eprintln!("the last unconnected sessions ended {:?} after the flood", after.elapsed());
     let mut last = rss(&mut client).await;
     while last > bound && after.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -491,9 +501,22 @@ async fn handshake_flood_is_capped_per_address_and_in_total_and_memory_returns()
     // Refusals were summarized, not logged one by one; a stock client connects.
     let summaries = bridge.logs().iter().filter(|l| l.contains("Engine.IO requests refused")).count();
     eprintln!("{summaries} summary lines for {} refusals", per_address + total + 1);
-    assert!(summaries >= 1 && summaries <= 2 + (started.elapsed().as_secs() as usize) / 2);
+    // One line per 2 s interval at most, from the first refusal on.
+    assert!(summaries >= 1 && summaries <= 1 + (test_started.elapsed().as_secs() as usize) / 2, "{summaries}");
+    let trims: Vec<String> = bridge
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "returned freed memory to the OS")
+        .map(|v| format!("{} ms at peak {}", v["took_ms"], v["peak"]))
+        .collect();
+    eprintln!("malloc_trim runs: {trims:?}");
+    // A connected client's session is counted, and given back when it leaves.
     let mut d = Driver::spawn().await;
     d.connect("after", &bridge.url(), json!({"userId": "afta"}), Some(&["polling"])).await;
+    assert_eq!(sessions().await, 1.0);
+    d.send(json!({"cmd": "disconnect", "id": "after"})).await;
+    assert!(eventually(Duration::from_secs(5), || async { sessions().await == 0.0 }).await, "session given back");
     d.exit().await;
 }
 
@@ -1016,6 +1039,22 @@ impl Poller {
         let r = self.http.post(&self.url).body(body.to_owned()).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
+
+    /// Polls (answering pings) until a packet containing `wanted` arrives.
+    async fn until(&self, wanted: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, body) = self.get().await;
+            assert_eq!(status, 200, "{body}");
+            if body.contains(wanted) {
+                return body;
+            }
+            if body.split('\u{1e}').any(|p| p == "2") {
+                self.post("3").await;
+            }
+            assert!(Instant::now() < deadline, "no {wanted} within {WAIT:?}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -1030,8 +1069,7 @@ async fn a_stolen_socket_id_unlocks_nothing_over_polling_or_websocket() {
     let sid = handshake(&http_from(victim_ip), &bridge).await.expect("victim's session");
     let victim = Poller::new(&bridge, victim_ip, &sid);
     assert_eq!(victim.post(r#"40{"userId":"vic"}"#).await.0, 200);
-    let (_, joined) = victim.get().await;
-    assert!(joined.contains("40{\"sid\""), "{joined}");
+    victim.until("40{\"sid\"").await;
     // The backend shows socket ids; the attacker learns the victim's.
     let listed = client.list_connections(proto::ListConnectionsRequest::default()).await.unwrap().into_inner();
     let socket_id = listed.connections[0].socket_id.clone();
@@ -1055,9 +1093,7 @@ async fn a_stolen_socket_id_unlocks_nothing_over_polling_or_websocket() {
     // The victim is unaffected: still connected, reads its pushes, its events arrive.
     let r = client.push(push_request(T::UserId("vic".into()), "private", "[\"for vic\"]")).await.unwrap().into_inner();
     assert_eq!(r.sockets_reached, 1);
-    let (status, body) = victim.get().await;
-    assert_eq!(status, 200);
-    assert!(body.contains(r#"42["private","for vic"]"#), "{body}");
+    victim.until(r#"42["private","for vic"]"#).await;
     assert_eq!(victim.post(r#"42["hello",1]"#).await.0, 200);
     let e = backend.next_event().await;
     assert_eq!((e.event.as_str(), e.socket_id.as_str()), ("hello", sid.as_str()), "no event of the attacker's");

@@ -65,7 +65,7 @@ impl Redactor {
     pub fn new(secrets: &[String], fields: &[String]) -> Self {
         let patterns = RegexBuilder::new(concat!(
             // A scheme followed by its credential.
-            r"(?i:\b(bearer|basic)(\s+|%20|\+))[A-Za-z0-9._~+/=:-]{6,}",
+            r"(?i:\b(?:bearer|basic)(?:\s+|%20|\+))[A-Za-z0-9._~+/=:-]{6,}",
             // JWT-shaped: three base64url segments, the last one possibly empty (alg none).
             r"|\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]*)?",
             r"|\b[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",
@@ -104,13 +104,9 @@ impl Redactor {
             out = Cow::Owned(secrets.replace_all(&out, REDACTED).into_owned());
         }
         if self.patterns.is_match(&out) {
-            let replaced = self
-                .patterns
-                .replace_all(&out, |c: &regex::Captures<'_>| match (c.get(1), c.get(2)) {
-                    (Some(scheme), Some(gap)) => format!("{}{}{REDACTED}", scheme.as_str(), gap.as_str()),
-                    _ => REDACTED.to_owned(),
-                })
-                .into_owned();
+            // The scheme goes too: a log line with "Bearer " in it is a credential to
+            // every scanner that looks for one.
+            let replaced = self.patterns.replace_all(&out, REDACTED).into_owned();
             out = Cow::Owned(replaced);
         }
         if let Some(hidden) = self.hide_field_values(&out) {
@@ -130,6 +126,9 @@ impl Redactor {
             while let Some(at) = lower[from..].find(field.as_str()) {
                 let start = from + at;
                 from = start + field.len();
+                if !whole_segment(bytes, start, start + field.len()) {
+                    continue;
+                }
                 if let Some(span) = value_after_key(bytes, start, start + field.len()) {
                     spans.push(span);
                     from = from.max(span.1);
@@ -198,6 +197,20 @@ impl<W: io::Write> io::Write for RedactingWriter<'_, W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// The fragment at `start..end` is a whole segment of its key: `token`, `access_token`,
+/// `authToken`, `passwordHash`, but not the `pin` of `pingInterval`.
+fn whole_segment(text: &[u8], start: usize, end: usize) -> bool {
+    let starts = start == 0
+        || !is_key_char(text[start - 1])
+        || matches!(text[start - 1], b'_' | b'-')
+        || (text[start].is_ascii_uppercase() && text[start - 1].is_ascii_lowercase());
+    let ends = end == text.len()
+        || !is_key_char(text[end])
+        || matches!(text[end], b'_' | b'-')
+        || (text[end].is_ascii_uppercase() && text[end - 1].is_ascii_lowercase());
+    starts && ends
 }
 
 fn is_key_char(b: u8) -> bool {
@@ -300,12 +313,13 @@ mod tests {
     #[test]
     fn schemes_jwts_and_configured_secrets_are_hidden() {
         let r = redactor();
-        assert_eq!(r.redact("sent Bearer abc.def-ghi"), "sent Bearer <redacted>");
+        assert_eq!(r.redact("sent Bearer abc.def-ghi"), "sent <redacted>");
         assert_eq!(
             r.redact(r#"headers {"authorization": "Bearer abcdefgh"}"#),
             r#"headers {"authorization": "<redacted>"}"#
         );
-        assert_eq!(r.redact("BASIC YWRtaW46cGFzcw=="), "BASIC <redacted>");
+        assert_eq!(r.redact("BASIC YWRtaW46cGFzcw=="), "<redacted>");
+        assert_eq!(r.redact("basic auth required"), "basic auth required");
         assert_eq!(r.redact(&format!("got {JWT} here")), "got <redacted> here");
         assert_eq!(r.redact("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0."), "<redacted>");
         assert_eq!(r.redact("key api-key-0123456789abcdef!"), "key <redacted>!");
@@ -329,7 +343,12 @@ mod tests {
         assert_eq!(r.redact("url ?token=abc&x=1"), "url ?token=<redacted>&x=1");
         assert_eq!(r.redact(r#"Object {"pin": String("4321")}"#), r#"Object {"pin": String("<redacted>")}"#);
         assert_eq!(r.redact(r#"{"pin": 4321}"#), r#"{"pin": <redacted>}"#);
-        // Names that merely mention a word are left alone.
+        assert_eq!(
+            r.redact(r#"{"authToken":"x1","passwordHash":"x2"}"#),
+            r#"{"authToken":"<redacted>","passwordHash":"<redacted>"}"#
+        );
+        // Names that merely mention a word, or contain it inside a longer word, are left alone.
         assert_eq!(r.redact("token algorithm is not allowed"), "token algorithm is not allowed");
+        assert_eq!(r.redact(r#"{"pingInterval":25000,"tokens":3}"#), r#"{"pingInterval":25000,"tokens":3}"#);
     }
 }

@@ -1115,3 +1115,47 @@ async fn a_stolen_socket_id_unlocks_nothing_over_polling_or_websocket() {
     assert_eq!(r.sockets_reached, 1);
     assert_eq!(next_packet(&mut ws).await.as_deref(), Some(r#"42["private",2]"#));
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_the_client() {
+    let bridge =
+        Bridge::start(&set(&["http.trusted_proxies=[\"127.0.0.1\"]", "socketio.max_sessions_per_address=2"])).await;
+    let url = format!("{}/socket.io/?EIO=4&transport=polling", bridge.url());
+    let open = |from: &str, forwarded: &str| {
+        let (http, url, forwarded) = (http_from(ip(from)), url.clone(), forwarded.to_owned());
+        async move {
+            let r = http.get(&url).header("x-forwarded-for", forwarded).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            let sid = serde_json::from_str::<Value>(body.strip_prefix('0').unwrap_or("{}")).ok();
+            (status, sid.and_then(|v| v["sid"].as_str().map(str::to_owned)))
+        }
+    };
+    // Through the proxy (127.0.0.1), two clients are two addresses; the client's own entry
+    // (left of the proxy's) proves nothing.
+    for _ in 0..2 {
+        assert_eq!(open("127.0.0.1", "6.6.6.6, 203.0.113.1").await.0, 200);
+    }
+    assert_eq!(open("127.0.0.1", "7.7.7.7, 203.0.113.1").await.0, 429, "203.0.113.1 is at its limit");
+    let (status, sid) = open("127.0.0.1", "203.0.113.2").await;
+    assert_eq!(status, 200, "203.0.113.2 is another client");
+    // Not from the proxy: the header is ignored, the connection's address counts.
+    for _ in 0..2 {
+        assert_eq!(open("127.0.0.2", "203.0.113.9").await.0, 200);
+    }
+    assert_eq!(open("127.0.0.2", "203.0.113.10").await.0, 429, "a forged header does not reset the count");
+
+    // The session of 203.0.113.2 answers only requests forwarded for 203.0.113.2.
+    let sid = sid.unwrap();
+    let http = http_from(ip("127.0.0.1"));
+    let poll = format!("{url}&sid={sid}");
+    let post = |forwarded: &'static str| {
+        http.post(&poll).header("x-forwarded-for", forwarded).body(r#"40{"userId":"px"}"#).send()
+    };
+    assert_eq!(post("203.0.113.1").await.unwrap().status(), 400, "another client behind the same proxy");
+    assert_eq!(post("203.0.113.2").await.unwrap().status(), 200, "the session's own client");
+    let later = http.get(&poll).header("x-forwarded-for", "203.0.113.3").send().await.unwrap();
+    assert_eq!(later.status(), 400, "bound once joined: another forwarded address is refused");
+    let own = http.get(&poll).header("x-forwarded-for", "203.0.113.2").send().await.unwrap();
+    assert_eq!(own.status(), 200);
+}

@@ -10,11 +10,12 @@
 //!   `Retry-After`. Sessions that never join a namespace end after
 //!   `socketio.connect_timeout_ms` (socketioxide's connect timeout), freeing their ticket.
 //! - **Bind sessions to their creator's address**: a socket's id is its Engine.IO session
-//!   id, and the backend sees socket ids. Once a session joins a namespace (before its id
-//!   is shown to anyone) it is bound to the client address that created it, and every
-//!   later request naming it (polling GET or POST, websocket upgrade) must come from that
-//!   address; others get the same answer as an unknown session, so the answer reveals
-//!   nothing. Behind proxies the client address comes from `X-Forwarded-For` only for
+//!   id, and the backend sees socket ids. A long-polling session is bound to the client
+//!   address that created it as soon as its id exists (read from the handshake's answer);
+//!   a websocket session, whose id travels only over that websocket, when it joins a
+//!   namespace (before its id is shown to anyone). Every request naming a bound session
+//!   (polling GET or POST, websocket upgrade) must come from that address; others get
+//!   the same answer as an unknown session, so the answer reveals nothing. Behind proxies the client address comes from `X-Forwarded-For` only for
 //!   `http.trusted_proxies` (see `client_addr`); without them every client shares the
 //!   proxy's address and the binding cannot tell them apart.
 //! - **Check the origin and answer CORS** as `socketio.cors_origins` says; the other
@@ -236,6 +237,17 @@ impl Shared {
     }
 }
 
+/// Largest Engine.IO OPEN packet read back from a handshake answer (they are about 120
+/// bytes).
+const MAX_OPEN_PACKET: usize = 4096;
+
+/// The session id in an Engine.IO OPEN packet: `0{"sid":"…",…}`.
+fn open_packet_sid(packet: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(packet).ok()?.strip_prefix('0')?;
+    let rest = &text[text.find("\"sid\":\"")? + 7..];
+    rest.split('"').next().filter(|sid| !sid.is_empty())
+}
+
 /// The value of `name` in a query string (Engine.IO's parameters are plain, unescaped).
 fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query?.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
@@ -387,8 +399,28 @@ where
             self.shared.refused(refusal, self.shared.addr.of(&request));
             return Box::pin(std::future::ready(Ok(refusal.response())));
         }
+        // A new long-polling session is bound as soon as its id exists: the id is in the
+        // handshake's answer, and from then on only its creator may use it. (A websocket
+        // session's id travels only over that websocket; it is bound when it joins.)
+        let polling_ticket = request
+            .extensions()
+            .get::<SessionTicket>()
+            .filter(|_| query_value(request.uri().query(), "transport") == Some("polling"))
+            .cloned();
         let response = self.inner.clone().oneshot(request);
-        Box::pin(async move { Ok(response.await?.map(Body::new)) })
+        Box::pin(async move {
+            let response = response.await?.map(Body::new);
+            let Some(ticket) = polling_ticket.filter(|_| response.status() == StatusCode::OK) else {
+                return Ok(response);
+            };
+            let (parts, body) = response.into_parts();
+            // The answer is one small Engine.IO OPEN packet, complete already.
+            let bytes = axum::body::to_bytes(body, MAX_OPEN_PACKET).await.unwrap_or_default();
+            if let Some(sid) = open_packet_sid(&bytes) {
+                ticket.bind(sid);
+            }
+            Ok(Response::from_parts(parts, Body::from(bytes)))
+        })
     }
 }
 
@@ -406,5 +438,13 @@ mod tests {
         assert!(is_engine_path("/socket.io"));
         assert!(!is_engine_path("/socket.io-admin"));
         assert!(!is_engine_path("/api/v1/status"));
+    }
+
+    #[test]
+    fn the_session_id_is_read_from_the_open_packet() {
+        let open = br#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000}"#;
+        assert_eq!(open_packet_sid(open), Some("lv_VI97HAXpY6yYWAAAC"));
+        assert_eq!(open_packet_sid(b"0{}"), None);
+        assert_eq!(open_packet_sid(b"{\"sid\":\"x\"}"), None);
     }
 }

@@ -87,7 +87,9 @@ pub async fn start(config: Config) -> Result<Server, RunError> {
     let io = hub.io().clone();
     let (trigger_tasks, tasks_shutdown) = shutdown::channel();
     hub.start_tasks(tasks_shutdown);
-    socketio::register_namespaces(&io, &hub, &config.socketio.namespaces).await.map_err(RunError::Cluster)?;
+    socketio::register_namespaces(&io, &hub, &config.socketio.namespaces, config.summary_interval())
+        .await
+        .map_err(RunError::Cluster)?;
     if config.redis.url.is_some() {
         tracing::info!(prefix = config.redis.prefix, "cluster mode: sharing rooms, presence and events through redis");
     }

@@ -885,7 +885,12 @@ where
 
 #[tokio::test]
 async fn client_events_over_the_limits_are_refused_with_precise_errors_and_malformed_ones_close() {
-    let bridge = Bridge::start(&[]).await;
+    let bridge = Bridge::start(&set(&[
+        "socketio.events_per_second=10",
+        "socketio.event_burst=20",
+        "log.summary_interval_ms=500",
+    ]))
+    .await;
     let mut client = bridge.client_with_key(None).await;
     let mut backend = Backend::subscribe(&mut client, subscribe_all("g", false)).await;
     let mut ws = raw_socket(&bridge, json!({"userId": "eve"})).await;
@@ -927,6 +932,36 @@ async fn client_events_over_the_limits_are_refused_with_precise_errors_and_malfo
     );
     assert_eq!(errors(&bridge, "invalid_event").await, 3.0);
     assert!(backend.quiet_for(Duration::from_millis(300)).await.is_none(), "nothing of it reached the backend");
+
+    // Refused events use up the socket's event rate: one that keeps sending them faster
+    // than its rate (10/s, burst 20) is disconnected.
+    let mut spammer = raw_socket(&bridge, json!({"userId": "spam"})).await;
+    let mut answered = 0;
+    for i in 0..100 {
+        if spammer.send(Message::text(format!("42{i}[\"{}\"]", "s".repeat(300)))).await.is_err() {
+            break;
+        }
+    }
+    let disconnected = loop {
+        match next_packet(&mut spammer).await.as_deref() {
+            Some(p) if p.contains("invalid_event") => answered += 1,
+            Some("41") | None => break true,
+            Some(other) => panic!("unexpected {other}"),
+        }
+    };
+    eprintln!("100 over-long event names in a row: {answered} answered with invalid_event, then disconnected");
+    assert!(disconnected && (20..=25).contains(&answered), "{answered} answered");
+    // The refusals are in summary lines, not one line each.
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            bridge.logs().iter().any(|l| l.contains("client events refused") && l.contains("over_rate"))
+        })
+        .await
+    );
+    let summaries = bridge.logs().iter().filter(|l| l.contains("client events refused")).count();
+    let info_lines = bridge.logs().iter().filter(|l| l.contains("\"level\":\"INFO\"") && l.contains("refused")).count();
+    eprintln!("{summaries} summary lines, {info_lines} INFO lines for {} refusals", answered + 4);
+    assert_eq!(info_lines, 0);
 }
 
 /// `PushRequest` with `event` (and the target's `user_id`) as raw bytes, to send what a

@@ -20,6 +20,7 @@ use crate::hub::payload::{MAX_NESTING_DEPTH, nesting_depth};
 use crate::hub::registry::{Connection, Handshake};
 use crate::hub::{Adapter, ConnectRefusal, Hub, Io, MAX_NAME_LEN, Payload};
 use crate::telemetry::metrics::ErrorKind;
+use crate::telemetry::summary::Summary;
 
 /// Builds the Socket.IO engine with the configured timings and limits, on the adapter
 /// that reaches other instances through `driver` (none in embedded mode).
@@ -52,7 +53,21 @@ pub fn build(config: &Config, driver: BridgeDriver) -> (SocketIoLayer<Adapter>, 
 /// Registers every configured namespace with authentication and the hub's handlers.
 /// Resolves when the adapter has each namespace's channels set up (at once in embedded
 /// mode; in cluster mode subscriptions wait for Redis in the background).
-pub async fn register_namespaces(io: &Io, hub: &Arc<Hub>, namespaces: &[String]) -> Result<(), String> {
+pub async fn register_namespaces(
+    io: &Io,
+    hub: &Arc<Hub>,
+    namespaces: &[String],
+    summary_interval: std::time::Duration,
+) -> Result<(), String> {
+    let refusals = Summary::new(summary_interval, |r| {
+        tracing::warn!(
+            malformed = r.count("malformed"),
+            invalid = r.count("invalid"),
+            over_rate = r.count("over_rate"),
+            interval_s = r.interval().as_secs(),
+            "client events refused (malformed, over a limit, or refused events sent over the socket's rate)"
+        );
+    });
     for ns in namespaces {
         let on_connect = {
             let hub = hub.clone();
@@ -62,10 +77,10 @@ pub async fn register_namespaces(io: &Io, hub: &Arc<Hub>, namespaces: &[String])
             }
         };
         let admit = {
-            let hub = hub.clone();
+            let (hub, refusals) = (hub.clone(), refusals.clone());
             move |socket: SocketRef<Adapter>, TryData(auth): TryData<serde_json::Value>| {
-                let hub = hub.clone();
-                async move { admit(&hub, socket, auth.unwrap_or(serde_json::Value::Null)) }
+                let (hub, refusals) = (hub.clone(), refusals.clone());
+                async move { admit(&hub, socket, auth.unwrap_or(serde_json::Value::Null), refusals) }
             }
         };
         io.ns(ns.clone(), on_connect.with(admit)).await.map_err(|e| format!("namespace {ns:?}: {e}"))?;
@@ -77,7 +92,12 @@ pub async fn register_namespaces(io: &Io, hub: &Arc<Hub>, namespaces: &[String])
 /// runs before socketioxide sends the client its CONNECT packet (the connect handler runs
 /// after, in its own task), so no event the client sends once connected can arrive before
 /// its handler is in place. Refusals become the client's `connect_error` with the reason.
-fn admit(hub: &Arc<Hub>, socket: SocketRef<Adapter>, auth: serde_json::Value) -> Result<(), ConnectRefusal> {
+fn admit(
+    hub: &Arc<Hub>,
+    socket: SocketRef<Adapter>,
+    auth: serde_json::Value,
+    refusals: Summary,
+) -> Result<(), ConnectRefusal> {
     let identity = hub.authorize(&auth)?;
     let parts = socket.req_parts();
     // From now on the session answers only requests from the address that opened it:
@@ -99,7 +119,7 @@ fn admit(hub: &Arc<Hub>, socket: SocketRef<Adapter>, auth: serde_json::Value) ->
         },
     };
     let conn = hub.on_connect(&socket, identity, handshake);
-    socket.on_fallback(EventForwarder { hub: hub.clone(), conn });
+    socket.on_fallback(EventForwarder { hub: hub.clone(), conn, refusals });
     let on_disconnect = {
         let hub = hub.clone();
         move |socket: SocketRef<Adapter>, reason: DisconnectReason| {
@@ -119,6 +139,8 @@ fn admit(hub: &Arc<Hub>, socket: SocketRef<Adapter>, auth: serde_json::Value) ->
 struct EventForwarder {
     hub: Arc<Hub>,
     conn: Arc<Connection>,
+    /// Refused events, logged as one line per interval (a client can send them at will).
+    refusals: Summary,
 }
 
 /// Marker for the `MessageHandler` impl above.
@@ -183,25 +205,36 @@ impl MessageHandler<Adapter, Forwarded> for EventForwarder {
 
 /// Why a client event was not forwarded.
 enum Refused {
-    /// The packet breaks the protocol: the connection is closed, as the reference server
-    /// does with packets it cannot decode.
+    /// The packet breaks the protocol: the socket is disconnected (the reference server
+    /// closes the whole connection; socketioxide lets a handler only leave the namespace).
     Malformed(&'static str),
     /// A well-formed event over a limit: refused with an error to its callback, if any.
     Invalid { code: &'static str, message: String },
 }
 
 impl EventForwarder {
-    /// Refuses a client event visibly: counted, logged with the reason, and either the
-    /// callback gets the error or the connection is closed.
+    /// Refuses a client event visibly: counted, logged with the reason (one summary line
+    /// per interval, the details at debug level), and either the callback gets the error
+    /// or the socket is disconnected. Refused events use up the socket's event rate like
+    /// any other; a socket that sends them faster than that is disconnected.
     fn refuse(&self, socket: &SocketRef<Adapter>, ack: Option<AckSender<Adapter>>, refused: Refused) {
         self.hub.metrics().error(ErrorKind::InvalidEvent);
+        let over_rate = self.conn.take_event_token().is_err();
         match refused {
             Refused::Malformed(reason) => {
-                tracing::info!(socket_id = %socket.id, reason, "malformed client event; closing the connection");
+                self.refusals.add("malformed", 1, None);
+                tracing::debug!(socket_id = %socket.id, reason, "malformed client event; disconnecting the socket");
+                socket.clone().disconnect().ok();
+            }
+            Refused::Invalid { .. } if over_rate => {
+                self.refusals.add("over_rate", 1, None);
+                self.hub.metrics().error(ErrorKind::Flood);
+                tracing::debug!(socket_id = %socket.id, "refused events over the socket's rate; disconnecting the socket");
                 socket.clone().disconnect().ok();
             }
             Refused::Invalid { code, message } => {
-                tracing::info!(socket_id = %socket.id, code, reason = %message, "client event refused");
+                self.refusals.add("invalid", 1, None);
+                tracing::debug!(socket_id = %socket.id, code, reason = %message, "client event refused");
                 if let Some(ack) = ack {
                     let error = serde_json::json!({ "error": { "code": code, "message": message } });
                     if let Err(e) = ack.send(&error) {

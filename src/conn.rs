@@ -58,8 +58,10 @@ struct Registry {
     next_id: AtomicU64,
     live: Mutex<HashMap<u64, Arc<ConnState>>>,
     /// Connections told to close that have not closed yet: no new round starts until
-    /// they are gone, so one shortage never closes more than it needs.
+    /// they are gone (or the last round is 100 ms old), so one shortage never closes more
+    /// than it needs.
     closing: AtomicU64,
+    last_round_ms: AtomicU64,
     spare: Mutex<Option<std::fs::File>>,
 }
 
@@ -70,6 +72,7 @@ fn registry() -> &'static Registry {
         next_id: AtomicU64::new(1),
         live: Mutex::new(HashMap::new()),
         closing: AtomicU64::new(0),
+        last_round_ms: AtomicU64::new(0),
         spare: Mutex::new(std::fs::File::open("/dev/null").ok()),
     })
 }
@@ -79,8 +82,15 @@ impl Registry {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// Whether connections told to close in the last round are still on their way out.
+    fn round_in_progress(&self) -> bool {
+        self.closing.load(Ordering::Acquire) > 0
+            && self.millis().saturating_sub(self.last_round_ms.load(Ordering::Acquire)) < 100
+    }
+
     /// Tells up to `n` of the longest-idle connections to close; returns how many.
     fn close_idle(&self, n: usize) -> usize {
+        self.last_round_ms.store(self.millis(), Ordering::Release);
         let Ok(live) = self.live.lock() else { return 0 };
         let mut idle: Vec<&Arc<ConnState>> = live.values().filter(|c| c.is_idle() && !c.closing()).collect();
         idle.sort_by_key(|c| c.idle_since.load(Ordering::Relaxed));
@@ -406,7 +416,7 @@ impl Acceptor {
             return;
         }
         let r = registry();
-        if r.closing.load(Ordering::Acquire) > 0 {
+        if r.round_in_progress() {
             // Connections told to close in the last round are on their way out.
             tokio::time::sleep(Duration::from_millis(1)).await;
             return;

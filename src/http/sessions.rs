@@ -15,7 +15,8 @@
 //!   a websocket session, whose id travels only over that websocket, when it joins a
 //!   namespace (before its id is shown to anyone). Every request naming a bound session
 //!   (polling GET or POST, websocket upgrade) must come from that address; others get
-//!   the same answer as an unknown session, so the answer reveals nothing. Behind proxies the client address comes from `X-Forwarded-For` only for
+//!   the same answer as an unknown session, so the answer reveals nothing. Behind
+//!   proxies the client address comes from `X-Forwarded-For` only for
 //!   `http.trusted_proxies` (see `client_addr`); without them every client shares the
 //!   proxy's address and the binding cannot tell them apart.
 //! - **Check the origin and answer CORS** as `socketio.cors_origins` says; the other
@@ -65,7 +66,7 @@ struct Shared {
     total: AtomicUsize,
     peak: AtomicUsize,
     per_address: Mutex<HashMap<IpAddr, usize>>,
-    /// Session id → the client address that created it, from the session's first CONNECT.
+    /// Session id → the client address that created it (see `SessionTicket::bind`).
     bound: DashMap<Box<str>, IpAddr>,
     /// `Some`: only these origins may open sessions from a browser.
     origins: Option<Vec<HeaderValue>>,
@@ -88,8 +89,9 @@ struct Ticket {
 
 impl SessionTicket {
     /// Binds session `sid` to the client address that created it: from now on every
-    /// request naming it must come from there. Called when the session first joins a
-    /// namespace, before its id reaches the backend.
+    /// request naming it must come from there. Called with the polling handshake's answer,
+    /// and again (a no-op then) when the session first joins a namespace, before its id
+    /// reaches the backend.
     pub fn bind(&self, sid: &str) {
         if let Some(client) = self.0.client
             && self.0.sid.set(sid.into()).is_ok()

@@ -168,6 +168,9 @@ impl ConnState {
     /// The connection now belongs to a websocket, whose heartbeat watches it.
     pub fn upgraded(&self) {
         self.upgraded.store(true, Ordering::Release);
+        // The waker is the HTTP connection's task, which ends with the upgrade: holding it
+        // would keep that task's memory (a few KB) for the websocket's whole life.
+        drop(self.waker.take());
     }
 }
 
@@ -297,8 +300,12 @@ impl Drop for Tracked {
 impl AsyncRead for Tracked {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        // A websocket's reads are the hot path: nothing to check once upgraded.
+        // A websocket's reads are the hot path: nothing to check once upgraded. The timer
+        // goes (it holds the finished HTTP task's waker, and with it the task's memory).
         if this.state.upgraded.load(Ordering::Relaxed) {
+            if this.timer.is_some() {
+                this.timer = None;
+            }
             return Pin::new(&mut this.io).poll_read(cx, buf);
         }
         if this.state.closing() {

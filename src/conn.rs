@@ -171,6 +171,10 @@ impl ConnState {
         // The waker is the HTTP connection's task, which ends with the upgrade: holding it
         // would keep that task's memory (a few KB) for the websocket's whole life.
         drop(self.waker.take());
+        // Never idle from now on, so never a candidate for closing early.
+        if let Ok(mut live) = registry().live.lock() {
+            live.remove(&self.id);
+        }
     }
 }
 

@@ -106,8 +106,23 @@ pub struct HttpConfig {
     /// Longest a REST request may take, in milliseconds (pushes with an ack timeout wait
     /// for acks within it).
     pub request_timeout_ms: u64,
-    /// A connection must send its request head within this time (slowloris defence).
+    /// A new connection must deliver its first complete request head within this time,
+    /// however many bytes trickle in (nothing sent, a partial HTTP/2 preface, headers sent
+    /// a byte at a time: all closed). Later requests on a kept-alive connection are bounded
+    /// by `idle_timeout_ms`.
     pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed (a long-poll, a
+    /// streaming response or a websocket counts as in flight). Default 30 s: above the
+    /// 25 s Engine.IO ping interval, so a long-polling client's second connection (the
+    /// one its pongs and emits go out on, which waits up to one ping interval between
+    /// requests) is reused rather than reopened every time.
+    pub idle_timeout_ms: u64,
+    /// Addresses (`10.0.0.5`) or networks (`10.0.0.0/8`, `fd00::/8`) of proxies in front of
+    /// the bridge. For a connection from one of them, the client address is the last
+    /// address in `X-Forwarded-For` that is not itself a trusted proxy. The client address
+    /// is what per-address limits count and what an Engine.IO session is bound to.
+    /// Empty (default): the connection's own address, which behind a proxy is the proxy's.
+    pub trusted_proxies: Vec<String>,
     /// REST requests per second allowed per API key, and the burst above it.
     pub rate_per_key_per_second: u32,
     pub burst_per_key: u32,
@@ -130,6 +145,15 @@ pub struct GrpcConfig {
     pub tls_key_file: Option<PathBuf>,
     /// PEM CA: also require client certificates signed by it (mutual TLS).
     pub tls_client_ca_file: Option<PathBuf>,
+    /// A new connection must complete its first call's request head (TLS handshake and
+    /// HTTP/2 preface included) within this time. Default 10 s, like
+    /// `http.header_read_timeout_ms`: a backend on a LAN does it in about a millisecond.
+    pub first_request_timeout_ms: u64,
+    /// A connection with no call in flight for this long is closed; an `Events` stream is
+    /// a call, so a subscribed backend is never idle. Default 5 minutes: grpc-go and tonic
+    /// channels reconnect on their next call, so only a backend that pushes less often
+    /// than this pays one extra connection setup.
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,8 +233,10 @@ pub struct SocketIoSettings {
     pub namespaces: Vec<String>,
     pub ping_interval_ms: u64,
     pub ping_timeout_ms: u64,
-    /// A client that opens the transport but does not connect to a namespace within this
-    /// time is closed.
+    /// An Engine.IO session that has not joined a namespace (CONNECT) within this time is
+    /// closed; so is one whose CONNECT was refused. Default 10 s: stock clients send
+    /// CONNECT right after the handshake's answer (one round trip), and a session that
+    /// never does holds memory for nothing (see `max_sessions`).
     pub connect_timeout_ms: u64,
     /// How long a client's ack callback waits for the backend before it gets an error.
     pub ack_timeout_ms: u64,
@@ -224,6 +250,19 @@ pub struct SocketIoSettings {
     /// reported per socket as `buffer_full`). 128, the Socket.IO layer's default: a client
     /// that stopped reading holds at most this many of its pushes.
     pub max_buffer_size: usize,
+    /// Engine.IO sessions (connected or still in the handshake) allowed at once; more
+    /// handshakes get 503 with `Retry-After`. Counted from the handshake, so sessions that
+    /// never CONNECT are bounded too. Default: `max_connections` plus 10%, for handshakes
+    /// in progress; at about 10 KiB per unjoined session the extra 10,000 hold about 100 MB
+    /// at most, well inside a 2 GiB instance.
+    pub max_sessions: usize,
+    /// Engine.IO sessions allowed at once from one client address (IPv6: one /64), 0 for
+    /// no limit; more get 429 with `Retry-After`. Behind a proxy, set
+    /// `http.trusted_proxies` (or 0 here): otherwise every client shares the proxy's
+    /// address. Default 1,000: a large office behind one NAT address with a few tabs per
+    /// person, while one attacker's address holds at most about 10 MB of sessions (about
+    /// 10 KiB per unjoined session, measured in `tests/edge.rs`).
+    pub max_sessions_per_address: usize,
     /// Rooms a client may join itself with `bridge:join` (globs). Empty: none.
     pub client_room_patterns: Vec<String>,
     /// Fields of the handshake `auth` payload never forwarded to the backend.
@@ -237,7 +276,11 @@ pub struct SocketIoSettings {
     pub event_burst: u32,
     /// A socket whose events are refused this many times in a row is disconnected.
     pub flood_disconnect_after: u32,
-    /// Origins allowed by CORS for polling; empty allows any origin.
+    /// Origins allowed to use the Socket.IO endpoint from a browser. Empty (default): any
+    /// origin, without credentials (`Access-Control-Allow-Origin: *`): the endpoint relies
+    /// on no cookie or cached credential, and websocket connections ignore CORS anyway.
+    /// With a list: only those origins, with credentials (sticky-session cookies), and
+    /// handshakes whose `Origin` is not on it are refused with 403 on both transports.
     pub cors_origins: Vec<String>,
 }
 
@@ -341,6 +384,11 @@ pub struct LogConfig {
     pub file_keep: usize,
     /// Recent entries kept in memory for the log viewer and `GET /api/v1/logs`.
     pub ring_capacity: usize,
+    /// Events an outsider can repeat at will (failed admin logins, refused handshakes,
+    /// accept failures) are logged as one summary line per this interval, not one line
+    /// each. Default 10 s: at most 6 lines a minute per kind, so an attack cannot flush
+    /// the ring (1,000 entries) or the rotated files.
+    pub summary_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -350,11 +398,17 @@ pub struct DashboardConfig {
     pub username: String,
     /// Admin password. Unset: the dashboard and the logs API refuse every request.
     pub password: Option<Secret>,
+    /// Admin requests (dashboard, its data, the logs API) per second allowed per client
+    /// address, and the burst above it; more get 429 with `Retry-After`. Defaults 2/s and
+    /// 20: opening the dashboard takes 3 requests and it then holds one stream, so an
+    /// operator never waits, while password guessing drops from thousands a second to 2.
+    pub rate_per_address_per_second: u32,
+    pub burst_per_address: u32,
 }
 
 impl Default for DashboardConfig {
     fn default() -> Self {
-        Self { username: "admin".into(), password: None }
+        Self { username: "admin".into(), password: None, rate_per_address_per_second: 2, burst_per_address: 20 }
     }
 }
 
@@ -365,6 +419,8 @@ impl Default for HttpConfig {
             max_body_bytes: 1 << 20,
             request_timeout_ms: 30_000,
             header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            trusted_proxies: Vec::new(),
             rate_per_key_per_second: 200,
             burst_per_key: 400,
             rate_per_ip_per_second: 400,
@@ -382,6 +438,8 @@ impl Default for GrpcConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
+            first_request_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
         }
     }
 }
@@ -418,12 +476,14 @@ impl Default for SocketIoSettings {
             namespaces: vec!["/".into()],
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,
-            connect_timeout_ms: 45_000,
+            connect_timeout_ms: 10_000,
             ack_timeout_ms: 5_000,
             max_payload_bytes: 1_000_000,
             max_attachments: 16,
             max_connections: 100_000,
             max_buffer_size: 128,
+            max_sessions: 110_000,
+            max_sessions_per_address: 1_000,
             client_room_patterns: Vec::new(),
             redacted_auth_fields: vec!["token".into(), "password".into(), "secret".into()],
             max_auth_bytes: 8192,
@@ -465,6 +525,7 @@ impl Default for LogConfig {
             file_rotate_daily: true,
             file_keep: 7,
             ring_capacity: 1000,
+            summary_interval_ms: 10_000,
         }
     }
 }
@@ -553,6 +614,13 @@ impl Config {
         if self.auth.mode != AuthMode::Dev && self.grpc.api_keys.is_empty() {
             err("grpc.api_keys", "at least one API key is required outside dev mode");
         }
+        let public = [http, grpc].into_iter().flatten().any(|a| !a.ip().is_loopback());
+        if self.auth.mode == AuthMode::Dev && public && self.grpc.api_keys.is_empty() {
+            err(
+                "grpc.api_keys",
+                "at least one API key is required when a listener is beyond loopback: dev mode lets clients choose their user id, but the gRPC and REST APIs still need keys",
+            );
+        }
         for (i, key) in self.grpc.api_keys.iter().enumerate() {
             if key.expose().len() < 16 {
                 err(&format!("grpc.api_keys[{i}]"), "must be at least 16 characters");
@@ -616,8 +684,38 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             err("http.max_body_bytes", "must be at least 1024");
         }
-        if self.http.header_read_timeout_ms == 0 {
-            err("http.header_read_timeout_ms", "must be greater than 0");
+        for (field, value) in [
+            ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),
+            ("http.idle_timeout_ms", self.http.idle_timeout_ms),
+            ("grpc.first_request_timeout_ms", self.grpc.first_request_timeout_ms),
+            ("grpc.idle_timeout_ms", self.grpc.idle_timeout_ms),
+            ("log.summary_interval_ms", self.log.summary_interval_ms),
+            ("dashboard.rate_per_address_per_second", u64::from(self.dashboard.rate_per_address_per_second)),
+            ("dashboard.burst_per_address", u64::from(self.dashboard.burst_per_address)),
+        ] {
+            if value == 0 {
+                err(field, "must be greater than 0");
+            }
+        }
+        for proxy in &self.http.trusted_proxies {
+            if let Err(e) = crate::http::client_addr::Network::parse(proxy) {
+                err("http.trusted_proxies", &format!("{proxy:?}: {e}"));
+            }
+        }
+        for origin in &self.socketio.cors_origins {
+            if origin == "*" {
+                err("socketio.cors_origins", "\"*\": leave the list empty to allow every origin (without credentials)");
+            } else if !(origin.starts_with("http://") || origin.starts_with("https://") || origin == "null")
+                || origin.ends_with('/')
+                || axum::http::HeaderValue::from_str(origin).is_err()
+            {
+                err(
+                    "socketio.cors_origins",
+                    &format!(
+                        "{origin:?} is not an origin like https://app.example.com (scheme, host, optional port, no path)"
+                    ),
+                );
+            }
         }
         if self.http.request_timeout_ms == 0 {
             err("http.request_timeout_ms", "must be greater than 0");
@@ -630,6 +728,9 @@ impl Config {
         }
         if s.max_connections == 0 {
             err("socketio.max_connections", "must be greater than 0");
+        }
+        if s.max_sessions == 0 {
+            err("socketio.max_sessions", "must be greater than 0");
         }
         if !(s.events_per_second > 0.0 && s.events_per_second.is_finite()) {
             err("socketio.events_per_second", "must be a positive number");
@@ -788,6 +889,9 @@ impl Config {
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.http.header_read_timeout_ms)
     }
+    pub fn summary_interval(&self) -> Duration {
+        Duration::from_millis(self.log.summary_interval_ms)
+    }
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.http.request_timeout_ms)
     }
@@ -907,7 +1011,19 @@ mod tests {
     fn dev_mode_refuses_public_listen_unless_forced() {
         let e = Config::from_toml("[http]\nlisten = \"0.0.0.0:3000\"\n").unwrap_err();
         assert!(e.0[0].starts_with("http.listen"), "{e}");
-        Config::from_toml("[http]\nlisten = \"0.0.0.0:3000\"\n[auth]\nallow_dev_on_public_interface = true\n").unwrap();
+        let forced = "[http]\nlisten = \"0.0.0.0:3000\"\n[auth]\nallow_dev_on_public_interface = true\n";
+        let e = Config::from_toml(forced).unwrap_err();
+        assert!(e.0.iter().any(|l| l.starts_with("grpc.api_keys: at least one API key is required")), "{e}");
+        Config::from_toml(&format!("{forced}[grpc]\napi_keys = [\"a-long-enough-api-key\"]\n")).unwrap();
+    }
+
+    #[test]
+    fn trusted_proxies_and_origins_are_checked() {
+        let e = Config::from_toml("[http]\ntrusted_proxies = [\"10.0.0.0/33\", \"nope\"]\n").unwrap_err();
+        assert_eq!(e.0.iter().filter(|l| l.starts_with("http.trusted_proxies")).count(), 2, "{e}");
+        let e = Config::from_toml("[socketio]\ncors_origins = [\"*\", \"https://a.example/\"]\n").unwrap_err();
+        assert_eq!(e.0.iter().filter(|l| l.starts_with("socketio.cors_origins")).count(), 2, "{e}");
+        Config::from_toml("[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[socketio]\ncors_origins = [\"https://a.example:8443\"]\n").unwrap();
     }
 
     #[test]

@@ -28,7 +28,8 @@ async fn main() -> ExitCode {
         return health_check(config.http_addr());
     }
     let stream = if cli.log_stdout { ConsoleStream::Stdout } else { ConsoleStream::Stderr };
-    let _telemetry = match socket_bridge::telemetry::init(&config.log, stream) {
+    let redactor = socket_bridge::telemetry::redact::Redactor::from_config(&config);
+    let _telemetry = match socket_bridge::telemetry::init(&config.log, stream, redactor) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("{e}");

@@ -39,6 +39,11 @@ pub struct ErrorResponse {
     pub error: ErrorBody,
 }
 
+/// Response marker: this refusal is counted in a summary line (see
+/// `telemetry::summary`), so the request-id middleware does not log it on its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Summarized;
+
 /// A REST failure; becomes the status and body above.
 #[derive(Debug, Clone)]
 pub struct ApiError {

@@ -30,9 +30,13 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(request_id.clone());
     let span = tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = next.run(request).instrument(span.clone()).await;
+    let summarized = response.extensions().get::<super::error::Summarized>().is_some();
     if let Some(error) = response.extensions_mut().remove::<ApiError>() {
         let status = error.status;
         span.in_scope(|| {
+            if summarized {
+                return;
+            }
             if status.is_server_error() {
                 tracing::warn!(status = status.as_u16(), code = error.code, "request failed");
             } else {

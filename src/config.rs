@@ -403,6 +403,7 @@ pub struct DashboardConfig {
     /// 20: opening the dashboard takes 3 requests and it then holds one stream, so an
     /// operator never waits, while password guessing drops from thousands a second to 2.
     pub rate_per_address_per_second: u32,
+    /// Admin requests one client address may make at once above that rate.
     pub burst_per_address: u32,
 }
 

@@ -46,7 +46,7 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
         // Re-rendered with the request id; headers set on the way out (Retry-After,
         // WWW-Authenticate …) are kept.
         let (parts, _) = response.into_parts();
-        response = error.into_response_with(Some(&request_id));
+        response = error.into_response_with(Some(&request_id.0));
         for (name, value) in &parts.headers {
             if name != axum::http::header::CONTENT_LENGTH && name != axum::http::header::CONTENT_TYPE {
                 response.headers_mut().insert(name.clone(), value.clone());

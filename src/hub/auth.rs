@@ -11,11 +11,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, AuthMode, Secret};
 
-pub use jsonwebtoken::AlgorithmFamily as KeyFamily;
-
-pub fn key_family(alg: Algorithm) -> KeyFamily {
-    alg.family()
-}
+use jsonwebtoken::AlgorithmFamily as KeyFamily;
 
 use crate::names::MAX_USER_ID_LEN;
 /// Longest token accepted, in bytes: a cheap refusal before any parsing.

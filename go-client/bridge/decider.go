@@ -45,14 +45,14 @@ type Allow struct {
 type Deny struct {
 	// Code is a machine-readable reason, e.g. "session_expired" (1 to 64 bytes; empty
 	// sends [CodeDenied]). A refused join's ack gets it; a refused connect does not
-	// show it to the client (the bridge's log and metrics have it).
+	// show it to the client yet (see Data).
 	Code string
 	// Message is for humans: a refused connect's `connect_error` message, or a refused
 	// join's ack error message. At most 1024 bytes are sent; empty sends "not allowed".
 	Message string
 	// Data is optional JSON detail for a refused connect (encoded like [Allow.Data]).
-	// Browsers do not receive it today (see the README's "Known differences"); joins
-	// ignore it.
+	// Browsers do not receive it yet: the bridge's Socket.IO layer sends connect_error
+	// with a message only. Joins ignore it.
 	Data any
 }
 

@@ -369,7 +369,9 @@ func TestDeciderDecidesJoins(t *testing.T) {
 // stream dropped is refused at once (its handler's context is cancelled), and the next
 // clients are decided by the new stream.
 func TestDeciderReconnectsAfterRestartsAndDrops(t *testing.T) {
-	b := bridgetest.Start(t, append(bridgetest.BackendAuth, bridgetest.Fast...)...)
+	// The bridge keeps Authorize streams open while it drains, so its graceful stop takes
+	// the whole grace period: a short one keeps the test short.
+	b := bridgetest.Start(t, append(append(bridgetest.BackendAuth, bridgetest.Fast...), "shutdown.grace_period_ms=2000")...)
 	proxy := bridgetest.StartProxy(t, b.GRPC)
 	client, err := bridge.Dial(proxy.Addr, bridge.WithInsecure(), bridge.WithAPIKey(bridgetest.APIKey))
 	if err != nil {
@@ -445,9 +447,11 @@ func TestDeciderReconnectsAfterRestartsAndDrops(t *testing.T) {
 	allowed("after the bridge restarted")
 
 	// A graceful stop (SIGTERM) is survived the same way.
+	stopping := time.Now()
 	if !b.Stop() {
 		t.Fatal("the bridge did not stop gracefully")
 	}
+	t.Logf("the bridge stopped in %v", time.Since(stopping).Round(time.Millisecond))
 	if err := b.Restart(); err != nil {
 		t.Fatal(err)
 	}

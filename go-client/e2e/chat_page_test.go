@@ -104,6 +104,6 @@ func TestChatPageInBrowser(t *testing.T) {
 	bob.WaitTrue(logHas("alice is offline"), "alice's departure at bob")
 
 	// Her other tab's client tries again: without a session the backend refuses it.
-	alice2.Eval(`socket.connect()`, nil)
+	alice2.Eval(`void socket.connect()`, nil)
 	alice2.WaitTrue(`document.getElementById("status").textContent === "Connection refused: sign in first"`, "the refusal without a session")
 }

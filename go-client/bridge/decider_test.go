@@ -464,6 +464,50 @@ func TestDeciderReconnectsAfterRestartsAndDrops(t *testing.T) {
 	}
 }
 
+// At most Concurrency handlers run at once: with one, a second client is asked about
+// only once the first decision is made.
+func TestDeciderRunsAtMostConcurrencyHandlers(t *testing.T) {
+	b := bridgetest.Start(t, append(bridgetest.BackendAuth, bridgetest.Fast...)...)
+	asked := make(chan string, 10)
+	release := make(chan struct{})
+	subscribed := make(chan *pb.AuthorizeSubscribed, 1)
+	runDecider(t, &bridge.Decider{
+		Client:       dial(t, b),
+		Concurrency:  1,
+		OnSubscribed: func(s *pb.AuthorizeSubscribed) { subscribed <- s },
+		Connect: func(ctx context.Context, req *pb.ConnectRequest) (bridge.Decision, error) {
+			session, _ := bridge.Cookie(req, "session")
+			asked <- session
+			<-release
+			return &bridge.Allow{UserID: session}, nil
+		},
+	})
+	releaseAll := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseAll) // before the decider stops, should the test fail holding one
+	recvWithin(t, subscribed, "the subscription")
+	browsers := bridgetest.NewBrowsers(t)
+	for _, id := range []string{"first", "second"} {
+		browsers.Send(t, map[string]any{"cmd": "connect", "id": id, "url": b.URL(), "transports": []string{"websocket"},
+			"extra_headers": map[string]string{"cookie": "session=" + id}})
+	}
+	first := recvWithin(t, asked, "the first question")
+	select {
+	case second := <-asked:
+		t.Fatalf("%s was asked about while %s was being decided", second, first)
+	case <-time.After(300 * time.Millisecond):
+	}
+	releaseAll()
+	recvWithin(t, asked, "the second question")
+	for _, id := range []string{"first", "second"} {
+		r := browsers.Wait(t, "connect of "+id, func(r bridgetest.Report) bool {
+			return r.ID == id && (r.Type == "connect" || r.Type == "connect_error")
+		})
+		if r.Type != "connect" {
+			t.Errorf("%s: %s", id, r.Line)
+		}
+	}
+}
+
 // A stopping decider finishes the decision it is making before it closes; the bridge
 // then has no decider and refuses new clients.
 func TestDeciderDrainsOnStop(t *testing.T) {

@@ -152,7 +152,7 @@ impl Hub {
         }
         let p = pending.remove(&seq).ok_or_else(not_found)?;
         drop(pending);
-        let _ = p.tx.send(Ok(answer));
+        let _ = p.tx.send(Ok(answer.bounded()));
         Ok(())
     }
 

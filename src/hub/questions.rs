@@ -62,6 +62,40 @@ pub enum Answer {
     Deny { code: String, message: String, data_json: String },
 }
 
+/// Longest deny code a client or a log line receives, in bytes.
+pub const MAX_DENY_CODE: usize = 64;
+/// Longest deny message a client or a log line receives, in bytes.
+pub const MAX_DENY_MESSAGE: usize = 1024;
+
+impl Answer {
+    /// A deny as clients and logs get it: the backend's words are kept, but bounded (a
+    /// decider must not be able to make the bridge write megabytes per refused client),
+    /// and never empty (an empty `connect_error` tells the user nothing). The deny's
+    /// data is dropped: the client cannot receive it (see the README on what a deny
+    /// carries). An allow is checked where it is used, against the connect's limits.
+    pub fn bounded(self) -> Answer {
+        match self {
+            Answer::Deny { code, message, .. } => Answer::Deny {
+                code: if code.is_empty() { "denied".into() } else { truncated(code, MAX_DENY_CODE) },
+                message: if message.is_empty() { "not allowed".into() } else { truncated(message, MAX_DENY_MESSAGE) },
+                data_json: String::new(),
+            },
+            allow => allow,
+        }
+    }
+}
+
+fn truncated(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 /// Why no decider answered. Each becomes the refusal's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Undecided {
@@ -87,5 +121,28 @@ impl Undecided {
             Undecided::Overloaded => "decider_overloaded",
             Undecided::Malformed => "decision_malformed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deny_is_bounded_and_never_empty() {
+        let deny = |code: &str, message: &str| Answer::Deny {
+            code: code.into(),
+            message: message.into(),
+            data_json: "{\"x\":1}".into(),
+        };
+        let Answer::Deny { code, message, data_json } = deny("", "").bounded() else { panic!("deny expected") };
+        assert_eq!((code.as_str(), message.as_str(), data_json.as_str()), ("denied", "not allowed", ""));
+        let long = "é".repeat(2000);
+        let Answer::Deny { code, message, .. } = deny(&long, &long).bounded() else { panic!("deny expected") };
+        assert_eq!(code.len(), MAX_DENY_CODE);
+        assert_eq!(message.len(), MAX_DENY_MESSAGE);
+        assert!(code.chars().all(|c| c == 'é'));
+        let allow = Answer::Allow { user_id: None, rooms: vec![], data_json: "{}".into() };
+        assert_eq!(allow.clone().bounded(), allow);
     }
 }

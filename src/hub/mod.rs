@@ -27,6 +27,7 @@ mod questions;
 mod redelivery;
 pub mod registry;
 pub mod router;
+mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -10,7 +10,8 @@ use socket_bridge::telemetry::ConsoleStream;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(&cli) {
+    let config = if cli.health_check { Config::read(&cli) } else { Config::load(&cli) };
+    let config = match config {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");

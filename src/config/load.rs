@@ -10,6 +10,15 @@ const ENV_PREFIX: &str = "SOCKET_BRIDGE_";
 impl Config {
     /// Reads the file named by the CLI, the environment and the flags, then validates.
     pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let config = Self::read(cli)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads the settings as [`Config::load`] does, without validating them: for
+    /// `--health-check`, which needs only the listen address and must not fail on rules
+    /// about other settings (those were checked when the bridge started).
+    pub fn read(cli: &Cli) -> Result<Self, ConfigError> {
         let mut table = match &cli.config {
             Some(path) => {
                 let text =
@@ -45,21 +54,22 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
-        Self::from_table(table)
+        Self::parse_table(table)
     }
 
     /// Parses and validates a TOML document.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let table = text.parse::<toml::Table>().map_err(|e| ConfigError(vec![e.to_string()]))?;
-        Self::from_table(table)
+        let config = Self::parse_table(table)?;
+        config.validate()?;
+        Ok(config)
     }
 
-    fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
+    fn parse_table(table: toml::Table) -> Result<Self, ConfigError> {
         // Re-parsing the text gives serde errors that name the offending key.
         let text = toml::to_string(&table).map_err(|e| ConfigError(vec![e.to_string()]))?;
         let config: Config =
             toml::from_str(&text).map_err(|e| ConfigError(vec![e.message().to_owned() + &key_hint(&e, &text)]))?;
-        config.validate()?;
         Ok(config)
     }
 }
@@ -126,7 +136,8 @@ mod tests {
         set_path(&mut table, "log.level", "debug", &mut errors);
         set_path(&mut table, "socketio.namespaces", "[\"/\", \"/admin\"]", &mut errors);
         assert!(errors.is_empty());
-        let c = Config::from_table(table).unwrap();
+        let c = Config::parse_table(table).unwrap();
+        c.validate().unwrap();
         assert_eq!(c.socketio.ping_interval_ms, 300);
         assert_eq!(c.log.level, "debug");
         assert_eq!(c.socketio.namespaces, ["/", "/admin"]);

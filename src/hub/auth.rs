@@ -9,13 +9,9 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, AuthMode, Secret};
+use crate::config::{AuthConfig, AuthMode, Secret, SettingError};
 
-pub use jsonwebtoken::AlgorithmFamily as KeyFamily;
-
-pub fn key_family(alg: Algorithm) -> KeyFamily {
-    alg.family()
-}
+use jsonwebtoken::AlgorithmFamily as KeyFamily;
 
 use crate::names::MAX_USER_ID_LEN;
 /// Longest token accepted, in bytes: a cheap refusal before any parsing.
@@ -64,6 +60,8 @@ pub enum AuthError {
     BackendDecides,
     #[error("rooms claim is invalid: {0}")]
     InvalidRooms(String),
+    #[error("token header marks extensions as critical (\"crit\"); none is supported")]
+    CriticalExtension,
 }
 
 #[derive(Deserialize)]
@@ -108,7 +106,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn from_config(config: &AuthConfig) -> Result<Self, String> {
+    pub fn from_config(config: &AuthConfig) -> Result<Self, SettingError> {
         let mode = match config.mode {
             AuthMode::Dev => Mode::Dev,
             AuthMode::Jwt => Mode::Jwt(JwtCheck::from_config(&config.jwt)?),
@@ -120,52 +118,48 @@ impl Authenticator {
 }
 
 impl JwtCheck {
-    fn from_config(jwt: &crate::config::JwtConfig) -> Result<Self, String> {
-        {
-            {
-                let allowed: Vec<Algorithm> = jwt
-                    .algorithms
-                    .iter()
-                    .map(|a| a.parse().map_err(|_| format!("auth.jwt.algorithms: {a:?} unknown")))
-                    .collect::<Result<_, _>>()?;
-                let first = *allowed.first().ok_or("auth.jwt.algorithms: empty")?;
-                let key = match first.family() {
-                    KeyFamily::Hmac => {
-                        let secret = jwt.secret.as_ref().ok_or("auth.jwt.secret: required")?;
-                        DecodingKey::from_secret(secret.expose().as_bytes())
-                    }
-                    family => {
-                        let pem = match (&jwt.public_key_pem, &jwt.public_key_file) {
-                            (Some(pem), _) => pem.clone(),
-                            (None, Some(path)) => {
-                                std::fs::read_to_string(path).map_err(|e| format!("auth.jwt.public_key_file: {e}"))?
-                            }
-                            (None, None) => return Err("auth.jwt.public_key_pem: required".into()),
-                        };
-                        let key = match family {
-                            KeyFamily::Rsa => DecodingKey::from_rsa_pem(pem.as_bytes()),
-                            KeyFamily::Ec => DecodingKey::from_ec_pem(pem.as_bytes()),
-                            _ => DecodingKey::from_ed_pem(pem.as_bytes()),
-                        };
-                        key.map_err(|e| format!("auth.jwt.public_key_pem: {e}"))?
-                    }
-                };
-                let mut validation = Validation::new(first);
-                validation.algorithms = allowed.clone();
-                validation.leeway = jwt.leeway_seconds;
-                validation.validate_nbf = true;
-                validation.set_required_spec_claims(&["exp", "sub"]);
-                match &jwt.issuer {
-                    Some(iss) => validation.set_issuer(&[iss]),
-                    None => validation.iss = None,
-                }
-                match &jwt.audience {
-                    Some(aud) => validation.set_audience(&[aud]),
-                    None => validation.validate_aud = false,
-                }
-                Ok(JwtCheck { key, validation: Box::new(validation), allowed })
+    fn from_config(jwt: &crate::config::JwtConfig) -> Result<Self, SettingError> {
+        let allowed: Vec<Algorithm> = jwt
+            .algorithms
+            .iter()
+            .map(|a| a.parse().map_err(|_| SettingError::new("auth.jwt.algorithms", format!("{a:?} unknown"))))
+            .collect::<Result<_, _>>()?;
+        let first = *allowed.first().ok_or_else(|| SettingError::new("auth.jwt.algorithms", "empty"))?;
+        let key = match first.family() {
+            KeyFamily::Hmac => {
+                let secret = jwt.secret.as_ref().ok_or_else(|| SettingError::new("auth.jwt.secret", "required"))?;
+                DecodingKey::from_secret(secret.expose().as_bytes())
             }
+            family => {
+                let pem = match (&jwt.public_key_pem, &jwt.public_key_file) {
+                    (Some(pem), _) => pem.clone(),
+                    (None, Some(path)) => {
+                        std::fs::read_to_string(path).map_err(|e| SettingError::new("auth.jwt.public_key_file", e))?
+                    }
+                    (None, None) => return Err(SettingError::new("auth.jwt.public_key_pem", "required")),
+                };
+                let key = match family {
+                    KeyFamily::Rsa => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                    KeyFamily::Ec => DecodingKey::from_ec_pem(pem.as_bytes()),
+                    _ => DecodingKey::from_ed_pem(pem.as_bytes()),
+                };
+                key.map_err(|e| SettingError::new("auth.jwt.public_key_pem", e))?
+            }
+        };
+        let mut validation = Validation::new(first);
+        validation.algorithms = allowed.clone();
+        validation.leeway = jwt.leeway_seconds;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &jwt.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
         }
+        match &jwt.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(JwtCheck { key, validation: Box::new(validation), allowed })
     }
 
     /// Checks a token and returns its claims.
@@ -236,14 +230,19 @@ impl Authenticator {
     }
 }
 
-/// Reads the header's `alg` before anything else, so `none` and algorithms outside the
-/// configured family get a precise refusal instead of a generic parse error.
+/// Reads the header before anything else, so `none`, algorithms outside the configured
+/// family and critical extensions get a precise refusal instead of a generic parse error.
 fn check_algorithm(token: &str, allowed: &[Algorithm]) -> Result<(), AuthError> {
     let header = token.split('.').next().ok_or(AuthError::Malformed)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header.trim_end_matches('='))
         .map_err(|_| AuthError::Malformed)?;
     let header: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
+    // RFC 7515 §4.1.11: a token whose `crit` names an extension the recipient does not
+    // understand must be refused; the bridge understands none.
+    if header.get("crit").is_some() {
+        return Err(AuthError::CriticalExtension);
+    }
     let alg = header.get("alg").and_then(|a| a.as_str()).ok_or(AuthError::Malformed)?;
     match alg.parse::<Algorithm>() {
         Ok(a) if allowed.contains(&a) => Ok(()),
@@ -378,6 +377,11 @@ mod tests {
         assert_eq!(a.authenticate(&json!({"token": "abc"})), Err(AuthError::Malformed));
         let no_exp = token(json!({"sub": "a"}), SECRET);
         assert_eq!(a.authenticate(&json!({"token": no_exp})), Err(AuthError::MissingClaim("exp".into())));
+        let crit = Header { crit: Some(vec!["exp".into()]), ..Header::default() };
+        let critical =
+            encode(&crit, &json!({"sub": "a", "exp": now() + 60}), &EncodingKey::from_secret(SECRET.as_bytes()))
+                .unwrap();
+        assert_eq!(a.authenticate(&json!({"token": critical})), Err(AuthError::CriticalExtension));
         let internal = token(json!({"sub": "a", "exp": now() + 60, "rooms": ["user:b"]}), SECRET);
         assert!(matches!(a.authenticate(&json!({"token": internal})), Err(AuthError::InvalidRooms(_))));
     }

@@ -28,8 +28,8 @@ func TestChatPageInBrowser(t *testing.T) {
 	}))
 	defer scripts.Close()
 
-	b := chatBridge(t)
-	chat := startChat(t, b, "-client-js", scripts.URL+"/socket.io.min.js")
+	b, listen := chatBridge(t)
+	chat := startChat(t, b, listen, "-client-js", scripts.URL+"/socket.io.min.js")
 
 	connected := func(p *bridgetest.Page, name string) {
 		t.Helper()

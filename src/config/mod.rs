@@ -89,15 +89,21 @@ pub struct Config {
 /// A setting that parsed but cannot be used as it is (a key file that cannot be read, an
 /// unknown algorithm, a log directory that cannot be made): which setting, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{setting}: {reason}")]
-pub struct SettingError {
-    pub setting: &'static str,
-    pub reason: String,
+pub enum SettingError {
+    #[error("{setting}: {reason}")]
+    Value { setting: &'static str, reason: String },
+    /// A file a setting names could not be read.
+    #[error("{setting} {}: {reason}", path.display())]
+    File { setting: &'static str, path: std::path::PathBuf, reason: String },
 }
 
 impl SettingError {
     pub fn new(setting: &'static str, reason: impl std::fmt::Display) -> Self {
-        Self { setting, reason: reason.to_string() }
+        Self::Value { setting, reason: reason.to_string() }
+    }
+
+    pub fn file(setting: &'static str, path: &std::path::Path, reason: impl std::fmt::Display) -> Self {
+        Self::File { setting, path: path.to_owned(), reason: reason.to_string() }
     }
 }
 

@@ -42,7 +42,7 @@ pub fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, crate::con
     let g = &config.grpc;
     let (Some(cert), Some(key)) = (&g.tls_cert_file, &g.tls_key_file) else { return Ok(None) };
     let read = |setting: &'static str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| crate::config::SettingError::new(setting, format!("{}: {e}", path.display())))
+        std::fs::read(path).map_err(|e| crate::config::SettingError::file(setting, path, e))
     };
     let mut tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(read("grpc.tls_cert_file", cert)?, read("grpc.tls_key_file", key)?));

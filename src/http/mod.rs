@@ -183,6 +183,9 @@ async fn require_api_key(State(keys): State<ApiKeys>, request: Request, next: Ne
     if keys.accepts(header) { next.run(request).await } else { ApiError::unauthorized().into_response() }
 }
 
+/// Hand-written rather than tower-http's `TimeoutLayer`: that layer answers 408 with an
+/// empty body, and a timed-out API call must get 503 in the documented error format (with
+/// its request id, stamped by the layer outside this one).
 async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,

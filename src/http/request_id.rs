@@ -1,5 +1,8 @@
 //! Every REST response carries `x-request-id` (the caller's, if it sent a sane one, else a
 //! fresh UUID), and every log line of that request carries it as a span field.
+//!
+//! Hand-written rather than tower-http's request-id layers: those set and copy the header
+//! only, while the id must also be a log span field and go into the JSON error body.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;

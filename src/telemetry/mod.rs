@@ -92,15 +92,14 @@ pub fn init(config: &LogConfig, stream: ConsoleStream, redactor: Redactor) -> Re
     let (file, guard) = match &config.file {
         Some(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| SettingError::new("log.file", format!("{}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| SettingError::file("log.file", dir, e))?;
             }
             let mut condition = RollingConditionBasic::new().max_size(config.file_max_bytes);
             if config.file_rotate_daily {
                 condition = condition.daily();
             }
             let appender = BasicRollingFileAppender::new(path, condition, config.file_keep)
-                .map_err(|e| SettingError::new("log.file", format!("{}: {e}", path.display())))?;
+                .map_err(|e| SettingError::file("log.file", path, e))?;
             let (writer, guard) = tracing_appender::non_blocking(appender);
             let layer = tracing_subscriber::fmt::layer()
                 .json()

@@ -74,7 +74,8 @@ impl Decider {
     }
 
     async fn deny(&self, id: &str, code: &str, message: &str) {
-        let deny = proto::ConnectDeny { code: code.into(), message: message.into(), data_json: "{\"retry\":false}".into() };
+        let deny =
+            proto::ConnectDeny { code: code.into(), message: message.into(), data_json: "{\"retry\":false}".into() };
         let d = proto::ConnectDecision { id: id.into(), result: Some(proto::connect_decision::Result::Deny(deny)) };
         self.tx.send(proto::AuthorizeRequest { kind: Some(Q::Connect(d)) }).await.unwrap();
     }
@@ -105,7 +106,13 @@ fn backend_mode(extra: &[&str]) -> Vec<String> {
 
 /// Connects with a session cookie and an auth object, over `transports`, and returns what
 /// the decider was asked.
-async fn connect_asked(d: &mut Driver, decider: &mut Decider, id: &str, bridge: &Bridge, transports: Option<&[&str]>) -> proto::ConnectRequest {
+async fn connect_asked(
+    d: &mut Driver,
+    decider: &mut Decider,
+    id: &str,
+    bridge: &Bridge,
+    transports: Option<&[&str]>,
+) -> proto::ConnectRequest {
     d.send(json!({
         "cmd": "connect", "id": id, "url": bridge.url(), "transports": transports,
         "auth": {"ticket": format!("t-{id}")},
@@ -148,7 +155,10 @@ async fn the_backend_allows_with_its_user_rooms_and_data_and_denies_with_its_mes
                 break c;
             }
         };
-        assert_eq!((connected.socket_id.as_str(), connected.user_id.as_str()), (sid.as_str(), format!("user-{id}").as_str()));
+        assert_eq!(
+            (connected.socket_id.as_str(), connected.user_id.as_str()),
+            (sid.as_str(), format!("user-{id}").as_str())
+        );
         assert!(connected.rooms.contains(&"team".to_string()), "{connected:?}");
         assert_eq!(serde_json::from_str::<Value>(&connected.data_json).unwrap(), json!({"plan": "pro", "via": id}));
         let list = proto::ListConnectionsRequest {
@@ -158,8 +168,9 @@ async fn the_backend_allows_with_its_user_rooms_and_data_and_denies_with_its_mes
         let listed = call("ListConnections", client.list_connections(list)).await.connections;
         assert_eq!(listed.len(), 1);
         assert_eq!(serde_json::from_str::<Value>(&listed[0].data_json).unwrap(), json!({"plan": "pro", "via": id}));
-        let r = call("push to team", client.push(push_request(T::Room("team".into()), "to_team", &format!("[\"{id}\"]"))))
-            .await;
+        let r =
+            call("push to team", client.push(push_request(T::Room("team".into()), "to_team", &format!("[\"{id}\"]"))))
+                .await;
         assert!(r.sockets_reached >= 1, "{r:?}");
         d.event(id, "to_team").await;
     }
@@ -168,7 +179,11 @@ async fn the_backend_allows_with_its_user_rooms_and_data_and_denies_with_its_mes
         let q = connect_asked(&mut d, &mut decider, id, &bridge, transports).await;
         decider.deny(&q.id, "session_expired", "Please sign in again").await;
         let v = connected_or_refused(&mut d, id).await;
-        assert_eq!((v["type"].as_str(), v["message"].as_str()), (Some("connect_error"), Some("Please sign in again")), "{v}");
+        assert_eq!(
+            (v["type"].as_str(), v["message"].as_str()),
+            (Some("connect_error"), Some("Please sign in again")),
+            "{v}"
+        );
     }
     // Nothing of the refused sockets reached Events.
     while let Some(kind) = events.quiet_for(Duration::from_millis(500)).await {
@@ -225,11 +240,9 @@ async fn no_decider_a_slow_one_or_one_that_goes_away_refuses_and_the_next_decide
 
 #[tokio::test]
 async fn the_backend_decides_joins_the_room_patterns_do_not_grant() {
-    let bridge = Bridge::start(&backend_mode(&[
-        "auth.backend.decide_joins=true",
-        "socketio.client_room_patterns=[\"open:*\"]",
-    ]))
-    .await;
+    let bridge =
+        Bridge::start(&backend_mode(&["auth.backend.decide_joins=true", "socketio.client_room_patterns=[\"open:*\"]"]))
+            .await;
     let mut decider = Decider::subscribe(&bridge, true, true).await;
     let mut d = Driver::spawn().await;
     let q = connect_asked(&mut d, &mut decider, "j", &bridge, WS).await;
@@ -258,7 +271,8 @@ async fn the_backend_decides_joins_the_room_patterns_do_not_grant() {
     let r = call("push to secret", client.push(push_request(T::Room("secret".into()), "x", "[]"))).await;
     assert_eq!(r.sockets_reached, 0, "not joined");
     // Internal rooms are never asked about.
-    d.send(json!({"cmd": "emit", "id": "j", "event": "bridge:join", "args": ["user:other"], "req": 4, "ack": true})).await;
+    d.send(json!({"cmd": "emit", "id": "j", "event": "bridge:join", "args": ["user:other"], "req": 4, "ack": true}))
+        .await;
     assert_eq!(d.ack("j", 4).await["args"][0]["error"]["code"], "forbidden_room");
     d.exit().await;
 }
@@ -267,11 +281,7 @@ async fn the_backend_decides_joins_the_room_patterns_do_not_grant() {
 async fn in_cluster_mode_a_decider_on_one_instance_decides_connects_on_another() {
     let redis = RedisServer::start().await;
     let backend: Vec<String> = backend_mode(&[]);
-    let extra: Vec<&str> = backend
-        .iter()
-        .filter(|a| *a != "--set")
-        .map(String::as_str)
-        .collect();
+    let extra: Vec<&str> = backend.iter().filter(|a| *a != "--set").map(String::as_str).collect();
     let nodes = start_instances(&redis.url(), &[&extra, &extra, &extra]).await;
     let mut decider = Decider::subscribe(&nodes[0], true, false).await;
     let mut d = Driver::spawn().await;
@@ -282,7 +292,8 @@ async fn in_cluster_mode_a_decider_on_one_instance_decides_connects_on_another()
     let (q, id) = loop {
         attempt += 1;
         let id = format!("far-{attempt}");
-        d.send(json!({"cmd": "connect", "id": id, "url": nodes[1].url(), "transports": ["websocket"], "auth": {}})).await;
+        d.send(json!({"cmd": "connect", "id": id, "url": nodes[1].url(), "transports": ["websocket"], "auth": {}}))
+            .await;
         match tokio::time::timeout(Duration::from_secs(3), decider.rx.message()).await {
             Ok(Ok(Some(proto::AuthorizeResponse { kind: Some(A::Connect(q)) }))) => break (q, id),
             _ => {

@@ -3,8 +3,9 @@
 //!
 //! One concern per file:
 //! - [`link`]: the Redis connection every part shares (reconnects, resubscribes, replaces
-//!   a connection that stops answering) and its pub/sub channels.
-//! - [`keys`]: every key and channel name.
+//!   a connection that stops answering) and its pub/sub channels, to one Redis or to a
+//!   Redis Cluster.
+//! - [`keys`]: every key and channel name, and the slot each lives in (hash tags).
 //! - [`presence`]: who is online where and the connection index, changed by Lua scripts
 //!   so racing instances agree (a user's last two sockets leaving at once on two
 //!   instances); where a user's or a socket's sockets are.
@@ -106,7 +107,7 @@ impl RedisBackplane {
         let (outbox, inboxes): (Vec<_>, Vec<_>) =
             (0..settings.partitions).map(|_| mpsc::channel(OUTBOX_CAPACITY)).unzip();
         let cluster = Arc::new(Cluster {
-            keys: Keys::new(&settings.prefix),
+            keys: Keys::new(&settings.prefix, link.is_cluster()),
             link,
             settings,
             node: OnceLock::new(),
@@ -173,7 +174,7 @@ impl Cluster {
         &self.node().instance_id
     }
 
-    fn conn(&self) -> Result<redis::aio::ConnectionManager, HubError> {
+    fn conn(&self) -> Result<link::Conn, HubError> {
         self.link.conn().ok_or_else(|| HubError::Unavailable("the cluster's Redis is unreachable; retry later".into()))
     }
 
@@ -210,6 +211,9 @@ impl Backplane for RedisBackplane {
         tokio::spawn(c.clone().run_all_channel());
         tokio::spawn(c.clone().run_room_channels());
         tokio::spawn(c.clone().run_group_news());
+        if c.link.is_cluster() {
+            tokio::spawn(c.clone().run_wakes());
+        }
         tokio::spawn(c.clone().run_heartbeat(shutdown));
     }
 

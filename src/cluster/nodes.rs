@@ -122,11 +122,12 @@ impl Cluster {
                 self.write_now(messages).await;
             }
         }
+        // The socket set is on this instance's slot, the rest on the instance-wide one.
+        let _: Result<(), _> = redis.del(&key).await;
         let _: Result<(), _> = redis::pipe()
             .zrem(self.keys.nodes(), self.instance_id())
             .hdel(self.keys.node_info(), self.instance_id())
             .hdel(self.keys.deciders(), self.instance_id())
-            .del(&key)
             .query_async(&mut redis)
             .await;
     }
@@ -284,8 +285,8 @@ impl Cluster {
                     self.remove_socket(&node, namespace, socket_id, user, "instance lost").await;
                 }
             }
+            let _: Result<(), _> = redis.del(self.keys.node_sockets(&node)).await;
             let _: Result<(), _> = redis::pipe()
-                .del(self.keys.node_sockets(&node))
                 .zrem(self.keys.nodes(), &node)
                 .hdel(self.keys.node_info(), &node)
                 .hdel(self.keys.deciders(), &node)

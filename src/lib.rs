@@ -13,11 +13,14 @@
 //!   edge, call the hub, and map results and errors back to their protocol.
 //! - [`telemetry`] sets up logging and metrics; [`config`] is plain settings;
 //!   [`shutdown`] is the one small type every task waits on.
+//! - [`conn`] puts every accepted connection, on both listeners, under deadlines and
+//!   keeps the listeners accepting when file descriptors run out.
 //! - [`run`] wires it together: the backplane the configuration asks for, two listeners
 //!   (HTTP with Socket.IO, and gRPC), the hub's tasks, and an orderly shutdown.
 
 pub mod cluster;
 pub mod config;
+pub mod conn;
 pub mod grpc;
 pub mod http;
 pub mod hub;
@@ -97,7 +100,7 @@ pub async fn start(config: Config) -> Result<Server, RunError> {
     let hub = Hub::new(HubSettings::from_config(&config), authenticator, backplane, io.clone());
     let (trigger_tasks, tasks_shutdown) = shutdown::channel();
     hub.start_tasks(tasks_shutdown);
-    socketio::register_namespaces(&io, &hub, &config.socketio.namespaces);
+    socketio::register_namespaces(&io, &hub, &config.socketio.namespaces, config.summary_interval());
 
     let http_addr = config.http_addr();
     let http_listener =
@@ -108,11 +111,32 @@ pub async fn start(config: Config) -> Result<Server, RunError> {
     let http_addr = http_listener.local_addr().unwrap_or(http_addr);
     let grpc_addr = grpc_listener.local_addr().unwrap_or(grpc_addr);
 
+    let count: conn::Counter = {
+        let hub = hub.clone();
+        Arc::new(move |kind, n| hub.metrics().errors.with_label_values(&[kind.as_str()]).inc_by(n))
+    };
+    let acceptor = |listener, first_request, idle, door| {
+        let deadlines = conn::Deadlines { first_request, idle };
+        conn::Acceptor::new(listener, deadlines, door, count.clone(), config.summary_interval())
+    };
+    let http_acceptor = acceptor(
+        http_listener,
+        config.header_read_timeout(),
+        Duration::from_millis(config.http.idle_timeout_ms),
+        "http",
+    );
+    let grpc_acceptor = acceptor(
+        grpc_listener,
+        Duration::from_millis(config.grpc.first_request_timeout_ms),
+        Duration::from_millis(config.grpc.idle_timeout_ms),
+        "grpc",
+    );
+
     let (trigger_grpc, grpc_shutdown) = shutdown::channel();
     let grpc_task = {
         let (config, hub) = (config.clone(), hub.clone());
         tokio::spawn(async move {
-            if let Err(e) = grpc::serve(&config, grpc_tls, hub, grpc_listener, grpc_shutdown).await {
+            if let Err(e) = grpc::serve(&config, grpc_tls, hub, grpc_acceptor, grpc_shutdown).await {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         })
@@ -120,9 +144,8 @@ pub async fn start(config: Config) -> Result<Server, RunError> {
 
     let (trigger_http, http_shutdown) = shutdown::channel();
     let app = http::app(&config, hub.clone(), socketio_layer);
-    let header_timeout = config.header_read_timeout();
     let grace = config.grace_period();
-    let http_task = tokio::spawn(http::serve(http_listener, app, http_shutdown, header_timeout, grace));
+    let http_task = tokio::spawn(http::serve(http_acceptor, app, http_shutdown, grace));
 
     Ok(Server {
         http_addr,

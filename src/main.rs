@@ -10,7 +10,8 @@ use socket_bridge::telemetry::ConsoleStream;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(&cli) {
+    let config = if cli.health_check { Config::read(&cli) } else { Config::load(&cli) };
+    let config = match config {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
@@ -28,7 +29,8 @@ async fn main() -> ExitCode {
         return health_check(config.http_addr());
     }
     let stream = if cli.log_stdout { ConsoleStream::Stdout } else { ConsoleStream::Stderr };
-    let _telemetry = match socket_bridge::telemetry::init(&config.log, stream) {
+    let redactor = socket_bridge::telemetry::redact::Redactor::from_config(&config);
+    let _telemetry = match socket_bridge::telemetry::init(&config.log, stream, redactor) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("{e}");

@@ -315,3 +315,40 @@ async fn in_cluster_mode_a_decider_on_one_instance_decides_connects_on_another()
     d.event(far, "hi").await;
     d.exit().await;
 }
+
+#[tokio::test]
+async fn a_deny_reaches_the_client_bounded_and_never_empty() {
+    let bridge = Bridge::start(&backend_mode(&[])).await;
+    let mut decider = Decider::subscribe(&bridge, true, false).await;
+    let mut d = Driver::spawn().await;
+    let long = "x".repeat(100_000);
+    for (id, code, message, expected) in
+        [("long", long.as_str(), long.as_str(), "x".repeat(1024)), ("empty", "", "", "not allowed".to_string())]
+    {
+        let q = connect_asked(&mut d, &mut decider, id, &bridge, WS).await;
+        decider.deny(&q.id, code, message).await;
+        let v = connected_or_refused(&mut d, id).await;
+        assert_eq!((v["type"].as_str(), v["message"].as_str()), (Some("connect_error"), Some(expected.as_str())));
+    }
+    // The log names the code, bounded too.
+    let logs = bridge.logs().join("\n");
+    let refused: Vec<&str> =
+        logs.lines().filter(|l| l.contains("connection refused by the deciding backend")).collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused.iter().all(|l| l.len() < 4096), "log lines stay bounded");
+    assert!(refused.iter().any(|l| l.contains(r#""code":"denied""#)), "{refused:?}");
+    d.exit().await;
+}
+
+#[tokio::test]
+async fn draining_ends_the_decider_stream_so_shutdown_does_not_wait_for_it() {
+    let mut args = backend_mode(&["shutdown.grace_period_ms=20000"]);
+    args.extend(fast_timings());
+    let mut bridge = Bridge::start(&args).await;
+    let mut decider = Decider::subscribe(&bridge, true, true).await;
+    bridge.signal(libc::SIGTERM);
+    let ended = tokio::time::timeout(WAIT, decider.rx.message()).await.expect("the decider stream ends on drain");
+    assert!(matches!(ended, Ok(None)), "ended cleanly: {ended:?}");
+    let status = bridge.wait_exit(WAIT).await.expect("exits without waiting out the 20 s grace period");
+    assert!(status.success(), "{status:?}");
+}

@@ -51,7 +51,7 @@ fn hub_on(config: &Config, backplane: Arc<dyn Backplane>) -> (Arc<Hub>, Shutdown
     let authenticator = socket_bridge::hub::auth::Authenticator::from_config(&config.auth).expect("dev auth");
     let (_layer, io) = socket_bridge::socketio::build(config);
     let hub = Hub::new(HubSettings::from_config(config), authenticator, backplane, io.clone());
-    socket_bridge::socketio::register_namespaces(&io, &hub, &config.socketio.namespaces);
+    socket_bridge::socketio::register_namespaces(&io, &hub, &config.socketio.namespaces, config.summary_interval());
     let (trigger, shutdown) = shutdown::channel();
     hub.start_tasks(shutdown);
     (hub, trigger)

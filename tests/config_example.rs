@@ -9,7 +9,7 @@
 //!
 //! Regeneration takes every key and default from `Config::default()` (in declaration order)
 //! and keeps the comments already in the file. A new setting's comment is seeded from its
-//! `///` doc comment in `src/config.rs`; one without a doc comment gets a placeholder that
+//! `///` doc comment in `src/config/`; one without a doc comment gets a placeholder that
 //! keeps this test failing until a comment is written in the example.
 
 use std::collections::HashMap;
@@ -179,11 +179,15 @@ fn parse_existing(text: &str, tree: &[(String, Node)]) -> Existing {
     existing
 }
 
-/// The `///` doc comment of each field in `src/config.rs`, by setting path, joined into one
+/// The `///` doc comment of each field of the config types (`src/config/`), by setting path, joined into one
 /// line: the seed for a new setting's comment.
 fn doc_comments() -> HashMap<String, String> {
-    let source = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/config.rs"))
-        .expect("read src/config.rs");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    let source = ["mod.rs", "sections.rs"]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.join(f)).expect("read the config types"))
+        .collect::<Vec<_>>()
+        .join("\n");
     // struct name -> [(field, type, doc)]
     let mut structs: HashMap<String, Vec<(String, String, String)>> = HashMap::new();
     let mut current: Option<String> = None;

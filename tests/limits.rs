@@ -370,3 +370,31 @@ async fn a_socket_whose_token_expires_is_disconnected_when_configured() {
     assert_eq!(r.sockets_reached, 1, "still connected after its token expired");
     d.exit().await;
 }
+
+#[tokio::test]
+async fn a_ttl_push_the_offline_store_cannot_keep_is_refused_and_counted() {
+    let bridge = Bridge::start(&set(&["offline.max_messages_per_user=2"])).await;
+    let mut grpc = bridge.client().await;
+    let ttl_push = |i: u32| {
+        let mut push = push_request(T::UserId("olga".into()), "note", &format!("[{i}]"));
+        push.options = ttl_options(60_000);
+        push
+    };
+    for i in 0..2 {
+        let r = call("kept", grpc.push(ttl_push(i))).await;
+        assert!(r.stored_offline && r.sockets_reached == 0, "{r:?}");
+    }
+    let refused = grpc.push(ttl_push(2)).await.expect_err("the third does not fit the user's share");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("nothing was kept"), "{refused:?}");
+    assert_eq!(metric(&bridge, r#"socket_bridge_dropped_messages_total{reason="offline_full"}"#).await, 1.0);
+    // Exactly the two it accepted arrive, in order, when the user connects.
+    let mut d = Driver::spawn().await;
+    d.connect("olga", &bridge.url(), json!({"userId": "olga"}), WS).await;
+    for i in 0..2 {
+        let v = d.event("olga", "note").await;
+        assert_eq!(v["args"], json!([i]), "{v}");
+    }
+    assert!(d.no_event("olga", "note", Duration::from_millis(500)).await, "nothing else was kept");
+    d.exit().await;
+}

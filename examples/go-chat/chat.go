@@ -69,7 +69,7 @@ type messageArg struct {
 // Handle answers one client event; see chatEvents.
 func (c *Chat) Handle(ctx context.Context, ev *pb.ClientEvent) (any, error) {
 	if ev.GetUserId() == "" {
-		return nil, bridge.AckErrorf("sign_in_required", "connect with a user name first")
+		return nil, bridge.AckErrorf("sign_in_required", "sign in first")
 	}
 	switch ev.GetEvent() {
 	case "join":

@@ -1,6 +1,7 @@
 // Package bridge is the Go backend's side of socket-bridge: it dials the bridge's gRPC
-// API, encodes and decodes Socket.IO arguments, and runs the Events subscription that
-// answers what browsers emit.
+// API, encodes and decodes Socket.IO arguments, runs the Events subscription that
+// answers what browsers emit, and runs the Authorize subscription that decides who
+// connects.
 //
 // Browsers connect to the bridge with the stock Socket.IO client. The backend never
 // speaks Socket.IO: it calls the typed API in package socketbridgev1 (generated from
@@ -33,6 +34,17 @@
 // callback receives), reports connects, disconnects and presence changes to its hooks,
 // and re-subscribes with exponential backoff and jitter whenever the stream drops. One
 // socket's events are handled in the order the client sent them.
+//
+// # Deciding who connects
+//
+// With auth.mode = "backend" the bridge lets a client connect only when a backend says so.
+// A [Decider] holds the Authorize stream: for each connecting client its [ConnectHandler]
+// gets what the client presented (auth object, cookie and other headers, address) and
+// returns an [*Allow] (user id, rooms, data kept with the socket) or a [*Deny] (code and
+// message for the client's connect_error); a [JoinHandler] likewise decides room joins
+// the bridge's patterns do not grant. A handler's error or panic denies, never allows.
+// [Cookie] reads a cookie from the question. The Decider reconnects like a Consumer and
+// finishes the decisions it is making when it stops.
 //
 // # Errors
 //

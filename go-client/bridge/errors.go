@@ -15,8 +15,9 @@ import (
 const (
 	// CodeInvalidArgument: the client's arguments did not decode (see [DecodeArgs]).
 	CodeInvalidArgument = "invalid_argument"
-	// CodeInternal: the handler failed with an error that is not an [*AckError], or
-	// panicked. The message is generic; the cause goes to the [Consumer]'s Logger.
+	// CodeInternal: the handler failed with an error that is not an [*AckError] (for a
+	// [Decider], not a [*Deny]), or panicked. The message is generic; the cause goes to
+	// the [Consumer]'s or [Decider]'s Logger.
 	CodeInternal = "internal"
 )
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -166,4 +167,55 @@ func ExampleConsumer() {
 	if err := consumer.Run(ctx); !errors.Is(err, context.Canceled) {
 		log.Fatal(err)
 	}
+}
+
+// A backend that decides who connects from its own session store: the session cookie the
+// browser sends with the connection names the user. Run the bridge with
+// auth.mode = "backend" (and auth.backend.decide_joins for Join). Run blocks until
+// SIGTERM, reconnecting by itself whenever the bridge restarts.
+func ExampleDecider() {
+	c, err := bridge.Dial(os.Getenv("BRIDGE_GRPC"), bridge.WithInsecure(), bridge.WithAPIKey(os.Getenv("API_KEY")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	sessions := map[string]string{"s3cr3t": "alice"} // session id → user; a database in real life
+	decider := &bridge.Decider{
+		Client: c,
+		// The client's connect_error shows a refusal's message.
+		Connect: func(ctx context.Context, req *pb.ConnectRequest) (bridge.Decision, error) {
+			id, ok := bridge.Cookie(req, "session")
+			if !ok {
+				return bridge.Denyf("sign_in_required", "sign in first"), nil
+			}
+			user, ok := sessions[id]
+			if !ok {
+				return bridge.Denyf("session_expired", "your session has ended; sign in again"), nil
+			}
+			// The bridge keeps Data with the socket: SocketConnected, ListConnections and
+			// JoinRequest carry it.
+			return &bridge.Allow{UserID: user, Rooms: []string{"tenant-acme"}, Data: map[string]string{"tenant": "acme"}}, nil
+		},
+		// socket.emit("bridge:join", "team-red", (answer) => ...) gets {"ok":true} or the
+		// refusal's {"error":{"code","message"}}.
+		Join: func(ctx context.Context, req *pb.JoinRequest) (bridge.Decision, error) {
+			if strings.HasPrefix(req.GetRoom(), "team-") {
+				return &bridge.Allow{}, nil
+			}
+			return bridge.Denyf("not_your_room", "%s is not one of your teams", req.GetRoom()), nil
+		},
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := decider.Run(ctx); !errors.Is(err, context.Canceled) {
+		log.Fatal(err)
+	}
+}
+
+func ExampleCookie() {
+	req := &pb.ConnectRequest{Headers: map[string]string{"cookie": "theme=dark; session=s3cr3t"}}
+	id, ok := bridge.Cookie(req, "session")
+	fmt.Println(id, ok)
+	// Output: s3cr3t true
 }

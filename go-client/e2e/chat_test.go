@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,7 +64,7 @@ func startChat(t *testing.T, b *bridgetest.Bridge, args ...string) *chatBackend 
 	}
 	c := &chatBackend{cmd: cmd, exited: make(chan struct{})}
 	serving := regexp.MustCompile(`msg="serving the chat page" url=(\S+)`)
-	urls, subscribed := make(chan string, 1), make(chan struct{}, 1)
+	urls, subscribed := make(chan string, 1), make(chan string, 2)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -73,10 +75,12 @@ func startChat(t *testing.T, b *bridgetest.Bridge, args ...string) *chatBackend 
 			if m := serving.FindStringSubmatch(line); m != nil {
 				urls <- m[1]
 			}
-			if strings.Contains(line, "events stream subscribed") {
-				select {
-				case subscribed <- struct{}{}:
-				default:
+			for _, stream := range []string{"events", "authorize"} {
+				if strings.Contains(line, stream+" stream subscribed") {
+					select {
+					case subscribed <- stream:
+					default:
+					}
 				}
 			}
 		}
@@ -105,49 +109,182 @@ func startChat(t *testing.T, b *bridgetest.Bridge, args ...string) *chatBackend 
 			}
 		},
 		func() bool {
-			select {
-			case <-subscribed:
-				return true
-			case <-time.After(10 * time.Second):
-				return false
+			deadline := time.After(10 * time.Second)
+			for seen := map[string]bool{}; len(seen) < 2; {
+				select {
+				case stream := <-subscribed:
+					seen[stream] = true
+				case <-deadline:
+					return false
+				}
 			}
+			return true
 		},
 	} {
 		if !wait() {
-			t.Fatalf("go-chat did not start (serve the page and subscribe) within 10s; log:\n%s", c.logs())
+			t.Fatalf("go-chat did not start (serve the page, subscribe to events and decide connects) within 10s; log:\n%s", c.logs())
 		}
 	}
 	return c
 }
 
-// The example: rooms joined through the backend, messages validated and broadcast, "who"
-// answered through acks, presence, and the page it serves.
-func TestChatExample(t *testing.T) {
-	b := bridgetest.Start(t, append([]string{`grpc.api_keys=["` + bridgetest.APIKey + `"]`}, bridgetest.Fast...)...)
-	chat := startChat(t, b)
+// noRedirects is an HTTP client that shows redirects instead of following them.
+var noRedirects = &http.Client{
+	Timeout:       10 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
 
-	// The page: stock client script (pinned by integrity) and this bridge's URL.
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(chat.url)
+// post sends a form to the chat site as a browser on its page would (with its Origin),
+// plus the given cookie, and returns the response with its body read.
+func (c *chatBackend) post(t *testing.T, path string, form url.Values, origin, cookie string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, c.url+path, strings.NewReader(form.Encode()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	html, _ := io.ReadAll(resp.Body)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", origin)
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	resp, err := noRedirects.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	return resp, string(body)
+}
+
+// signIn signs name in through the form and returns the session cookie ("name=value"),
+// checking how it is set.
+func (c *chatBackend) signIn(t *testing.T, name string) string {
+	t.Helper()
+	resp, body := c.post(t, "/login", url.Values{"name": {name}}, c.url, "")
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Fatalf("sign-in of %s: %s %s", name, resp.Status, body)
+	}
+	for _, cookie := range resp.Cookies() {
+		if cookie.Name != "gochat_session" {
+			continue
+		}
+		if !cookie.HttpOnly || cookie.SameSite != http.SameSiteLaxMode || cookie.Path != "/" || len(cookie.Value) < 40 {
+			t.Errorf("session cookie set as %q", resp.Header.Get("Set-Cookie"))
+		}
+		return cookie.Name + "=" + cookie.Value
+	}
+	t.Fatalf("sign-in of %s set no session cookie: %v", name, resp.Header)
+	return ""
+}
+
+// page gets the site's page with cookie (none when empty).
+func (c *chatBackend) page(t *testing.T, cookie string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, c.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	resp, err := noRedirects.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", c.url, resp.Status)
+	}
+	return string(body)
+}
+
+// chatBridge starts a bridge that lets the backend decide connects, as the example's
+// README starts it.
+func chatBridge(t *testing.T) *bridgetest.Bridge {
+	return bridgetest.Start(t, append([]string{"auth.mode=backend", `grpc.api_keys=["` + bridgetest.APIKey + `"]`}, bridgetest.Fast...)...)
+}
+
+// The example: users sign in through the backend's form and connect with its session
+// cookie, which the backend checks for each connect; rooms joined through the backend,
+// messages validated and broadcast, "who" answered through acks, presence, and signing
+// out ending the session's sockets.
+func TestChatExample(t *testing.T) {
+	b := chatBridge(t)
+	chat := startChat(t, b)
+
+	// Signed out, the page is the sign-in form and opens no connection.
+	html := chat.page(t, "")
+	if !strings.Contains(html, `<form id="login" method="post" action="/login">`) || strings.Contains(html, "io(BRIDGE_URL") {
+		t.Fatalf("the signed-out page is not the sign-in form:\n%s", html)
+	}
+	// Bad names and other sites' forms are refused, and set no cookie.
+	if resp, body := chat.post(t, "/login", url.Values{"name": {"<script>"}}, chat.url, ""); resp.StatusCode != http.StatusBadRequest ||
+		len(resp.Cookies()) != 0 || !strings.Contains(body, "A name is 1 to 32 letters") || strings.Contains(body, "<script>") {
+		t.Errorf("sign-in with a bad name: %s, cookies %v:\n%s", resp.Status, resp.Cookies(), body)
+	}
+	if resp, _ := chat.post(t, "/login", url.Values{"name": {"mallory"}}, "http://evil.example", ""); resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 {
+		t.Errorf("sign-in from another site: %s, cookies %v", resp.Status, resp.Cookies())
+	}
+
+	cookies := map[string]string{}
+	for _, name := range []string{"alice", "bob", "carol"} {
+		cookies[name] = chat.signIn(t, name)
+	}
+	// Signed in, the page is the chat: stock client script (pinned by integrity), this
+	// bridge's URL, and the cookie sent with the connection (it holds no credential).
+	html = chat.page(t, cookies["alice"])
 	for _, want := range []string{
 		`src="https://cdn.jsdelivr.net/npm/socket.io-client@4.8.4/dist/socket.io.min.js" integrity="sha384-`,
 		`const BRIDGE_URL = "http://` + b.HTTP + `";`,
+		`Signed in as <b>alice</b>.`,
+		`io(BRIDGE_URL, { withCredentials: true })`,
 		`emitWithAck(event, arg)`,
 	} {
-		if resp.StatusCode != http.StatusOK || !strings.Contains(string(html), want) {
-			t.Fatalf("GET %s: %s, page lacks %s", chat.url, resp.Status, want)
+		if !strings.Contains(html, want) {
+			t.Fatalf("the signed-in page lacks %s", want)
 		}
+	}
+	if strings.Contains(html, strings.TrimPrefix(cookies["alice"], "gochat_session=")) {
+		t.Error("the page shows the session id")
 	}
 
 	browsers := bridgetest.NewBrowsers(t)
-	// Dev auth: the page passes the chosen name as auth.userId.
-	browsers.Connect(t, "alice", b.URL(), map[string]any{"userId": "alice"})
-	browsers.Connect(t, "bob", b.URL(), map[string]any{"userId": "bob"})
-	browsers.Connect(t, "carol", b.URL(), map[string]any{"userId": "carol"})
+	connect := func(id, cookie string, headers map[string]string) bridgetest.Report {
+		t.Helper()
+		h := map[string]string{}
+		if cookie != "" {
+			h["cookie"] = cookie
+		}
+		maps.Copy(h, headers)
+		browsers.Send(t, map[string]any{"cmd": "connect", "id": id, "url": b.URL(), "transports": []string{"websocket"}, "extra_headers": h})
+		return browsers.Wait(t, "connect or connect_error of "+id, func(r bridgetest.Report) bool {
+			return r.ID == id && (r.Type == "connect" || r.Type == "connect_error")
+		})
+	}
+
+	// Without a live session, or from another site's page, the backend refuses.
+	for _, tc := range []struct {
+		id, cookie string
+		headers    map[string]string
+		refusal    string
+	}{
+		{"nobody", "", nil, "sign in first"},
+		{"forger", "gochat_session=made-up-session-id", nil, "your session has ended; sign in again"},
+		{"other-site", cookies["carol"], map[string]string{"origin": "http://evil.example"}, "connect from the chat page"},
+	} {
+		if r := connect(tc.id, tc.cookie, tc.headers); r.Type != "connect_error" || r.Message != tc.refusal {
+			t.Errorf("%s: %s, want connect_error %q", tc.id, r.Line, tc.refusal)
+		}
+	}
+
+	// With their session cookies, users connect as themselves (from the page's origin
+	// too, as browsers send it).
+	for _, name := range []string{"alice", "bob", "carol"} {
+		if r := connect(name, cookies[name], map[string]string{"origin": chat.url}); r.Type != "connect" {
+			t.Fatalf("%s: %s", name, r.Line)
+		}
+	}
 	if r := browsers.Wait(t, "bob's presence at alice", func(r bridgetest.Report) bool {
 		return r.Type == "event" && r.ID == "alice" && r.Event == "presence" && strings.Contains(string(r.Args), `"bob"`)
 	}); string(r.Args) != `[{"online":true,"user":"bob"}]` {
@@ -230,9 +367,26 @@ func TestChatExample(t *testing.T) {
 		t.Errorf("message after leave answered %s", got)
 	}
 
-	// Presence: bob going away is announced.
-	browsers.Send(t, map[string]any{"cmd": "disconnect", "id": "bob"})
+	// Signing out ends the session: its socket is told why and disconnected (presence
+	// announces it), and the cookie no longer gets anyone in.
+	if resp, body := chat.post(t, "/logout", nil, chat.url, cookies["bob"]); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-out: %s %s", resp.Status, body)
+	}
+	if r := browsers.Wait(t, "bob's sign-out notice", bridgetest.EventIs("bob", "bridge:disconnect")); !strings.Contains(string(r.Args), `"signed out"`) {
+		t.Errorf("bob was told %s", r.Args)
+	}
+	browsers.Wait(t, "bob's disconnect", bridgetest.Is("disconnect", "bob"))
 	browsers.Wait(t, "bob's offline at alice", func(r bridgetest.Report) bool {
 		return r.Type == "event" && r.ID == "alice" && r.Event == "presence" && string(r.Args) == `[{"online":false,"user":"bob"}]`
 	})
+	if r := connect("bob-again", cookies["bob"], nil); r.Type != "connect_error" || r.Message != "your session has ended; sign in again" {
+		t.Errorf("the signed-out cookie: %s", r.Line)
+	}
+	if html := chat.page(t, cookies["bob"]); !strings.Contains(html, `<form id="login"`) {
+		t.Error("the signed-out cookie still shows the chat")
+	}
+	// Other sessions are untouched.
+	if got := call("alice", "who", map[string]any{"room": "lobby"}); got != `[{"room":"lobby","users":["alice"]}]` {
+		t.Errorf("who after bob signed out answered %s", got)
+	}
 }

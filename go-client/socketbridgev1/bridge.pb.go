@@ -1897,11 +1897,13 @@ type Connection struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	SocketId string                 `protobuf:"bytes,1,opt,name=socket_id,json=socketId,proto3" json:"socket_id,omitempty"`
 	// Empty for an anonymous (dev mode) connection.
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Namespace     string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	ConnectedAt   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
-	Handshake     *Handshake             `protobuf:"bytes,5,opt,name=handshake,proto3" json:"handshake,omitempty"`
-	Rooms         []string               `protobuf:"bytes,6,rep,name=rooms,proto3" json:"rooms,omitempty"`
+	UserId      string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Namespace   string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	ConnectedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	Handshake   *Handshake             `protobuf:"bytes,5,opt,name=handshake,proto3" json:"handshake,omitempty"`
+	Rooms       []string               `protobuf:"bytes,6,rep,name=rooms,proto3" json:"rooms,omitempty"`
+	// What the backend attached when it allowed the connect (ConnectAllow.data_json).
+	DataJson      string `protobuf:"bytes,7,opt,name=data_json,json=dataJson,proto3" json:"data_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1976,6 +1978,13 @@ func (x *Connection) GetRooms() []string {
 		return x.Rooms
 	}
 	return nil
+}
+
+func (x *Connection) GetDataJson() string {
+	if x != nil {
+		return x.DataJson
+	}
+	return ""
 }
 
 type ListConnectionsResponse struct {
@@ -2501,13 +2510,15 @@ func (x *ClientEvent) GetReceivedAt() *timestamppb.Timestamp {
 }
 
 type SocketConnected struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SocketId      string                 `protobuf:"bytes,1,opt,name=socket_id,json=socketId,proto3" json:"socket_id,omitempty"`
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Namespace     string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Handshake     *Handshake             `protobuf:"bytes,4,opt,name=handshake,proto3" json:"handshake,omitempty"`
-	Rooms         []string               `protobuf:"bytes,5,rep,name=rooms,proto3" json:"rooms,omitempty"`
-	ConnectedAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SocketId    string                 `protobuf:"bytes,1,opt,name=socket_id,json=socketId,proto3" json:"socket_id,omitempty"`
+	UserId      string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Namespace   string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Handshake   *Handshake             `protobuf:"bytes,4,opt,name=handshake,proto3" json:"handshake,omitempty"`
+	Rooms       []string               `protobuf:"bytes,5,rep,name=rooms,proto3" json:"rooms,omitempty"`
+	ConnectedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	// What the backend attached when it allowed the connect (ConnectAllow.data_json).
+	DataJson      string `protobuf:"bytes,7,opt,name=data_json,json=dataJson,proto3" json:"data_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2582,6 +2593,13 @@ func (x *SocketConnected) GetConnectedAt() *timestamppb.Timestamp {
 		return x.ConnectedAt
 	}
 	return nil
+}
+
+func (x *SocketConnected) GetDataJson() string {
+	if x != nil {
+		return x.DataJson
+	}
+	return ""
 }
 
 type SocketDisconnected struct {
@@ -2891,6 +2909,802 @@ func (*EventsResponse_UserOnline) isEventsResponse_Kind() {}
 
 func (*EventsResponse_UserOffline) isEventsResponse_Kind() {}
 
+type AuthorizeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*AuthorizeRequest_Subscribe
+	//	*AuthorizeRequest_Connect
+	//	*AuthorizeRequest_Join
+	Kind          isAuthorizeRequest_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizeRequest) Reset() {
+	*x = AuthorizeRequest{}
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizeRequest) ProtoMessage() {}
+
+func (x *AuthorizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizeRequest.ProtoReflect.Descriptor instead.
+func (*AuthorizeRequest) Descriptor() ([]byte, []int) {
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AuthorizeRequest) GetKind() isAuthorizeRequest_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *AuthorizeRequest) GetSubscribe() *AuthorizeSubscribe {
+	if x != nil {
+		if x, ok := x.Kind.(*AuthorizeRequest_Subscribe); ok {
+			return x.Subscribe
+		}
+	}
+	return nil
+}
+
+func (x *AuthorizeRequest) GetConnect() *ConnectDecision {
+	if x != nil {
+		if x, ok := x.Kind.(*AuthorizeRequest_Connect); ok {
+			return x.Connect
+		}
+	}
+	return nil
+}
+
+func (x *AuthorizeRequest) GetJoin() *JoinDecision {
+	if x != nil {
+		if x, ok := x.Kind.(*AuthorizeRequest_Join); ok {
+			return x.Join
+		}
+	}
+	return nil
+}
+
+type isAuthorizeRequest_Kind interface {
+	isAuthorizeRequest_Kind()
+}
+
+type AuthorizeRequest_Subscribe struct {
+	// First message of the stream.
+	Subscribe *AuthorizeSubscribe `protobuf:"bytes,1,opt,name=subscribe,proto3,oneof"`
+}
+
+type AuthorizeRequest_Connect struct {
+	Connect *ConnectDecision `protobuf:"bytes,2,opt,name=connect,proto3,oneof"`
+}
+
+type AuthorizeRequest_Join struct {
+	Join *JoinDecision `protobuf:"bytes,3,opt,name=join,proto3,oneof"`
+}
+
+func (*AuthorizeRequest_Subscribe) isAuthorizeRequest_Kind() {}
+
+func (*AuthorizeRequest_Connect) isAuthorizeRequest_Kind() {}
+
+func (*AuthorizeRequest_Join) isAuthorizeRequest_Kind() {}
+
+type AuthorizeSubscribe struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Decide connects (the bridge runs with auth.mode = "backend").
+	Connects bool `protobuf:"varint,1,opt,name=connects,proto3" json:"connects,omitempty"`
+	// Decide client room joins (bridge:join) that socketio.client_room_patterns does not
+	// grant.
+	Joins bool `protobuf:"varint,2,opt,name=joins,proto3" json:"joins,omitempty"`
+	// Namespaces to decide for; empty: every configured namespace.
+	Namespaces    []string `protobuf:"bytes,3,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizeSubscribe) Reset() {
+	*x = AuthorizeSubscribe{}
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizeSubscribe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizeSubscribe) ProtoMessage() {}
+
+func (x *AuthorizeSubscribe) ProtoReflect() protoreflect.Message {
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizeSubscribe.ProtoReflect.Descriptor instead.
+func (*AuthorizeSubscribe) Descriptor() ([]byte, []int) {
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *AuthorizeSubscribe) GetConnects() bool {
+	if x != nil {
+		return x.Connects
+	}
+	return false
+}
+
+func (x *AuthorizeSubscribe) GetJoins() bool {
+	if x != nil {
+		return x.Joins
+	}
+	return false
+}
+
+func (x *AuthorizeSubscribe) GetNamespaces() []string {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+type AuthorizeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*AuthorizeResponse_Subscribed
+	//	*AuthorizeResponse_Connect
+	//	*AuthorizeResponse_Join
+	Kind          isAuthorizeResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizeResponse) Reset() {
+	*x = AuthorizeResponse{}
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizeResponse) ProtoMessage() {}
+
+func (x *AuthorizeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizeResponse.ProtoReflect.Descriptor instead.
+func (*AuthorizeResponse) Descriptor() ([]byte, []int) {
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *AuthorizeResponse) GetKind() isAuthorizeResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *AuthorizeResponse) GetSubscribed() *AuthorizeSubscribed {
+	if x != nil {
+		if x, ok := x.Kind.(*AuthorizeResponse_Subscribed); ok {
+			return x.Subscribed
+		}
+	}
+	return nil
+}
+
+func (x *AuthorizeResponse) GetConnect() *ConnectRequest {
+	if x != nil {
+		if x, ok := x.Kind.(*AuthorizeResponse_Connect); ok {
+			return x.Connect
+		}
+	}
+	return nil
+}
+
+func (x *AuthorizeResponse) GetJoin() *JoinRequest {
+	if x != nil {
+		if x, ok := x.Kind.(*AuthorizeResponse_Join); ok {
+			return x.Join
+		}
+	}
+	return nil
+}
+
+type isAuthorizeResponse_Kind interface {
+	isAuthorizeResponse_Kind()
+}
+
+type AuthorizeResponse_Subscribed struct {
+	Subscribed *AuthorizeSubscribed `protobuf:"bytes,1,opt,name=subscribed,proto3,oneof"`
+}
+
+type AuthorizeResponse_Connect struct {
+	Connect *ConnectRequest `protobuf:"bytes,2,opt,name=connect,proto3,oneof"`
+}
+
+type AuthorizeResponse_Join struct {
+	Join *JoinRequest `protobuf:"bytes,3,opt,name=join,proto3,oneof"`
+}
+
+func (*AuthorizeResponse_Subscribed) isAuthorizeResponse_Kind() {}
+
+func (*AuthorizeResponse_Connect) isAuthorizeResponse_Kind() {}
+
+func (*AuthorizeResponse_Join) isAuthorizeResponse_Kind() {}
+
+type AuthorizeSubscribed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeciderId     string                 `protobuf:"bytes,1,opt,name=decider_id,json=deciderId,proto3" json:"decider_id,omitempty"`
+	InstanceId    string                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizeSubscribed) Reset() {
+	*x = AuthorizeSubscribed{}
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizeSubscribed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizeSubscribed) ProtoMessage() {}
+
+func (x *AuthorizeSubscribed) ProtoReflect() protoreflect.Message {
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizeSubscribed.ProtoReflect.Descriptor instead.
+func (*AuthorizeSubscribed) Descriptor() ([]byte, []int) {
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *AuthorizeSubscribed) GetDeciderId() string {
+	if x != nil {
+		return x.DeciderId
+	}
+	return ""
+}
+
+func (x *AuthorizeSubscribed) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+// ConnectRequest asks whether a client may connect. It carries the client's credentials
+// (the auth object and cookies, unredacted): serve the Authorize stream over TLS beyond a
+// trusted network.
+type ConnectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Answer with ConnectDecision.id.
+	Id        string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	SocketId  string `protobuf:"bytes,2,opt,name=socket_id,json=socketId,proto3" json:"socket_id,omitempty"`
+	Namespace string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// The handshake auth object as JSON.
+	AuthJson string `protobuf:"bytes,4,opt,name=auth_json,json=authJson,proto3" json:"auth_json,omitempty"`
+	// Request headers that matter for auth: cookie, origin, user-agent, and those listed in
+	// auth.backend.forward_headers. Names are lower case.
+	Headers map[string]string `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The client's address (through http.trusted_proxies).
+	ClientAddress string `protobuf:"bytes,6,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	// "websocket" or "polling".
+	Transport string `protobuf:"bytes,7,opt,name=transport,proto3" json:"transport,omitempty"`
+	// With auth.backend.require_jwt: the verified token's claims as JSON.
+	JwtClaimsJson string `protobuf:"bytes,8,opt,name=jwt_claims_json,json=jwtClaimsJson,proto3" json:"jwt_claims_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectRequest) Reset() {
+	*x = ConnectRequest{}
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectRequest) ProtoMessage() {}
+
+func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
+func (*ConnectRequest) Descriptor() ([]byte, []int) {
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ConnectRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ConnectRequest) GetSocketId() string {
+	if x != nil {
+		return x.SocketId
+	}
+	return ""
+}
+
+func (x *ConnectRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ConnectRequest) GetAuthJson() string {
+	if x != nil {
+		return x.AuthJson
+	}
+	return ""
+}
+
+func (x *ConnectRequest) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetClientAddress() string {
+	if x != nil {
+		return x.ClientAddress
+	}
+	return ""
+}
+
+func (x *ConnectRequest) GetTransport() string {
+	if x != nil {
+		return x.Transport
+	}
+	return ""
+}
+
+func (x *ConnectRequest) GetJwtClaimsJson() string {
+	if x != nil {
+		return x.JwtClaimsJson
+	}
+	return ""
+}
+
+type ConnectDecision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*ConnectDecision_Allow
+	//	*ConnectDecision_Deny
+	Result        isConnectDecision_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectDecision) Reset() {
+	*x = ConnectDecision{}
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectDecision) ProtoMessage() {}
+
+func (x *ConnectDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectDecision.ProtoReflect.Descriptor instead.
+func (*ConnectDecision) Descriptor() ([]byte, []int) {
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ConnectDecision) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ConnectDecision) GetResult() isConnectDecision_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ConnectDecision) GetAllow() *ConnectAllow {
+	if x != nil {
+		if x, ok := x.Result.(*ConnectDecision_Allow); ok {
+			return x.Allow
+		}
+	}
+	return nil
+}
+
+func (x *ConnectDecision) GetDeny() *ConnectDeny {
+	if x != nil {
+		if x, ok := x.Result.(*ConnectDecision_Deny); ok {
+			return x.Deny
+		}
+	}
+	return nil
+}
+
+type isConnectDecision_Result interface {
+	isConnectDecision_Result()
+}
+
+type ConnectDecision_Allow struct {
+	Allow *ConnectAllow `protobuf:"bytes,2,opt,name=allow,proto3,oneof"`
+}
+
+type ConnectDecision_Deny struct {
+	Deny *ConnectDeny `protobuf:"bytes,3,opt,name=deny,proto3,oneof"`
+}
+
+func (*ConnectDecision_Allow) isConnectDecision_Result() {}
+
+func (*ConnectDecision_Deny) isConnectDecision_Result() {}
+
+type ConnectAllow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The socket's user (empty: anonymous).
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Rooms the socket joins at once.
+	Rooms []string `protobuf:"bytes,2,rep,name=rooms,proto3" json:"rooms,omitempty"`
+	// Opaque JSON the bridge keeps with the socket and returns in SocketConnected and
+	// ListConnections.
+	DataJson      string `protobuf:"bytes,3,opt,name=data_json,json=dataJson,proto3" json:"data_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectAllow) Reset() {
+	*x = ConnectAllow{}
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectAllow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectAllow) ProtoMessage() {}
+
+func (x *ConnectAllow) ProtoReflect() protoreflect.Message {
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectAllow.ProtoReflect.Descriptor instead.
+func (*ConnectAllow) Descriptor() ([]byte, []int) {
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ConnectAllow) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ConnectAllow) GetRooms() []string {
+	if x != nil {
+		return x.Rooms
+	}
+	return nil
+}
+
+func (x *ConnectAllow) GetDataJson() string {
+	if x != nil {
+		return x.DataJson
+	}
+	return ""
+}
+
+type ConnectDeny struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Machine-readable reason, e.g. "session_expired"; the client's connect_error.data.code.
+	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The client's connect_error.message.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// Optional JSON the client receives as connect_error.data.data.
+	DataJson      string `protobuf:"bytes,3,opt,name=data_json,json=dataJson,proto3" json:"data_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectDeny) Reset() {
+	*x = ConnectDeny{}
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectDeny) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectDeny) ProtoMessage() {}
+
+func (x *ConnectDeny) ProtoReflect() protoreflect.Message {
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectDeny.ProtoReflect.Descriptor instead.
+func (*ConnectDeny) Descriptor() ([]byte, []int) {
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ConnectDeny) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *ConnectDeny) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ConnectDeny) GetDataJson() string {
+	if x != nil {
+		return x.DataJson
+	}
+	return ""
+}
+
+// JoinRequest asks whether a socket may join a room it asked for with bridge:join.
+type JoinRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Answer with JoinDecision.id.
+	Id        string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	SocketId  string `protobuf:"bytes,2,opt,name=socket_id,json=socketId,proto3" json:"socket_id,omitempty"`
+	UserId    string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Namespace string `protobuf:"bytes,4,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Room      string `protobuf:"bytes,5,opt,name=room,proto3" json:"room,omitempty"`
+	// What the backend attached to the socket when it allowed its connect.
+	DataJson      string `protobuf:"bytes,6,opt,name=data_json,json=dataJson,proto3" json:"data_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *JoinRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetSocketId() string {
+	if x != nil {
+		return x.SocketId
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetDataJson() string {
+	if x != nil {
+		return x.DataJson
+	}
+	return ""
+}
+
+type JoinDecision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Allow bool                   `protobuf:"varint,2,opt,name=allow,proto3" json:"allow,omitempty"`
+	// When refused: the client's ack gets {"error":{"code","message"}}.
+	Code          string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinDecision) Reset() {
+	*x = JoinDecision{}
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinDecision) ProtoMessage() {}
+
+func (x *JoinDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_socketbridge_v1_bridge_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinDecision.ProtoReflect.Descriptor instead.
+func (*JoinDecision) Descriptor() ([]byte, []int) {
+	return file_socketbridge_v1_bridge_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *JoinDecision) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinDecision) GetAllow() bool {
+	if x != nil {
+		return x.Allow
+	}
+	return false
+}
+
+func (x *JoinDecision) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *JoinDecision) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_socketbridge_v1_bridge_proto protoreflect.FileDescriptor
 
 const file_socketbridge_v1_bridge_proto_rawDesc = "" +
@@ -3022,7 +3836,7 @@ const file_socketbridge_v1_bridge_proto_rawDesc = "" +
 	"\x0eremote_address\x18\x02 \x01(\tR\rremoteAddress\x12\x16\n" +
 	"\x06origin\x18\x03 \x01(\tR\x06origin\x12\x1b\n" +
 	"\tauth_json\x18\x04 \x01(\tR\bauthJson\x12\x1c\n" +
-	"\ttransport\x18\x05 \x01(\tR\ttransport\"\xef\x01\n" +
+	"\ttransport\x18\x05 \x01(\tR\ttransport\"\x8c\x02\n" +
 	"\n" +
 	"Connection\x12\x1b\n" +
 	"\tsocket_id\x18\x01 \x01(\tR\bsocketId\x12\x17\n" +
@@ -3030,7 +3844,8 @@ const file_socketbridge_v1_bridge_proto_rawDesc = "" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12=\n" +
 	"\fconnected_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x128\n" +
 	"\thandshake\x18\x05 \x01(\v2\x1a.socketbridge.v1.HandshakeR\thandshake\x12\x14\n" +
-	"\x05rooms\x18\x06 \x03(\tR\x05rooms\"\x80\x01\n" +
+	"\x05rooms\x18\x06 \x03(\tR\x05rooms\x12\x1b\n" +
+	"\tdata_json\x18\a \x01(\tR\bdataJson\"\x80\x01\n" +
 	"\x17ListConnectionsResponse\x12=\n" +
 	"\vconnections\x18\x01 \x03(\v2\x1b.socketbridge.v1.ConnectionR\vconnections\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xb2\x01\n" +
@@ -3070,14 +3885,15 @@ const file_socketbridge_v1_bridge_proto_rawDesc = "" +
 	"\twants_ack\x18\a \x01(\bR\bwantsAck\x12;\n" +
 	"\vreceived_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"receivedAtJ\x04\b\t\x10\n" +
-	"R\thandshake\"\xf4\x01\n" +
+	"R\thandshake\"\x91\x02\n" +
 	"\x0fSocketConnected\x12\x1b\n" +
 	"\tsocket_id\x18\x01 \x01(\tR\bsocketId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x128\n" +
 	"\thandshake\x18\x04 \x01(\v2\x1a.socketbridge.v1.HandshakeR\thandshake\x12\x14\n" +
 	"\x05rooms\x18\x05 \x03(\tR\x05rooms\x12=\n" +
-	"\fconnected_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\"\x80\x01\n" +
+	"\fconnected_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x12\x1b\n" +
+	"\tdata_json\x18\a \x01(\tR\bdataJson\"\x80\x01\n" +
 	"\x12SocketDisconnected\x12\x1b\n" +
 	"\tsocket_id\x18\x01 \x01(\tR\bsocketId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1c\n" +
@@ -3098,12 +3914,72 @@ const file_socketbridge_v1_bridge_proto_rawDesc = "" +
 	"\vuser_online\x18\x05 \x01(\v2\x1b.socketbridge.v1.UserOnlineH\x00R\n" +
 	"userOnline\x12A\n" +
 	"\fuser_offline\x18\x06 \x01(\v2\x1c.socketbridge.v1.UserOfflineH\x00R\vuserOfflineB\x06\n" +
-	"\x04kind*l\n" +
+	"\x04kind\"\xd2\x01\n" +
+	"\x10AuthorizeRequest\x12C\n" +
+	"\tsubscribe\x18\x01 \x01(\v2#.socketbridge.v1.AuthorizeSubscribeH\x00R\tsubscribe\x12<\n" +
+	"\aconnect\x18\x02 \x01(\v2 .socketbridge.v1.ConnectDecisionH\x00R\aconnect\x123\n" +
+	"\x04join\x18\x03 \x01(\v2\x1d.socketbridge.v1.JoinDecisionH\x00R\x04joinB\x06\n" +
+	"\x04kind\"f\n" +
+	"\x12AuthorizeSubscribe\x12\x1a\n" +
+	"\bconnects\x18\x01 \x01(\bR\bconnects\x12\x14\n" +
+	"\x05joins\x18\x02 \x01(\bR\x05joins\x12\x1e\n" +
+	"\n" +
+	"namespaces\x18\x03 \x03(\tR\n" +
+	"namespaces\"\xd4\x01\n" +
+	"\x11AuthorizeResponse\x12F\n" +
+	"\n" +
+	"subscribed\x18\x01 \x01(\v2$.socketbridge.v1.AuthorizeSubscribedH\x00R\n" +
+	"subscribed\x12;\n" +
+	"\aconnect\x18\x02 \x01(\v2\x1f.socketbridge.v1.ConnectRequestH\x00R\aconnect\x122\n" +
+	"\x04join\x18\x03 \x01(\v2\x1c.socketbridge.v1.JoinRequestH\x00R\x04joinB\x06\n" +
+	"\x04kind\"U\n" +
+	"\x13AuthorizeSubscribed\x12\x1d\n" +
+	"\n" +
+	"decider_id\x18\x01 \x01(\tR\tdeciderId\x12\x1f\n" +
+	"\vinstance_id\x18\x02 \x01(\tR\n" +
+	"instanceId\"\xe9\x02\n" +
+	"\x0eConnectRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tsocket_id\x18\x02 \x01(\tR\bsocketId\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x1b\n" +
+	"\tauth_json\x18\x04 \x01(\tR\bauthJson\x12F\n" +
+	"\aheaders\x18\x05 \x03(\v2,.socketbridge.v1.ConnectRequest.HeadersEntryR\aheaders\x12%\n" +
+	"\x0eclient_address\x18\x06 \x01(\tR\rclientAddress\x12\x1c\n" +
+	"\ttransport\x18\a \x01(\tR\ttransport\x12&\n" +
+	"\x0fjwt_claims_json\x18\b \x01(\tR\rjwtClaimsJson\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x01\n" +
+	"\x0fConnectDecision\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x125\n" +
+	"\x05allow\x18\x02 \x01(\v2\x1d.socketbridge.v1.ConnectAllowH\x00R\x05allow\x122\n" +
+	"\x04deny\x18\x03 \x01(\v2\x1c.socketbridge.v1.ConnectDenyH\x00R\x04denyB\b\n" +
+	"\x06result\"Z\n" +
+	"\fConnectAllow\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05rooms\x18\x02 \x03(\tR\x05rooms\x12\x1b\n" +
+	"\tdata_json\x18\x03 \x01(\tR\bdataJson\"X\n" +
+	"\vConnectDeny\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
+	"\tdata_json\x18\x03 \x01(\tR\bdataJson\"\xa2\x01\n" +
+	"\vJoinRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tsocket_id\x18\x02 \x01(\tR\bsocketId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x12\x1c\n" +
+	"\tnamespace\x18\x04 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04room\x18\x05 \x01(\tR\x04room\x12\x1b\n" +
+	"\tdata_json\x18\x06 \x01(\tR\bdataJson\"b\n" +
+	"\fJoinDecision\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05allow\x18\x02 \x01(\bR\x05allow\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage*l\n" +
 	"\tAckStatus\x12\x1a\n" +
 	"\x16ACK_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10ACK_STATUS_ACKED\x10\x01\x12\x16\n" +
 	"\x12ACK_STATUS_TIMEOUT\x10\x02\x12\x15\n" +
-	"\x11ACK_STATUS_FAILED\x10\x032\x93\x06\n" +
+	"\x11ACK_STATUS_FAILED\x10\x032\xeb\x06\n" +
 	"\rBridgeService\x12C\n" +
 	"\x04Push\x12\x1c.socketbridge.v1.PushRequest\x1a\x1d.socketbridge.v1.PushResponse\x12R\n" +
 	"\tPushBatch\x12!.socketbridge.v1.PushBatchRequest\x1a\".socketbridge.v1.PushBatchResponse\x12R\n" +
@@ -3114,7 +3990,8 @@ const file_socketbridge_v1_bridge_proto_rawDesc = "" +
 	"\x06Status\x12\x1e.socketbridge.v1.StatusRequest\x1a\x1f.socketbridge.v1.StatusResponse\x12R\n" +
 	"\tListRooms\x12!.socketbridge.v1.ListRoomsRequest\x1a\".socketbridge.v1.ListRoomsResponse\x12d\n" +
 	"\x0fListConnections\x12'.socketbridge.v1.ListConnectionsRequest\x1a(.socketbridge.v1.ListConnectionsResponse\x12M\n" +
-	"\x06Events\x12\x1e.socketbridge.v1.EventsRequest\x1a\x1f.socketbridge.v1.EventsResponse(\x010\x01BOZMgithub.com/socketbridge/socket-bridge/go-client/socketbridgev1;socketbridgev1b\x06proto3"
+	"\x06Events\x12\x1e.socketbridge.v1.EventsRequest\x1a\x1f.socketbridge.v1.EventsResponse(\x010\x01\x12V\n" +
+	"\tAuthorize\x12!.socketbridge.v1.AuthorizeRequest\x1a\".socketbridge.v1.AuthorizeResponse(\x010\x01BOZMgithub.com/socketbridge/socket-bridge/go-client/socketbridgev1;socketbridgev1b\x06proto3"
 
 var (
 	file_socketbridge_v1_bridge_proto_rawDescOnce sync.Once
@@ -3129,7 +4006,7 @@ func file_socketbridge_v1_bridge_proto_rawDescGZIP() []byte {
 }
 
 var file_socketbridge_v1_bridge_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_socketbridge_v1_bridge_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_socketbridge_v1_bridge_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_socketbridge_v1_bridge_proto_goTypes = []any{
 	(AckStatus)(0),                    // 0: socketbridge.v1.AckStatus
 	(*Payload)(nil),                   // 1: socketbridge.v1.Payload
@@ -3171,12 +4048,23 @@ var file_socketbridge_v1_bridge_proto_goTypes = []any{
 	(*UserOnline)(nil),                // 37: socketbridge.v1.UserOnline
 	(*UserOffline)(nil),               // 38: socketbridge.v1.UserOffline
 	(*EventsResponse)(nil),            // 39: socketbridge.v1.EventsResponse
-	(*durationpb.Duration)(nil),       // 40: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 41: google.protobuf.Timestamp
+	(*AuthorizeRequest)(nil),          // 40: socketbridge.v1.AuthorizeRequest
+	(*AuthorizeSubscribe)(nil),        // 41: socketbridge.v1.AuthorizeSubscribe
+	(*AuthorizeResponse)(nil),         // 42: socketbridge.v1.AuthorizeResponse
+	(*AuthorizeSubscribed)(nil),       // 43: socketbridge.v1.AuthorizeSubscribed
+	(*ConnectRequest)(nil),            // 44: socketbridge.v1.ConnectRequest
+	(*ConnectDecision)(nil),           // 45: socketbridge.v1.ConnectDecision
+	(*ConnectAllow)(nil),              // 46: socketbridge.v1.ConnectAllow
+	(*ConnectDeny)(nil),               // 47: socketbridge.v1.ConnectDeny
+	(*JoinRequest)(nil),               // 48: socketbridge.v1.JoinRequest
+	(*JoinDecision)(nil),              // 49: socketbridge.v1.JoinDecision
+	nil,                               // 50: socketbridge.v1.ConnectRequest.HeadersEntry
+	(*durationpb.Duration)(nil),       // 51: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 52: google.protobuf.Timestamp
 }
 var file_socketbridge_v1_bridge_proto_depIdxs = []int32{
-	40, // 0: socketbridge.v1.PushOptions.ack_timeout:type_name -> google.protobuf.Duration
-	40, // 1: socketbridge.v1.PushOptions.ttl:type_name -> google.protobuf.Duration
+	51, // 0: socketbridge.v1.PushOptions.ack_timeout:type_name -> google.protobuf.Duration
+	51, // 1: socketbridge.v1.PushOptions.ttl:type_name -> google.protobuf.Duration
 	2,  // 2: socketbridge.v1.PushRequest.target:type_name -> socketbridge.v1.Target
 	1,  // 3: socketbridge.v1.PushRequest.payload:type_name -> socketbridge.v1.Payload
 	3,  // 4: socketbridge.v1.PushRequest.options:type_name -> socketbridge.v1.PushOptions
@@ -3191,12 +4079,12 @@ var file_socketbridge_v1_bridge_proto_depIdxs = []int32{
 	2,  // 13: socketbridge.v1.JoinRoomsRequest.target:type_name -> socketbridge.v1.Target
 	2,  // 14: socketbridge.v1.LeaveRoomsRequest.target:type_name -> socketbridge.v1.Target
 	2,  // 15: socketbridge.v1.DisconnectSocketsRequest.target:type_name -> socketbridge.v1.Target
-	41, // 16: socketbridge.v1.ClusterNode.last_seen:type_name -> google.protobuf.Timestamp
-	40, // 17: socketbridge.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	52, // 16: socketbridge.v1.ClusterNode.last_seen:type_name -> google.protobuf.Timestamp
+	51, // 17: socketbridge.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
 	19, // 18: socketbridge.v1.StatusResponse.backend_groups:type_name -> socketbridge.v1.BackendGroup
 	20, // 19: socketbridge.v1.StatusResponse.nodes:type_name -> socketbridge.v1.ClusterNode
 	23, // 20: socketbridge.v1.ListRoomsResponse.rooms:type_name -> socketbridge.v1.RoomInfo
-	41, // 21: socketbridge.v1.Connection.connected_at:type_name -> google.protobuf.Timestamp
+	52, // 21: socketbridge.v1.Connection.connected_at:type_name -> google.protobuf.Timestamp
 	26, // 22: socketbridge.v1.Connection.handshake:type_name -> socketbridge.v1.Handshake
 	27, // 23: socketbridge.v1.ListConnectionsResponse.connections:type_name -> socketbridge.v1.Connection
 	1,  // 24: socketbridge.v1.Ack.payload:type_name -> socketbridge.v1.Payload
@@ -3204,38 +4092,49 @@ var file_socketbridge_v1_bridge_proto_depIdxs = []int32{
 	29, // 26: socketbridge.v1.EventsRequest.subscribe:type_name -> socketbridge.v1.Subscribe
 	31, // 27: socketbridge.v1.EventsRequest.ack:type_name -> socketbridge.v1.Ack
 	1,  // 28: socketbridge.v1.ClientEvent.payload:type_name -> socketbridge.v1.Payload
-	41, // 29: socketbridge.v1.ClientEvent.received_at:type_name -> google.protobuf.Timestamp
+	52, // 29: socketbridge.v1.ClientEvent.received_at:type_name -> google.protobuf.Timestamp
 	26, // 30: socketbridge.v1.SocketConnected.handshake:type_name -> socketbridge.v1.Handshake
-	41, // 31: socketbridge.v1.SocketConnected.connected_at:type_name -> google.protobuf.Timestamp
+	52, // 31: socketbridge.v1.SocketConnected.connected_at:type_name -> google.protobuf.Timestamp
 	33, // 32: socketbridge.v1.EventsResponse.subscribed:type_name -> socketbridge.v1.Subscribed
 	34, // 33: socketbridge.v1.EventsResponse.client_event:type_name -> socketbridge.v1.ClientEvent
 	35, // 34: socketbridge.v1.EventsResponse.socket_connected:type_name -> socketbridge.v1.SocketConnected
 	36, // 35: socketbridge.v1.EventsResponse.socket_disconnected:type_name -> socketbridge.v1.SocketDisconnected
 	37, // 36: socketbridge.v1.EventsResponse.user_online:type_name -> socketbridge.v1.UserOnline
 	38, // 37: socketbridge.v1.EventsResponse.user_offline:type_name -> socketbridge.v1.UserOffline
-	4,  // 38: socketbridge.v1.BridgeService.Push:input_type -> socketbridge.v1.PushRequest
-	8,  // 39: socketbridge.v1.BridgeService.PushBatch:input_type -> socketbridge.v1.PushBatchRequest
-	12, // 40: socketbridge.v1.BridgeService.JoinRooms:input_type -> socketbridge.v1.JoinRoomsRequest
-	14, // 41: socketbridge.v1.BridgeService.LeaveRooms:input_type -> socketbridge.v1.LeaveRoomsRequest
-	16, // 42: socketbridge.v1.BridgeService.DisconnectSockets:input_type -> socketbridge.v1.DisconnectSocketsRequest
-	18, // 43: socketbridge.v1.BridgeService.Status:input_type -> socketbridge.v1.StatusRequest
-	22, // 44: socketbridge.v1.BridgeService.ListRooms:input_type -> socketbridge.v1.ListRoomsRequest
-	25, // 45: socketbridge.v1.BridgeService.ListConnections:input_type -> socketbridge.v1.ListConnectionsRequest
-	32, // 46: socketbridge.v1.BridgeService.Events:input_type -> socketbridge.v1.EventsRequest
-	6,  // 47: socketbridge.v1.BridgeService.Push:output_type -> socketbridge.v1.PushResponse
-	11, // 48: socketbridge.v1.BridgeService.PushBatch:output_type -> socketbridge.v1.PushBatchResponse
-	13, // 49: socketbridge.v1.BridgeService.JoinRooms:output_type -> socketbridge.v1.JoinRoomsResponse
-	15, // 50: socketbridge.v1.BridgeService.LeaveRooms:output_type -> socketbridge.v1.LeaveRoomsResponse
-	17, // 51: socketbridge.v1.BridgeService.DisconnectSockets:output_type -> socketbridge.v1.DisconnectSocketsResponse
-	21, // 52: socketbridge.v1.BridgeService.Status:output_type -> socketbridge.v1.StatusResponse
-	24, // 53: socketbridge.v1.BridgeService.ListRooms:output_type -> socketbridge.v1.ListRoomsResponse
-	28, // 54: socketbridge.v1.BridgeService.ListConnections:output_type -> socketbridge.v1.ListConnectionsResponse
-	39, // 55: socketbridge.v1.BridgeService.Events:output_type -> socketbridge.v1.EventsResponse
-	47, // [47:56] is the sub-list for method output_type
-	38, // [38:47] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	41, // 38: socketbridge.v1.AuthorizeRequest.subscribe:type_name -> socketbridge.v1.AuthorizeSubscribe
+	45, // 39: socketbridge.v1.AuthorizeRequest.connect:type_name -> socketbridge.v1.ConnectDecision
+	49, // 40: socketbridge.v1.AuthorizeRequest.join:type_name -> socketbridge.v1.JoinDecision
+	43, // 41: socketbridge.v1.AuthorizeResponse.subscribed:type_name -> socketbridge.v1.AuthorizeSubscribed
+	44, // 42: socketbridge.v1.AuthorizeResponse.connect:type_name -> socketbridge.v1.ConnectRequest
+	48, // 43: socketbridge.v1.AuthorizeResponse.join:type_name -> socketbridge.v1.JoinRequest
+	50, // 44: socketbridge.v1.ConnectRequest.headers:type_name -> socketbridge.v1.ConnectRequest.HeadersEntry
+	46, // 45: socketbridge.v1.ConnectDecision.allow:type_name -> socketbridge.v1.ConnectAllow
+	47, // 46: socketbridge.v1.ConnectDecision.deny:type_name -> socketbridge.v1.ConnectDeny
+	4,  // 47: socketbridge.v1.BridgeService.Push:input_type -> socketbridge.v1.PushRequest
+	8,  // 48: socketbridge.v1.BridgeService.PushBatch:input_type -> socketbridge.v1.PushBatchRequest
+	12, // 49: socketbridge.v1.BridgeService.JoinRooms:input_type -> socketbridge.v1.JoinRoomsRequest
+	14, // 50: socketbridge.v1.BridgeService.LeaveRooms:input_type -> socketbridge.v1.LeaveRoomsRequest
+	16, // 51: socketbridge.v1.BridgeService.DisconnectSockets:input_type -> socketbridge.v1.DisconnectSocketsRequest
+	18, // 52: socketbridge.v1.BridgeService.Status:input_type -> socketbridge.v1.StatusRequest
+	22, // 53: socketbridge.v1.BridgeService.ListRooms:input_type -> socketbridge.v1.ListRoomsRequest
+	25, // 54: socketbridge.v1.BridgeService.ListConnections:input_type -> socketbridge.v1.ListConnectionsRequest
+	32, // 55: socketbridge.v1.BridgeService.Events:input_type -> socketbridge.v1.EventsRequest
+	40, // 56: socketbridge.v1.BridgeService.Authorize:input_type -> socketbridge.v1.AuthorizeRequest
+	6,  // 57: socketbridge.v1.BridgeService.Push:output_type -> socketbridge.v1.PushResponse
+	11, // 58: socketbridge.v1.BridgeService.PushBatch:output_type -> socketbridge.v1.PushBatchResponse
+	13, // 59: socketbridge.v1.BridgeService.JoinRooms:output_type -> socketbridge.v1.JoinRoomsResponse
+	15, // 60: socketbridge.v1.BridgeService.LeaveRooms:output_type -> socketbridge.v1.LeaveRoomsResponse
+	17, // 61: socketbridge.v1.BridgeService.DisconnectSockets:output_type -> socketbridge.v1.DisconnectSocketsResponse
+	21, // 62: socketbridge.v1.BridgeService.Status:output_type -> socketbridge.v1.StatusResponse
+	24, // 63: socketbridge.v1.BridgeService.ListRooms:output_type -> socketbridge.v1.ListRoomsResponse
+	28, // 64: socketbridge.v1.BridgeService.ListConnections:output_type -> socketbridge.v1.ListConnectionsResponse
+	39, // 65: socketbridge.v1.BridgeService.Events:output_type -> socketbridge.v1.EventsResponse
+	42, // 66: socketbridge.v1.BridgeService.Authorize:output_type -> socketbridge.v1.AuthorizeResponse
+	57, // [57:67] is the sub-list for method output_type
+	47, // [47:57] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_socketbridge_v1_bridge_proto_init() }
@@ -3273,13 +4172,27 @@ func file_socketbridge_v1_bridge_proto_init() {
 		(*EventsResponse_UserOnline)(nil),
 		(*EventsResponse_UserOffline)(nil),
 	}
+	file_socketbridge_v1_bridge_proto_msgTypes[39].OneofWrappers = []any{
+		(*AuthorizeRequest_Subscribe)(nil),
+		(*AuthorizeRequest_Connect)(nil),
+		(*AuthorizeRequest_Join)(nil),
+	}
+	file_socketbridge_v1_bridge_proto_msgTypes[41].OneofWrappers = []any{
+		(*AuthorizeResponse_Subscribed)(nil),
+		(*AuthorizeResponse_Connect)(nil),
+		(*AuthorizeResponse_Join)(nil),
+	}
+	file_socketbridge_v1_bridge_proto_msgTypes[44].OneofWrappers = []any{
+		(*ConnectDecision_Allow)(nil),
+		(*ConnectDecision_Deny)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_socketbridge_v1_bridge_proto_rawDesc), len(file_socketbridge_v1_bridge_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   39,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,6 +38,7 @@ const (
 	BridgeService_ListRooms_FullMethodName         = "/socketbridge.v1.BridgeService/ListRooms"
 	BridgeService_ListConnections_FullMethodName   = "/socketbridge.v1.BridgeService/ListConnections"
 	BridgeService_Events_FullMethodName            = "/socketbridge.v1.BridgeService/Events"
+	BridgeService_Authorize_FullMethodName         = "/socketbridge.v1.BridgeService/Authorize"
 )
 
 // BridgeServiceClient is the client API for BridgeService service.
@@ -68,6 +69,12 @@ type BridgeServiceClient interface {
 	// Events is the backend's subscription: the first message must be a Subscribe; the bridge
 	// then streams client events and lifecycle changes, and the backend answers acks.
 	Events(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[EventsRequest, EventsResponse], error)
+	// Authorize lets the backend decide who connects (auth.mode = "backend") and which rooms
+	// clients may join beyond socketio.client_room_patterns. The backend opens the stream
+	// and first sends AuthorizeRequest{subscribe}; the bridge then sends ConnectRequest and
+	// JoinRequest messages, and the backend answers each with a decision carrying its id,
+	// within auth.backend.timeout_ms. Several streams share the questions.
+	Authorize(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AuthorizeRequest, AuthorizeResponse], error)
 }
 
 type bridgeServiceClient struct {
@@ -171,6 +178,19 @@ func (c *bridgeServiceClient) Events(ctx context.Context, opts ...grpc.CallOptio
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BridgeService_EventsClient = grpc.BidiStreamingClient[EventsRequest, EventsResponse]
 
+func (c *bridgeServiceClient) Authorize(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AuthorizeRequest, AuthorizeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BridgeService_ServiceDesc.Streams[1], BridgeService_Authorize_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AuthorizeRequest, AuthorizeResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BridgeService_AuthorizeClient = grpc.BidiStreamingClient[AuthorizeRequest, AuthorizeResponse]
+
 // BridgeServiceServer is the server API for BridgeService service.
 // All implementations must embed UnimplementedBridgeServiceServer
 // for forward compatibility.
@@ -199,6 +219,12 @@ type BridgeServiceServer interface {
 	// Events is the backend's subscription: the first message must be a Subscribe; the bridge
 	// then streams client events and lifecycle changes, and the backend answers acks.
 	Events(grpc.BidiStreamingServer[EventsRequest, EventsResponse]) error
+	// Authorize lets the backend decide who connects (auth.mode = "backend") and which rooms
+	// clients may join beyond socketio.client_room_patterns. The backend opens the stream
+	// and first sends AuthorizeRequest{subscribe}; the bridge then sends ConnectRequest and
+	// JoinRequest messages, and the backend answers each with a decision carrying its id,
+	// within auth.backend.timeout_ms. Several streams share the questions.
+	Authorize(grpc.BidiStreamingServer[AuthorizeRequest, AuthorizeResponse]) error
 	mustEmbedUnimplementedBridgeServiceServer()
 }
 
@@ -235,6 +261,9 @@ func (UnimplementedBridgeServiceServer) ListConnections(context.Context, *ListCo
 }
 func (UnimplementedBridgeServiceServer) Events(grpc.BidiStreamingServer[EventsRequest, EventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method Events not implemented")
+}
+func (UnimplementedBridgeServiceServer) Authorize(grpc.BidiStreamingServer[AuthorizeRequest, AuthorizeResponse]) error {
+	return status.Error(codes.Unimplemented, "method Authorize not implemented")
 }
 func (UnimplementedBridgeServiceServer) mustEmbedUnimplementedBridgeServiceServer() {}
 func (UnimplementedBridgeServiceServer) testEmbeddedByValue()                       {}
@@ -408,6 +437,13 @@ func _BridgeService_Events_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BridgeService_EventsServer = grpc.BidiStreamingServer[EventsRequest, EventsResponse]
 
+func _BridgeService_Authorize_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(BridgeServiceServer).Authorize(&grpc.GenericServerStream[AuthorizeRequest, AuthorizeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BridgeService_AuthorizeServer = grpc.BidiStreamingServer[AuthorizeRequest, AuthorizeResponse]
+
 // BridgeService_ServiceDesc is the grpc.ServiceDesc for BridgeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -452,6 +488,12 @@ var BridgeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Events",
 			Handler:       _BridgeService_Events_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Authorize",
+			Handler:       _BridgeService_Authorize_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},

@@ -61,6 +61,10 @@ impl Cluster {
     pub(super) async fn drop_idle_rooms(&self) {
         let Some(hub) = self.node().hub.upgrade() else { return };
         let mut channels = self.interest.channels.lock().await;
+        if channels.is_empty() {
+            // Nothing to drop: spare the walk over every room (user rooms included).
+            return;
+        }
         let mut local = HashSet::new();
         for namespace in &hub.settings().namespaces {
             for room in hub.local_rooms(namespace).await {

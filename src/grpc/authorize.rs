@@ -39,7 +39,13 @@ pub async fn open(hub: Arc<Hub>, mut inbound: Streaming<pb::AuthorizeRequest>) -
     let reader_hub = hub.clone();
     tokio::spawn(async move {
         loop {
-            let decision = match inbound.message().await {
+            // Draining ends the read side too: the stream's request half would otherwise
+            // stay open while the backend keeps its half open, and hold shutdown.
+            let next = tokio::select! {
+                next = inbound.message() => next,
+                () = reader_hub.draining_started() => break,
+            };
+            let decision = match next {
                 Ok(Some(pb::AuthorizeRequest { kind: Some(pb::authorize_request::Kind::Connect(d)) })) => {
                     (d.id.clone(), connect_answer(d))
                 }
@@ -76,8 +82,16 @@ pub async fn open(hub: Arc<Hub>, mut inbound: Streaming<pb::AuthorizeRequest>) -
         })),
     };
     let asked = tokio_stream::wrappers::ReceiverStream::new(questions).map(|a| Ok(question(a)));
+    // The stream ends when draining starts: a decider then moves to another instance
+    // (its client reconnects), and shutdown does not wait out the grace period for it.
+    // This instance refuses new connects while draining; joins it still decides go to a
+    // decider elsewhere through the backplane, or are refused when none is left.
+    let draining = {
+        let hub = hub.clone();
+        async move { hub.draining_started().await }
+    };
     let unsubscribe = Unsubscribe { hub, id };
-    let stream = futures::stream::once(async { Ok(subscribed) }).chain(asked).map(move |m| {
+    let stream = futures::stream::once(async { Ok(subscribed) }).chain(asked).take_until(draining).map(move |m| {
         let _keep = &unsubscribe;
         m
     });

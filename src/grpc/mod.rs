@@ -2,6 +2,7 @@
 //! reflection v1 and v1alpha (open, so grpcurl and ghz work with no .proto file and no key).
 
 mod authorize;
+pub mod codec;
 mod convert;
 mod events;
 mod service;
@@ -56,7 +57,7 @@ pub async fn serve(
     config: &Config,
     tls: Option<ServerTlsConfig>,
     hub: Arc<Hub>,
-    listener: tokio::net::TcpListener,
+    acceptor: crate::conn::Acceptor,
     shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     let keys = KeyCheck(ApiKeys::new(&config.grpc.api_keys));
@@ -89,7 +90,9 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(reflection_failed);
 
-    let mut server = tonic::transport::Server::builder();
+    // Each call marks its connection busy, so the connection deadlines (`conn`) apply
+    // only to connections with nothing in flight.
+    let mut server = tonic::transport::Server::builder().layer(crate::conn::TrackLayer);
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
@@ -105,14 +108,12 @@ pub async fn serve(
     if let Ok(reflection) = reflection_v1alpha {
         router = router.add_service(reflection);
     }
-    // TCP_NODELAY on accepted connections: the builder's tcp_nodelay(true) only applies to
-    // listeners tonic binds itself, so small Events/Push frames waited for delayed ACKs
-    // (Nagle). Measured: event round-trip p99 at 10k/s 27.7 ms → 1.8 ms (BENCHMARKS.md).
-    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-        conn.inspect(|s| {
-            let _ = s.set_nodelay(true);
-        })
-    });
+    // The acceptor sets TCP_NODELAY on accepted connections (the builder's tcp_nodelay
+    // only applies to listeners tonic binds itself; without it small Events/Push frames
+    // waited for delayed ACKs: event round-trip p99 at 10k/s 27.7 ms → 1.8 ms,
+    // BENCHMARKS.md), puts them under the connection deadlines, and never hands tonic an
+    // accept error (tonic retries those at once, spinning while descriptors are short).
+    let incoming = crate::conn::incoming(acceptor);
     let draining = shutdown.clone();
     router
         .serve_with_incoming_shutdown(incoming, async move {

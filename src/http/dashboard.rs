@@ -1,9 +1,10 @@
 //! The operator's view: `/dashboard` (one embedded page), its data (`snapshot`, and a
 //! server-sent `stream` of snapshots and log lines), and `GET /api/v1/logs`. All behind
-//! the admin credentials (HTTP Basic).
+//! the admin credentials (HTTP Basic), rate limited per client address, with failures
+//! logged as one summary line per interval.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Json;
@@ -17,41 +18,122 @@ use serde::{Deserialize, Serialize};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
 
+use super::client_addr::ClientAddr;
 use super::error::ApiError;
 use crate::hub::Hub;
 use crate::hub::auth::AdminCredentials;
 use crate::telemetry::logs::{self, LogEntry};
+use crate::telemetry::metrics::ErrorKind;
+use crate::telemetry::summary::Summary;
 
 const PAGE: &str = include_str!("dashboard.html");
 /// Most rooms listed in a snapshot.
 const SNAPSHOT_ROOMS: u32 = 200;
 
-pub async fn require_admin(State(admin): State<AdminCredentials>, request: Request, next: Next) -> Response {
+/// The admin routes' door: the credentials, the client address resolver, and the
+/// summary that failures are logged through (one line per interval, however many
+/// guesses arrive).
+#[derive(Clone)]
+pub struct AdminGuard {
+    credentials: AdminCredentials,
+    client: ClientAddr,
+    hub: Arc<Hub>,
+    summary: Summary,
+}
+
+impl AdminGuard {
+    pub fn new(credentials: AdminCredentials, client: ClientAddr, hub: Arc<Hub>, interval: Duration) -> Self {
+        let summary = Summary::new(interval, |r| {
+            tracing::warn!(
+                failed = r.count("failed"),
+                rate_limited = r.count("rate_limited"),
+                addresses = r.address_count(),
+                busiest = %r.top_addresses(),
+                interval_s = r.interval().as_secs(),
+                "admin requests refused (wrong or missing credentials, or over the rate limit)"
+            );
+        });
+        Self { credentials, client, hub, summary }
+    }
+
+    /// A request refused by the per-address rate limit: counted and summarized.
+    pub fn rate_limited(&self, response: Response) -> Response {
+        self.hub.metrics().error(ErrorKind::AdminAuth);
+        self.summary.add("rate_limited", 1, None);
+        summarized(response)
+    }
+}
+
+/// Marks a refusal as already counted in a summary line, so the request is not also
+/// logged on its own.
+fn summarized(mut response: Response) -> Response {
+    response.extensions_mut().insert(super::error::Summarized);
+    response
+}
+
+pub async fn require_admin(State(admin): State<AdminGuard>, request: Request, next: Next) -> Response {
     let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if admin.accepts(header) {
+    if admin.credentials.accepts(header) {
         return next.run(request).await;
     }
-    let message = if admin.is_configured() {
+    admin.hub.metrics().error(ErrorKind::AdminAuth);
+    admin.summary.add("failed", 1, admin.client.of(&request));
+    let message = if admin.credentials.is_configured() {
         "admin credentials required"
     } else {
         "the dashboard is disabled: set dashboard.password"
     };
     let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"socket-bridge\""));
+    summarized(response)
+}
+
+/// Headers on every admin response (refusals included): never framed by another site,
+/// never cached, never sniffed.
+pub async fn admin_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     response
 }
 
+/// The page's Content Security Policy. Its one inline script is allowed by its SHA-256
+/// hash, not by `'unsafe-inline'`, so markup injected into the page could not run; styles
+/// stay inline (the page sets element styles from its script). Nothing may frame it.
+fn page_policy() -> &'static HeaderValue {
+    static POLICY: OnceLock<HeaderValue> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let hashes: Vec<String> = inline_scripts(PAGE)
+            .map(|script| {
+                let digest = sha2::Sha256::digest(script.as_bytes());
+                format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(digest))
+            })
+            .collect();
+        let policy = format!(
+            "default-src 'none'; script-src {}; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            hashes.join(" ")
+        );
+        HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"))
+    })
+}
+
+/// The bodies of the page's inline `<script>` elements.
+fn inline_scripts(page: &str) -> impl Iterator<Item = &str> {
+    page.split("<script>").skip(1).filter_map(|rest| rest.split_once("</script>").map(|(body, _)| body))
+}
+
 pub async fn page() -> impl IntoResponse {
-    (
-        [
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline' 'self'; img-src 'self' data:",
-            ),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        Html(PAGE),
-    )
+    ([(header::CONTENT_SECURITY_POLICY, page_policy().clone())], Html(PAGE))
 }
 
 #[derive(Debug, Serialize)]

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::request_id::RequestId;
 use crate::hub::HubError;
 pub use crate::telemetry::rfc3339_now;
 
@@ -38,6 +37,11 @@ pub struct ErrorBody {
 pub struct ErrorResponse {
     pub error: ErrorBody,
 }
+
+/// Response marker: this refusal is counted in a summary line (see
+/// `telemetry::summary`), so the request-id middleware does not log it on its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Summarized;
 
 /// A REST failure; becomes the status and body above.
 #[derive(Debug, Clone)]
@@ -86,14 +90,14 @@ impl ApiError {
     }
 
     /// The response, with the request id if known.
-    pub fn into_response_with(self, request_id: Option<&RequestId>) -> Response {
+    pub fn into_response_with(self, request_id: Option<&str>) -> Response {
         let body = ErrorResponse {
             error: ErrorBody {
                 code: self.code,
                 message: self.message,
                 details: self.details,
                 timestamp: rfc3339_now(),
-                request_id: request_id.map(|r| r.0.clone()),
+                request_id: request_id.map(str::to_owned),
             },
         };
         let mut response = (self.status, Json(body)).into_response();

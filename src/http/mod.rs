@@ -5,11 +5,13 @@
 //! the REST routes: per-IP rate limit, API key, per-key rate limit.
 
 pub mod api;
+pub mod client_addr;
 mod dashboard;
 mod error;
 pub mod polling;
 mod request_id;
 mod serve;
+pub mod sessions;
 
 pub use serve::serve;
 
@@ -30,9 +32,8 @@ use tower::ServiceBuilder;
 use tower_governor::GovernorLayer;
 use tower_governor::errors::GovernorError;
 use tower_governor::governor::GovernorConfigBuilder;
-use tower_governor::key_extractor::{KeyExtractor, PeerIpKeyExtractor};
+use tower_governor::key_extractor::KeyExtractor;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::OpenApi;
 
 pub use error::{ApiError, ErrorBody, ErrorResponse, FieldError, rfc3339_now};
@@ -47,8 +48,9 @@ use crate::hub::auth::{AdminCredentials, ApiKeys};
 pub fn app(config: &Config, hub: Arc<Hub>, socketio: SocketIoLayer) -> Router {
     let keys = ApiKeys::new(&config.grpc.api_keys);
     let h = &config.http;
-    let per_key = limiter(ApiKeyHash, h.rate_per_key_per_second, h.burst_per_key);
-    let per_ip = limiter(PeerIpKeyExtractor, h.rate_per_ip_per_second, h.burst_per_ip);
+    let client = ClientIpKey(client_addr::ClientAddr::new(&h.trusted_proxies));
+    let per_key = limiter(ApiKeyHash, h.rate_per_key_per_second, h.burst_per_key, None);
+    let per_ip = limiter(client.clone(), h.rate_per_ip_per_second, h.burst_per_ip, None);
     let timeout = config.request_timeout();
     let socketio = polling::in_front_of(socketio, config.socketio.max_payload_bytes, hub.metrics());
 
@@ -59,13 +61,23 @@ pub fn app(config: &Config, hub: Arc<Hub>, socketio: SocketIoLayer) -> Router {
         .route_layer(per_key)
         .route_layer(middleware::from_fn_with_state(keys, require_api_key))
         .route_layer(per_ip);
-    let admin = AdminCredentials::new(&config.dashboard.username, config.dashboard.password.as_ref());
+    let d = &config.dashboard;
+    let admin = dashboard::AdminGuard::new(
+        AdminCredentials::new(&d.username, d.password.as_ref()),
+        client.0.clone(),
+        hub.clone(),
+        config.summary_interval(),
+    );
+    // Rate limited per client address before the credentials are even looked at.
+    let per_address = limiter(client, d.rate_per_address_per_second, d.burst_per_address, Some(admin.clone()));
     let operator = Router::new()
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/api/snapshot", get(dashboard::snapshot))
         .route("/dashboard/api/stream", get(dashboard::stream))
         .route("/api/v1/logs", get(dashboard::logs))
-        .route_layer(middleware::from_fn_with_state(admin, dashboard::require_admin));
+        .route_layer(middleware::from_fn_with_state(admin, dashboard::require_admin))
+        .route_layer(per_address)
+        .layer(middleware::map_response(dashboard::admin_headers));
     let app = rest
         .merge(operator)
         .route("/metrics", get(metrics))
@@ -74,10 +86,10 @@ pub fn app(config: &Config, hub: Arc<Hub>, socketio: SocketIoLayer) -> Router {
         .route("/ready", get(ready))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(h.max_body_bytes))
-        .with_state(hub);
-    let app = with_error_layers(app, timeout);
-    let cors = cors(&config.socketio.cors_origins);
-    Router::new().fallback_service(ServiceBuilder::new().layer(cors).layer(socketio).service(app))
+        .with_state(hub.clone());
+    let app = with_error_layers(app, timeout).layer(middleware::map_response(common_headers));
+    let gate = sessions::SessionGate::new(config, hub);
+    Router::new().fallback_service(ServiceBuilder::new().layer(gate).layer(socketio).service(app))
 }
 
 /// The layers that turn every failure (timeout, panic) into the error format and stamp
@@ -91,9 +103,36 @@ fn with_error_layers(router: Router, timeout: Duration) -> Router {
 
 type Limiter<K> = GovernorLayer<K, NoOpMiddleware<QuantaInstant>, axum::body::Body>;
 
+/// Headers on every response of the app (not the Socket.IO endpoint): browsers must not
+/// guess content types, and no URL leaks to other sites through `Referer`.
+async fn common_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(axum::http::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
+/// Rate-limit key: the client address (see `client_addr`: behind a trusted proxy, the
+/// forwarded one).
+#[derive(Clone)]
+struct ClientIpKey(client_addr::ClientAddr);
+
+impl KeyExtractor for ClientIpKey {
+    type Key = std::net::IpAddr;
+    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<Self::Key, GovernorError> {
+        self.0.of(req).map(client_addr::limit_key).ok_or(GovernorError::UnableToExtractKey)
+    }
+}
+
 /// A token bucket per key: `per_second` sustained, `burst` at once. Old keys are pruned
-/// every minute so the table stays bounded.
-fn limiter<K: KeyExtractor + Send + Sync + 'static>(key: K, per_second: u32, burst: u32) -> Limiter<K>
+/// every minute so the table stays bounded. With `admin`, refusals are counted as failed
+/// admin requests and summarized instead of logged one by one.
+fn limiter<K: KeyExtractor + Send + Sync + 'static>(
+    key: K,
+    per_second: u32,
+    burst: u32,
+    admin: Option<dashboard::AdminGuard>,
+) -> Limiter<K>
 where
     K::Key: Send + Sync,
 {
@@ -114,8 +153,11 @@ where
             limiter.retain_recent();
         }
     });
-    GovernorLayer::new(config).error_handler(|e| match e {
-        GovernorError::TooManyRequests { wait_time, .. } => ApiError::rate_limited(wait_time).into_response(),
+    GovernorLayer::new(config).error_handler(move |e| match e {
+        GovernorError::TooManyRequests { wait_time, .. } => match &admin {
+            Some(admin) => admin.rate_limited(ApiError::rate_limited(wait_time).into_response()),
+            None => ApiError::rate_limited(wait_time).into_response(),
+        },
         GovernorError::UnableToExtractKey => {
             ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "cannot tell who is calling").into_response()
         }
@@ -158,15 +200,6 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
-}
-
-fn cors(origins: &[String]) -> CorsLayer {
-    let allow = if origins.is_empty() {
-        AllowOrigin::mirror_request()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    CorsLayer::new().allow_origin(allow).allow_credentials(true)
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]

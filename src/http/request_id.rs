@@ -30,9 +30,13 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(request_id.clone());
     let span = tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = next.run(request).instrument(span.clone()).await;
+    let summarized = response.extensions().get::<super::error::Summarized>().is_some();
     if let Some(error) = response.extensions_mut().remove::<ApiError>() {
         let status = error.status;
         span.in_scope(|| {
+            if summarized {
+                return;
+            }
             if status.is_server_error() {
                 tracing::warn!(status = status.as_u16(), code = error.code, "request failed");
             } else {
@@ -42,7 +46,7 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
         // Re-rendered with the request id; headers set on the way out (Retry-After,
         // WWW-Authenticate …) are kept.
         let (parts, _) = response.into_parts();
-        response = error.into_response_with(Some(&request_id));
+        response = error.into_response_with(Some(&request_id.0));
         for (name, value) in &parts.headers {
             if name != axum::http::header::CONTENT_LENGTH && name != axum::http::header::CONTENT_TYPE {
                 response.headers_mut().insert(name.clone(), value.clone());

@@ -11,11 +11,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, AuthMode, Secret};
 
-pub use jsonwebtoken::AlgorithmFamily as KeyFamily;
-
-pub fn key_family(alg: Algorithm) -> KeyFamily {
-    alg.family()
-}
+use jsonwebtoken::AlgorithmFamily as KeyFamily;
 
 use crate::names::MAX_USER_ID_LEN;
 /// Longest token accepted, in bytes: a cheap refusal before any parsing.
@@ -64,6 +60,8 @@ pub enum AuthError {
     BackendDecides,
     #[error("rooms claim is invalid: {0}")]
     InvalidRooms(String),
+    #[error("token header marks extensions as critical (\"crit\"); none is supported")]
+    CriticalExtension,
 }
 
 #[derive(Deserialize)]
@@ -236,14 +234,19 @@ impl Authenticator {
     }
 }
 
-/// Reads the header's `alg` before anything else, so `none` and algorithms outside the
-/// configured family get a precise refusal instead of a generic parse error.
+/// Reads the header before anything else, so `none`, algorithms outside the configured
+/// family and critical extensions get a precise refusal instead of a generic parse error.
 fn check_algorithm(token: &str, allowed: &[Algorithm]) -> Result<(), AuthError> {
     let header = token.split('.').next().ok_or(AuthError::Malformed)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header.trim_end_matches('='))
         .map_err(|_| AuthError::Malformed)?;
     let header: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
+    // RFC 7515 §4.1.11: a token whose `crit` names an extension the recipient does not
+    // understand must be refused; the bridge understands none.
+    if header.get("crit").is_some() {
+        return Err(AuthError::CriticalExtension);
+    }
     let alg = header.get("alg").and_then(|a| a.as_str()).ok_or(AuthError::Malformed)?;
     match alg.parse::<Algorithm>() {
         Ok(a) if allowed.contains(&a) => Ok(()),
@@ -378,6 +381,11 @@ mod tests {
         assert_eq!(a.authenticate(&json!({"token": "abc"})), Err(AuthError::Malformed));
         let no_exp = token(json!({"sub": "a"}), SECRET);
         assert_eq!(a.authenticate(&json!({"token": no_exp})), Err(AuthError::MissingClaim("exp".into())));
+        let crit = Header { crit: Some(vec!["exp".into()]), ..Header::default() };
+        let critical =
+            encode(&crit, &json!({"sub": "a", "exp": now() + 60}), &EncodingKey::from_secret(SECRET.as_bytes()))
+                .unwrap();
+        assert_eq!(a.authenticate(&json!({"token": critical})), Err(AuthError::CriticalExtension));
         let internal = token(json!({"sub": "a", "exp": now() + 60, "rooms": ["user:b"]}), SECRET);
         assert!(matches!(a.authenticate(&json!({"token": internal})), Err(AuthError::InvalidRooms(_))));
     }

@@ -25,6 +25,8 @@ use std::time::SystemTime;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+pub use super::offline::{OfflineMessage, OfflineOutcome};
+pub use super::questions::{Answer, DecisionKind, Question, Undecided};
 use super::registry::{Connection, Handshake, Presence, Registry};
 use super::router::{AckReply, ClientEvent, EventRouter};
 use super::{Hub, HubError, Metrics, Payload, SocketAck, Target};
@@ -70,34 +72,6 @@ pub struct NodeInfo {
     pub instance_id: String,
     pub connections: u64,
     pub last_seen: SystemTime,
-}
-
-/// A push kept for a user with no socket anywhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OfflineMessage {
-    pub namespace: String,
-    pub event: String,
-    pub payload: Payload,
-    /// Wall-clock expiry, in milliseconds since the Unix epoch (instances share it).
-    pub expires_at_ms: u64,
-}
-
-impl OfflineMessage {
-    /// Bytes it holds, for the stores' byte limits.
-    pub fn size(&self) -> usize {
-        self.namespace.len() + self.event.len() + self.payload.len()
-    }
-}
-
-/// What became of a push offered to the offline store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OfflineOutcome {
-    /// Kept: the user has no socket anywhere.
-    Stored,
-    /// Not kept: the user is online somewhere; deliver it live.
-    Online,
-    /// Not kept: the user's share of the store is full.
-    Full,
 }
 
 /// Where an operation must travel besides this instance.
@@ -162,7 +136,7 @@ pub enum NodeRequest {
         limit: usize,
     },
     /// A connect or join for this instance's deciders.
-    Decide(super::deciders::Question),
+    Decide(Question),
 }
 
 /// A push as each instance applies it.
@@ -194,7 +168,7 @@ pub enum NodeReply {
     Rooms(Vec<(String, u32)>),
     Connections(Vec<ConnectionView>),
     /// A decider's answer, or why none came.
-    Decided(Result<super::deciders::Answer, super::deciders::Undecided>),
+    Decided(Result<Answer, Undecided>),
     /// The request could not be applied there (namespace missing, instance draining).
     #[default]
     Refused,
@@ -302,7 +276,7 @@ pub trait Backplane: Send + Sync + 'static {
     fn deciders_changed(&self, kinds: (bool, bool));
 
     /// Other instances with a decider for `kind`.
-    fn decider_nodes(&self, kind: super::deciders::DecisionKind) -> BoxFuture<'_, Result<Vec<String>, HubError>>;
+    fn decider_nodes(&self, kind: DecisionKind) -> BoxFuture<'_, Result<Vec<String>, HubError>>;
 
     /// A backend stream of `group` subscribed on this instance.
     fn group_subscribed<'a>(&'a self, group: &'a str) -> BoxFuture<'a, ()>;

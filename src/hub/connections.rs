@@ -106,7 +106,11 @@ impl Hub {
         };
         match self.decide(Question::Connect(question)).await {
             Ok(Answer::Allow { user_id, rooms, data_json }) => self.allowed_identity(user_id, rooms, data_json),
-            Ok(Answer::Deny { code, message, .. }) => Err(refused(ConnectRefusal::Denied { code, message })),
+            Ok(Answer::Deny { code, message, .. }) => {
+                self.metrics.error(ErrorKind::Auth);
+                tracing::info!(code = %code, reason = %message, "connection refused by the deciding backend");
+                Err(ConnectRefusal::Denied { code, message })
+            }
             Err(undecided) => Err(refused(ConnectRefusal::Undecided(undecided))),
         }
     }

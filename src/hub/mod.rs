@@ -20,12 +20,14 @@ pub mod keyhash;
 mod listing;
 mod local;
 pub mod offline;
-pub mod pattern;
+pub use crate::names::pattern;
 pub mod payload;
 mod push;
+mod questions;
 mod redelivery;
 pub mod registry;
 pub mod router;
+mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

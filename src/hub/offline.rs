@@ -10,7 +10,37 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use super::backplane::{OfflineMessage, OfflineOutcome};
+use serde::{Deserialize, Serialize};
+
+use super::Payload;
+
+/// A push kept for a user with no socket anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineMessage {
+    pub namespace: String,
+    pub event: String,
+    pub payload: Payload,
+    /// Wall-clock expiry, in milliseconds since the Unix epoch (instances share it).
+    pub expires_at_ms: u64,
+}
+
+impl OfflineMessage {
+    /// Bytes it holds, for the stores' byte limits.
+    pub fn size(&self) -> usize {
+        self.namespace.len() + self.event.len() + self.payload.len()
+    }
+}
+
+/// What became of a push offered to the offline store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineOutcome {
+    /// Kept: the user has no socket anywhere.
+    Stored,
+    /// Not kept: the user is online somewhere; deliver it live.
+    Online,
+    /// Not kept: the user's share of the store is full.
+    Full,
+}
 
 /// The store's bounds (settings `offline.*`).
 #[derive(Debug, Clone, Copy)]

@@ -168,6 +168,41 @@ impl Payload {
     }
 }
 
+/// Deepest nesting of arrays and objects allowed in a client event's arguments. Every
+/// decoder on the way (the backend's JSON library, Redis in cluster mode, the clients that
+/// receive what the backend sends on) pays stack for each level; serde_json itself stops
+/// at 128. Application payloads stay far below 32 (the dashboard's and the examples' go
+/// 4 deep).
+pub const MAX_NESTING_DEPTH: usize = 32;
+
+/// How deeply arrays and objects nest in a JSON text (0 for a scalar), brackets inside
+/// strings ignored. One pass, no allocation; malformed text gets a number all the same
+/// (the parser refuses it elsewhere).
+pub fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// `text` is a JSON array: `InvalidJson` or `NotAnArray` otherwise, exactly as `wire_args`
 /// says (the same parser errors), without allocating.
 fn check_array(text: &str) -> Result<(), PayloadError> {
@@ -543,5 +578,14 @@ mod tests {
         let b: Box<RawValue> = serde_json::from_str("9007199254740993").unwrap();
         let p = Payload::from_client(&[&a, &b], vec![]);
         assert_eq!(p.args_json(), r#"[{"k": 1e400},9007199254740993]"#);
+    }
+
+    #[test]
+    fn nesting_depth_counts_arrays_and_objects_but_not_brackets_in_strings() {
+        assert_eq!(nesting_depth("1"), 0);
+        assert_eq!(nesting_depth("[]"), 1);
+        assert_eq!(nesting_depth(r#"{"a":[{"b":[1]}]}"#), 4);
+        assert_eq!(nesting_depth(r#"["[[[[\"]]]]", {"k": "{{{"}]"#), 2);
+        assert_eq!(nesting_depth(&format!("{}{}", "[".repeat(40), "]".repeat(40))), 40);
     }
 }

@@ -7,23 +7,16 @@
 //! Bounded like the offline store (`offline.max_messages_per_user`,
 //! `offline.max_bytes_per_user`, per socket here); past it a push is reported not kept.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::backplane::{OfflineMessage, OfflineOutcome};
-use super::registry::Connection;
+use super::registry::{Connection, Owed};
 use super::{Hub, Socket};
 
 /// How often sockets that are owed pushes are tried again.
 const RETRY_EVERY: Duration = Duration::from_millis(50);
-
-/// Pushes owed to one socket, oldest first, with the bytes they hold.
-#[derive(Debug, Default)]
-pub struct Owed {
-    queue: VecDeque<OfflineMessage>,
-    bytes: usize,
-}
 
 /// The sockets owed pushes, so the retry task visits only those.
 #[derive(Default)]

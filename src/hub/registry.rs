@@ -36,7 +36,7 @@ pub struct Connection {
     /// Bytes of this socket's events waiting for a backend (see `hub::budget`).
     pub pending_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// Pushes with a ttl it could not take yet (see `hub::redelivery`).
-    pub owed: Mutex<super::redelivery::Owed>,
+    pub owed: Mutex<Owed>,
 }
 
 impl Connection {
@@ -90,6 +90,14 @@ impl Connection {
             Err(self.strikes.fetch_add(1, Relaxed) + 1)
         }
     }
+}
+
+/// Pushes with a ttl owed to one socket, oldest first, with the bytes they hold (see
+/// `hub::redelivery`).
+#[derive(Debug, Default)]
+pub struct Owed {
+    pub(super) queue: std::collections::VecDeque<super::offline::OfflineMessage>,
+    pub(super) bytes: usize,
 }
 
 /// Classic token bucket: `rate` tokens a second, at most `burst` saved up.

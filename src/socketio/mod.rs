@@ -13,8 +13,12 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{ParserConfig, SocketIo, TransportType};
 
 use crate::config::Config;
+use crate::http::sessions::SessionTicket;
+use crate::hub::payload::{MAX_NESTING_DEPTH, nesting_depth};
 use crate::hub::registry::{Connection, Handshake};
-use crate::hub::{ConnectContext, ConnectRefusal, Hub, Io, Payload};
+use crate::hub::{ConnectContext, ConnectRefusal, Hub, Io, MAX_NAME_LEN, Payload};
+use crate::telemetry::metrics::ErrorKind;
+use crate::telemetry::summary::Summary;
 
 /// Builds the Socket.IO engine with the configured timings and limits. It serves this
 /// instance's sockets only: the hub's backplane reaches other instances.
@@ -43,7 +47,16 @@ pub fn build(config: &Config) -> (SocketIoLayer, Io) {
 }
 
 /// Registers every configured namespace with authentication and the hub's handlers.
-pub fn register_namespaces(io: &Io, hub: &Arc<Hub>, namespaces: &[String]) {
+pub fn register_namespaces(io: &Io, hub: &Arc<Hub>, namespaces: &[String], summary_interval: std::time::Duration) {
+    let refusals = Summary::new(summary_interval, |r| {
+        tracing::warn!(
+            malformed = r.count("malformed"),
+            invalid = r.count("invalid"),
+            over_rate = r.count("over_rate"),
+            interval_s = r.interval().as_secs(),
+            "client events refused (malformed, over a limit, or refused events sent over the socket's rate)"
+        );
+    });
     for ns in namespaces {
         let on_connect = {
             let hub = hub.clone();
@@ -53,10 +66,10 @@ pub fn register_namespaces(io: &Io, hub: &Arc<Hub>, namespaces: &[String]) {
             }
         };
         let admit = {
-            let hub = hub.clone();
+            let (hub, refusals) = (hub.clone(), refusals.clone());
             move |socket: SocketRef, TryData(auth): TryData<serde_json::Value>| {
-                let hub = hub.clone();
-                async move { admit(&hub, socket, auth.unwrap_or(serde_json::Value::Null)).await }
+                let (hub, refusals) = (hub.clone(), refusals.clone());
+                async move { admit(&hub, socket, auth.unwrap_or(serde_json::Value::Null), refusals).await }
             }
         };
         io.ns(ns.clone(), on_connect.with(admit));
@@ -67,8 +80,18 @@ pub fn register_namespaces(io: &Io, hub: &Arc<Hub>, namespaces: &[String]) {
 /// runs before socketioxide sends the client its CONNECT packet (the connect handler runs
 /// after, in its own task), so no event the client sends once connected can arrive before
 /// its handler is in place. Refusals become the client's `connect_error` with the reason.
-async fn admit(hub: &Arc<Hub>, socket: SocketRef, auth: serde_json::Value) -> Result<(), ConnectRefusal> {
+async fn admit(
+    hub: &Arc<Hub>,
+    socket: SocketRef,
+    auth: serde_json::Value,
+    refusals: Summary,
+) -> Result<(), ConnectRefusal> {
     let parts = socket.req_parts();
+    // From now on the session answers only requests from the address that opened it:
+    // its id (the socket id) is about to reach the backend, which may show it to others.
+    if let Some(ticket) = parts.extensions.get::<SessionTicket>() {
+        ticket.bind(&socket.id.to_string());
+    }
     let header = |name: &str| {
         parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(512).collect::<String>()
     };
@@ -100,7 +123,7 @@ async fn admit(hub: &Arc<Hub>, socket: SocketRef, auth: serde_json::Value) -> Re
         transport: transport.to_owned(),
     };
     let conn = hub.on_connect(&socket, identity, handshake).await;
-    socket.on_fallback(EventForwarder { hub: hub.clone(), conn });
+    socket.on_fallback(EventForwarder { hub: hub.clone(), conn, refusals });
     let on_disconnect = {
         let hub = hub.clone();
         move |socket: SocketRef, reason: DisconnectReason| {
@@ -120,6 +143,8 @@ async fn admit(hub: &Arc<Hub>, socket: SocketRef, auth: serde_json::Value) -> Re
 struct EventForwarder {
     hub: Arc<Hub>,
     conn: Arc<Connection>,
+    /// Refused events, logged as one line per interval (a client can send them at will).
+    refusals: Summary,
 }
 
 /// Marker for the `MessageHandler` impl above.
@@ -128,10 +153,42 @@ struct Forwarded;
 impl MessageHandler<socketioxide::adapter::LocalAdapter, Forwarded> for EventForwarder {
     fn call(&self, socket: Arc<Socket>, value: Value, ack_id: Option<i64>) {
         let ack = ack_id.map(|id| crate::hub::ClientAck::new(socket.clone(), id));
-        let Value::Str(text, attachments) = value else { return };
-        let Some((event, args)) = split_event(text.as_str()) else { return };
-        let payload = Payload::from_client(&args, attachments.map(Vec::from).unwrap_or_default());
         let socket = SocketRef::from(socket);
+        let Value::Str(text, attachments) = value else {
+            // The text parser never hands over anything else.
+            return self.refuse(&socket, ack, Refused::Malformed("not a text packet"));
+        };
+        let Some((event, args)) = split_event(text.as_str()) else {
+            // socketioxide read the event name from the start of the packet; what follows
+            // is not a JSON array (trailing garbage, an unterminated value).
+            return self.refuse(&socket, ack, Refused::Malformed("the event's data is not one JSON array"));
+        };
+        if event.chars().count() > MAX_NAME_LEN {
+            return self.refuse(
+                &socket,
+                ack,
+                Refused::Invalid {
+                    code: "invalid_event",
+                    message: format!(
+                        "event name is {} characters, over the limit of {MAX_NAME_LEN}",
+                        event.chars().count()
+                    ),
+                },
+            );
+        }
+        if let Some(depth) = args.iter().map(|a| nesting_depth(a.get())).max()
+            && depth > MAX_NESTING_DEPTH
+        {
+            return self.refuse(
+                &socket,
+                ack,
+                Refused::Invalid {
+                    code: "invalid_payload",
+                    message: format!("arguments nest {depth} levels deep, over the limit of {MAX_NESTING_DEPTH}"),
+                },
+            );
+        }
+        let payload = Payload::from_client(&args, attachments.map(Vec::from).unwrap_or_default());
         // Placeholders must name attachments that arrived (and every attachment must be
         // named); a packet that lies about them is malformed, as the reference server
         // treats it: the connection is closed. (Without attachments there is nothing to
@@ -144,6 +201,44 @@ impl MessageHandler<socketioxide::adapter::LocalAdapter, Forwarded> for EventFor
             return;
         }
         self.hub.on_client_event(&socket, &self.conn, event, payload, ack);
+    }
+}
+
+/// Why a client event was not forwarded.
+enum Refused {
+    /// The packet breaks the protocol: the socket is disconnected (the reference server
+    /// closes the whole connection; socketioxide lets a handler only leave the namespace).
+    Malformed(&'static str),
+    /// A well-formed event over a limit: refused with an error to its callback, if any.
+    Invalid { code: &'static str, message: String },
+}
+
+impl EventForwarder {
+    /// Refuses a client event visibly: counted, logged with the reason (one summary line
+    /// per interval, the details at debug level), and either the callback gets the error
+    /// or the socket is disconnected. Refused events use up the socket's event rate like
+    /// any other; a socket that sends them faster than that is disconnected.
+    fn refuse(&self, socket: &SocketRef, ack: Option<crate::hub::ClientAck>, refused: Refused) {
+        self.hub.metrics().error(ErrorKind::InvalidEvent);
+        let over_rate = self.conn.take_event_token().is_err();
+        match refused {
+            Refused::Malformed(reason) => {
+                self.refusals.add("malformed", 1, None);
+                tracing::debug!(socket_id = %socket.id, reason, "malformed client event; disconnecting the socket");
+                socket.clone().disconnect().ok();
+            }
+            Refused::Invalid { .. } if over_rate => {
+                self.refusals.add("over_rate", 1, None);
+                self.hub.metrics().error(ErrorKind::Flood);
+                tracing::debug!(socket_id = %socket.id, "refused events over the socket's rate; disconnecting the socket");
+                socket.clone().disconnect().ok();
+            }
+            Refused::Invalid { code, message } => {
+                self.refusals.add("invalid", 1, None);
+                tracing::debug!(socket_id = %socket.id, code, reason = %message, "client event refused");
+                self.hub.router().acks().answer(ack, crate::hub::router::AckReply::error(code, message));
+            }
+        }
     }
 }
 

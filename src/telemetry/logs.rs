@@ -12,6 +12,8 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 
+use super::redact::Redactor;
+
 /// One log line as the viewer shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LogEntry {
@@ -130,19 +132,36 @@ pub(super) fn install(capacity: usize) -> Arc<LogRing> {
     RING.get_or_init(|| Arc::new(LogRing::new(capacity))).clone()
 }
 
-/// The `tracing` layer that feeds the ring.
-pub struct RingLayer(pub Arc<LogRing>);
+/// The `tracing` layer that feeds the ring (and so the logs API and the dashboard's live
+/// feed), with credentials redacted like every other output.
+pub struct RingLayer {
+    pub ring: Arc<LogRing>,
+    pub redactor: Arc<Redactor>,
+}
 
 impl<S: Subscriber> Layer<S> for RingLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut visitor = Fields::default();
         event.record(&mut visitor);
-        self.0.push(LogEntry {
+        // Redacted before clipping, so a clip never leaves half a secret behind.
+        let scrub = |text: String| {
+            clip(match self.redactor.redact(&text) {
+                std::borrow::Cow::Borrowed(_) => text,
+                std::borrow::Cow::Owned(clean) => clean,
+            })
+        };
+        let mut meta = visitor.fields;
+        for value in meta.values_mut() {
+            if let serde_json::Value::String(text) = value {
+                *text = scrub(std::mem::take(text));
+            }
+        }
+        self.ring.push(LogEntry {
             seq: 0,
             timestamp: super::rfc3339_now(),
             level: level_name(*event.metadata().level()),
-            message: visitor.message,
-            meta: visitor.fields,
+            message: scrub(visitor.message),
+            meta,
             context: event.metadata().target().to_owned(),
         });
     }
@@ -175,9 +194,9 @@ impl Visit for Fields {
 
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.message = clip(value.to_owned());
+            self.message = value.to_owned();
         } else {
-            self.fields.insert(field.name().to_owned(), serde_json::Value::String(clip(value.to_owned())));
+            self.fields.insert(field.name().to_owned(), serde_json::Value::String(value.to_owned()));
         }
     }
 

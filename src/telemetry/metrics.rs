@@ -40,6 +40,22 @@ pub enum ErrorKind {
     ForbiddenRoom,
     InvalidRequest,
     Flood,
+    /// A listener's accept failed (out of file descriptors, mostly).
+    AcceptFailed,
+    /// Idle connections closed before their deadline to free descriptors.
+    IdleClosedEarly,
+    /// Connections accepted and closed at once: no descriptor could be freed.
+    TurnedAway,
+    /// Engine.IO handshakes refused: too many sessions in total or from one address.
+    SessionLimit,
+    /// Engine.IO requests naming a session created from another client address.
+    SessionAddressMismatch,
+    /// Engine.IO handshakes from an origin not in `socketio.cors_origins`.
+    OriginRefused,
+    /// Client events refused: name too long, nesting too deep, malformed packet.
+    InvalidEvent,
+    /// Failed or rate-limited admin (dashboard, logs API) requests.
+    AdminAuth,
 }
 
 /// The reasons a socket leaves (Socket.IO's own reason strings).
@@ -54,7 +70,7 @@ pub const DISCONNECT_REASONS: [&str; 7] = [
 ];
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::Auth,
         ErrorKind::ConnectionLimit,
         ErrorKind::RateLimited,
@@ -64,6 +80,14 @@ impl ErrorKind {
         ErrorKind::ForbiddenRoom,
         ErrorKind::InvalidRequest,
         ErrorKind::Flood,
+        ErrorKind::AcceptFailed,
+        ErrorKind::IdleClosedEarly,
+        ErrorKind::TurnedAway,
+        ErrorKind::SessionLimit,
+        ErrorKind::SessionAddressMismatch,
+        ErrorKind::OriginRefused,
+        ErrorKind::InvalidEvent,
+        ErrorKind::AdminAuth,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +101,14 @@ impl ErrorKind {
             ErrorKind::ForbiddenRoom => "forbidden_room",
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::Flood => "flood_disconnect",
+            ErrorKind::AcceptFailed => "accept_failed",
+            ErrorKind::IdleClosedEarly => "idle_closed_early",
+            ErrorKind::TurnedAway => "connection_turned_away",
+            ErrorKind::SessionLimit => "session_limit",
+            ErrorKind::SessionAddressMismatch => "session_address_mismatch",
+            ErrorKind::OriginRefused => "origin_refused",
+            ErrorKind::InvalidEvent => "invalid_event",
+            ErrorKind::AdminAuth => "admin_auth",
         }
     }
 }

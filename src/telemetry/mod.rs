@@ -5,7 +5,12 @@
 //! always to an in-memory ring for the log viewer.
 
 pub mod logs;
+pub mod memory;
 pub mod metrics;
+pub mod redact;
+pub mod summary;
+
+use std::sync::Arc;
 
 use std::io::IsTerminal;
 
@@ -16,6 +21,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogConfig, LogFormat};
+use redact::{Redacting, Redactor};
 
 /// Keeps the file writer's background thread alive; drop it last (it flushes).
 pub struct Telemetry {
@@ -50,7 +56,10 @@ impl ConsoleStream {
     }
 }
 
-pub fn init(config: &LogConfig, stream: ConsoleStream) -> Result<Telemetry, String> {
+/// Sets up logging. Every line, from any crate and at any level, passes through
+/// `redactor` before it is written anywhere (console, file, ring, live feed).
+pub fn init(config: &LogConfig, stream: ConsoleStream, redactor: Redactor) -> Result<Telemetry, String> {
+    let redactor = Arc::new(redactor);
     // An empty RUST_LOG counts as unset: it would otherwise silence every line.
     let filter = std::env::var("RUST_LOG")
         .ok()
@@ -64,11 +73,12 @@ pub fn init(config: &LogConfig, stream: ConsoleStream) -> Result<Telemetry, Stri
             .with_current_span(true)
             .with_span_list(false)
             .with_ansi(false)
-            .with_writer(stream.writer())
+            .with_writer(Redacting::new(stream.writer(), redactor.clone()))
             .boxed(),
-        LogFormat::Human => {
-            tracing_subscriber::fmt::layer().with_ansi(stream.wants_colour()).with_writer(stream.writer()).boxed()
-        }
+        LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_ansi(stream.wants_colour())
+            .with_writer(Redacting::new(stream.writer(), redactor.clone()))
+            .boxed(),
     };
     let (file, guard) = match &config.file {
         Some(path) => {
@@ -88,7 +98,7 @@ pub fn init(config: &LogConfig, stream: ConsoleStream) -> Result<Telemetry, Stri
                 .with_current_span(true)
                 .with_span_list(false)
                 .with_ansi(false)
-                .with_writer(writer)
+                .with_writer(Redacting::new(writer, redactor.clone()))
                 .boxed();
             (Some(layer), Some(guard))
         }
@@ -99,7 +109,7 @@ pub fn init(config: &LogConfig, stream: ConsoleStream) -> Result<Telemetry, Stri
         .with(filter)
         .with(console)
         .with(file)
-        .with(logs::RingLayer(ring))
+        .with(logs::RingLayer { ring, redactor })
         .try_init()
         .map_err(|e| format!("logging was already set up: {e}"))?;
     Ok(Telemetry { _file: guard })

@@ -246,6 +246,14 @@ test("after login the page loads, is self-contained and goes live", { timeout: 3
   assert.equal(res.status(), 200);
   assert.match(res.headers()["content-type"] ?? "", /^text\/html/);
   if (!PAGE_FILE) {
+    // Everything below runs under the policy the bridge sends: no frame, no sniffing, no
+    // referrer, and the page's one script allowed by its hash only.
+    const headers = res.headers();
+    assert.match(headers["content-security-policy"] ?? "", /frame-ancestors 'none'/);
+    assert.match(headers["content-security-policy"] ?? "", /script-src 'sha256-[^ ;]+';/);
+    assert.equal(headers["x-content-type-options"], "nosniff");
+    assert.equal(headers["x-frame-options"], "DENY");
+    assert.equal(headers["referrer-policy"], "no-referrer");
     const served = await res.text();
     assert.equal(
       served,

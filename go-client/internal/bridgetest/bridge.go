@@ -42,6 +42,10 @@ var Fast = []string{"socketio.ping_interval_ms=300", "socketio.ping_timeout_ms=2
 // Secure are settings for JWT auth with one API key, like a production bridge.
 var Secure = []string{"auth.mode=jwt", "auth.jwt.secret=" + JWTSecret, `grpc.api_keys=["` + APIKey + `"]`}
 
+// BackendAuth are settings for backend-decided connects (a decider on the Authorize
+// stream lets each client in) with one API key. Decisions are awaited 1.5s.
+var BackendAuth = []string{"auth.mode=backend", "auth.backend.timeout_ms=1500", `grpc.api_keys=["` + APIKey + `"]`}
+
 // Bridge is one running socket-bridge process.
 type Bridge struct {
 	// HTTP and GRPC are the bound addresses ("127.0.0.1:port").

@@ -4,6 +4,8 @@
 //! document states them as JSON Schema patterns built from the same constants, so no door
 //! can drift from what the hub accepts.
 
+pub mod pattern;
+
 /// Prefix of the internal per-user rooms. Clients can neither join them nor be granted
 /// them by a token; the backend reaches them with a user target.
 pub const USER_ROOM_PREFIX: &str = "user:";

@@ -52,9 +52,9 @@ pub enum RunError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("authentication setup failed: {0}")]
-    Auth(String),
+    Auth(config::SettingError),
     #[error("TLS setup failed: {0}")]
-    Tls(String),
+    Tls(config::SettingError),
     #[error("cluster setup failed: {0}")]
     Cluster(String),
 }

@@ -6,9 +6,11 @@
 //! the hub: naming rules come from [`crate::names`].
 
 mod load;
+mod network;
 mod sections;
 mod validate;
 
+pub use network::{Network, NetworkError, canonical};
 pub use sections::*;
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
@@ -82,6 +84,21 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     pub redis: RedisConfig,
     pub offline: OfflineConfig,
+}
+
+/// A setting that parsed but cannot be used as it is (a key file that cannot be read, an
+/// unknown algorithm, a log directory that cannot be made): which setting, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {reason}")]
+pub struct SettingError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+impl SettingError {
+    pub fn new(setting: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self { setting, reason: reason.to_string() }
+    }
 }
 
 /// Every problem found in the configuration, one line each.

@@ -112,7 +112,7 @@ impl Config {
             }
         }
         for proxy in &self.http.trusted_proxies {
-            if let Err(e) = crate::http::client_addr::Network::parse(proxy) {
+            if let Err(e) = super::Network::parse(proxy) {
                 err("http.trusted_proxies", &format!("{proxy:?}: {e}"));
             }
         }

@@ -38,11 +38,11 @@ impl KeyCheck {
 }
 
 /// The TLS settings, read and checked at start (None: plaintext).
-pub fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, String> {
+pub fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, crate::config::SettingError> {
     let g = &config.grpc;
     let (Some(cert), Some(key)) = (&g.tls_cert_file, &g.tls_key_file) else { return Ok(None) };
-    let read = |field: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| format!("{field} {}: {e}", path.display()))
+    let read = |setting: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| crate::config::SettingError::new(setting, format!("{}: {e}", path.display())))
     };
     let mut tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(read("grpc.tls_cert_file", cert)?, read("grpc.tls_key_file", key)?));

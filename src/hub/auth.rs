@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, AuthMode, Secret};
+use crate::config::{AuthConfig, AuthMode, Secret, SettingError};
 
 use jsonwebtoken::AlgorithmFamily as KeyFamily;
 
@@ -106,7 +106,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn from_config(config: &AuthConfig) -> Result<Self, String> {
+    pub fn from_config(config: &AuthConfig) -> Result<Self, SettingError> {
         let mode = match config.mode {
             AuthMode::Dev => Mode::Dev,
             AuthMode::Jwt => Mode::Jwt(JwtCheck::from_config(&config.jwt)?),
@@ -118,52 +118,48 @@ impl Authenticator {
 }
 
 impl JwtCheck {
-    fn from_config(jwt: &crate::config::JwtConfig) -> Result<Self, String> {
-        {
-            {
-                let allowed: Vec<Algorithm> = jwt
-                    .algorithms
-                    .iter()
-                    .map(|a| a.parse().map_err(|_| format!("auth.jwt.algorithms: {a:?} unknown")))
-                    .collect::<Result<_, _>>()?;
-                let first = *allowed.first().ok_or("auth.jwt.algorithms: empty")?;
-                let key = match first.family() {
-                    KeyFamily::Hmac => {
-                        let secret = jwt.secret.as_ref().ok_or("auth.jwt.secret: required")?;
-                        DecodingKey::from_secret(secret.expose().as_bytes())
-                    }
-                    family => {
-                        let pem = match (&jwt.public_key_pem, &jwt.public_key_file) {
-                            (Some(pem), _) => pem.clone(),
-                            (None, Some(path)) => {
-                                std::fs::read_to_string(path).map_err(|e| format!("auth.jwt.public_key_file: {e}"))?
-                            }
-                            (None, None) => return Err("auth.jwt.public_key_pem: required".into()),
-                        };
-                        let key = match family {
-                            KeyFamily::Rsa => DecodingKey::from_rsa_pem(pem.as_bytes()),
-                            KeyFamily::Ec => DecodingKey::from_ec_pem(pem.as_bytes()),
-                            _ => DecodingKey::from_ed_pem(pem.as_bytes()),
-                        };
-                        key.map_err(|e| format!("auth.jwt.public_key_pem: {e}"))?
-                    }
-                };
-                let mut validation = Validation::new(first);
-                validation.algorithms = allowed.clone();
-                validation.leeway = jwt.leeway_seconds;
-                validation.validate_nbf = true;
-                validation.set_required_spec_claims(&["exp", "sub"]);
-                match &jwt.issuer {
-                    Some(iss) => validation.set_issuer(&[iss]),
-                    None => validation.iss = None,
-                }
-                match &jwt.audience {
-                    Some(aud) => validation.set_audience(&[aud]),
-                    None => validation.validate_aud = false,
-                }
-                Ok(JwtCheck { key, validation: Box::new(validation), allowed })
+    fn from_config(jwt: &crate::config::JwtConfig) -> Result<Self, SettingError> {
+        let allowed: Vec<Algorithm> = jwt
+            .algorithms
+            .iter()
+            .map(|a| a.parse().map_err(|_| SettingError::new("auth.jwt.algorithms", format!("{a:?} unknown"))))
+            .collect::<Result<_, _>>()?;
+        let first = *allowed.first().ok_or_else(|| SettingError::new("auth.jwt.algorithms", "empty"))?;
+        let key = match first.family() {
+            KeyFamily::Hmac => {
+                let secret = jwt.secret.as_ref().ok_or_else(|| SettingError::new("auth.jwt.secret", "required"))?;
+                DecodingKey::from_secret(secret.expose().as_bytes())
             }
+            family => {
+                let pem = match (&jwt.public_key_pem, &jwt.public_key_file) {
+                    (Some(pem), _) => pem.clone(),
+                    (None, Some(path)) => {
+                        std::fs::read_to_string(path).map_err(|e| SettingError::new("auth.jwt.public_key_file", e))?
+                    }
+                    (None, None) => return Err(SettingError::new("auth.jwt.public_key_pem", "required")),
+                };
+                let key = match family {
+                    KeyFamily::Rsa => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                    KeyFamily::Ec => DecodingKey::from_ec_pem(pem.as_bytes()),
+                    _ => DecodingKey::from_ed_pem(pem.as_bytes()),
+                };
+                key.map_err(|e| SettingError::new("auth.jwt.public_key_pem", e))?
+            }
+        };
+        let mut validation = Validation::new(first);
+        validation.algorithms = allowed.clone();
+        validation.leeway = jwt.leeway_seconds;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &jwt.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
         }
+        match &jwt.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(JwtCheck { key, validation: Box::new(validation), allowed })
     }
 
     /// Checks a token and returns its claims.

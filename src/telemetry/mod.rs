@@ -20,8 +20,17 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{LogConfig, LogFormat, SettingError};
 use redact::{Redacting, Redactor};
+
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+    #[error("logging was already set up: {0}")]
+    AlreadySetUp(String),
+}
 
 /// Keeps the file writer's background thread alive; drop it last (it flushes).
 pub struct Telemetry {
@@ -58,7 +67,7 @@ impl ConsoleStream {
 
 /// Sets up logging. Every line, from any crate and at any level, passes through
 /// `redactor` before it is written anywhere (console, file, ring, live feed).
-pub fn init(config: &LogConfig, stream: ConsoleStream, redactor: Redactor) -> Result<Telemetry, String> {
+pub fn init(config: &LogConfig, stream: ConsoleStream, redactor: Redactor) -> Result<Telemetry, TelemetryError> {
     let redactor = Arc::new(redactor);
     // An empty RUST_LOG counts as unset: it would otherwise silence every line.
     let filter = std::env::var("RUST_LOG")
@@ -83,14 +92,15 @@ pub fn init(config: &LogConfig, stream: ConsoleStream, redactor: Redactor) -> Re
     let (file, guard) = match &config.file {
         Some(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| format!("log.file {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| SettingError::new("log.file", format!("{}: {e}", dir.display())))?;
             }
             let mut condition = RollingConditionBasic::new().max_size(config.file_max_bytes);
             if config.file_rotate_daily {
                 condition = condition.daily();
             }
             let appender = BasicRollingFileAppender::new(path, condition, config.file_keep)
-                .map_err(|e| format!("log.file {}: {e}", path.display()))?;
+                .map_err(|e| SettingError::new("log.file", format!("{}: {e}", path.display())))?;
             let (writer, guard) = tracing_appender::non_blocking(appender);
             let layer = tracing_subscriber::fmt::layer()
                 .json()
@@ -111,7 +121,7 @@ pub fn init(config: &LogConfig, stream: ConsoleStream, redactor: Redactor) -> Re
         .with(file)
         .with(logs::RingLayer { ring, redactor })
         .try_init()
-        .map_err(|e| format!("logging was already set up: {e}"))?;
+        .map_err(|e| TelemetryError::AlreadySetUp(e.to_string()))?;
     Ok(Telemetry { _file: guard })
 }
 

@@ -258,7 +258,9 @@ fn check_redelivery(
 
 // ---- pushes, rooms, listings, status ------------------------------------------------------------
 
-async fn push_via_a_reaches_user_on_c_room_across_three_gets_exactly_once_listings_and_status_are_cluster_wide(topology: Topology) {
+async fn push_via_a_reaches_user_on_c_room_across_three_gets_exactly_once_listings_and_status_are_cluster_wide(
+    topology: Topology,
+) {
     let redis = TestRedis::start(topology).await;
     let nodes = start_instances(&redis.url(), &[&[], &[], &[]]).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);

@@ -393,20 +393,22 @@ impl RedisLink {
         let _ = tokio::time::timeout(Duration::from_millis(100), conn.unsubscribe(chan, handler.sharded)).await;
     }
 
-    pub async fn publish(&self, chan: &str, payload: &[u8]) {
-        self.publish_with("PUBLISH", chan, payload).await;
+    /// Publishes on a classic channel; the number of subscribers that got it (in a Redis
+    /// Cluster: those on the node that took the message).
+    pub async fn publish(&self, chan: &str, payload: &[u8]) -> redis::RedisResult<usize> {
+        self.publish_with("PUBLISH", chan, payload).await
     }
 
-    /// Publishes on a sharded channel (`SPUBLISH`).
-    pub async fn spublish(&self, chan: &str, payload: &[u8]) {
-        self.publish_with("SPUBLISH", chan, payload).await;
+    /// Publishes on a sharded channel (`SPUBLISH`); the number of subscribers that got it.
+    pub async fn spublish(&self, chan: &str, payload: &[u8]) -> redis::RedisResult<usize> {
+        self.publish_with("SPUBLISH", chan, payload).await
     }
 
-    async fn publish_with(&self, command: &str, chan: &str, payload: &[u8]) {
-        let Some(mut conn) = self.conn() else { return };
-        if let Err(e) = redis::cmd(command).arg(chan).arg(payload).query_async::<i64>(&mut conn).await {
+    async fn publish_with(&self, command: &str, chan: &str, payload: &[u8]) -> redis::RedisResult<usize> {
+        let mut conn = self.conn().ok_or_else(unreachable)?;
+        redis::cmd(command).arg(chan).arg(payload).query_async::<usize>(&mut conn).await.inspect_err(|e| {
             tracing::debug!(error = %e, chan, "redis publish failed");
-        }
+        })
     }
 
     fn read_handlers(&self) -> std::sync::RwLockReadGuard<'_, Handlers> {

@@ -58,25 +58,28 @@ impl Cluster {
         let Wait::Answers { extra } = wait else {
             let message = NodeMessage::Request { id: 0, from: me, answer_to: false, request };
             if let Some(bytes) = message.encode() {
-                self.publish_all(&channels, &bytes, sharded).await;
+                self.publish_all(&channels, &bytes, sharded).await?;
             }
             return Ok(Vec::new());
         };
-        let expected = match &to {
+        let most = match &to {
             Remote::Nodes(nodes) => nodes.len(),
             Remote::Room { .. } => self.room_listeners(&channels[0]).await,
             _ => self.other_listeners().await,
         };
-        if expected == 0 {
+        if most == 0 {
             return Ok(Vec::new());
         }
         let id = self.relay.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, mut rx) = mpsc::channel(expected);
+        let (tx, mut rx) = mpsc::channel(most);
         self.relay.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
         let _forget = Forget { relay: &self.relay, id };
         let message = NodeMessage::Request { id, from: me, answer_to: true, request };
         let Some(bytes) = message.encode() else { return Ok(Vec::new()) };
-        self.publish_all(&channels, &bytes, sharded).await;
+        let heard = self.publish_all(&channels, &bytes, sharded).await?;
+        // An instance's own channel with no subscriber (it is gone, or its subscription was
+        // lost with a Redis node and not made again yet) will not answer: not waited for.
+        let expected = if matches!(to, Remote::Nodes(_)) { heard.iter().filter(|n| **n > 0).count() } else { most };
         let deadline = tokio::time::Instant::now() + self.settings.request_timeout + extra;
         let mut answers = Vec::with_capacity(expected);
         while answers.len() < expected {
@@ -85,8 +88,13 @@ impl Cluster {
                 Ok(None) | Err(_) => break,
             }
         }
-        if answers.len() < expected {
-            tracing::debug!(expected, got = answers.len(), "some instances did not answer in time");
+        if answers.len() < most {
+            tracing::debug!(
+                addressed = most,
+                listening = expected,
+                got = answers.len(),
+                "some instances did not answer"
+            );
         }
         Ok(answers)
     }
@@ -115,13 +123,28 @@ impl Cluster {
         listening.saturating_sub(usize::from(self.interest.listens(channel)))
     }
 
-    async fn publish_all(&self, channels: &[String], bytes: &[u8], sharded: bool) {
+    /// Publishes on each channel; how many subscribers each one had (0 for a channel
+    /// whose publish failed). Err only when no publish went through.
+    async fn publish_all(&self, channels: &[String], bytes: &[u8], sharded: bool) -> Result<Vec<usize>, HubError> {
+        let mut heard = Vec::with_capacity(channels.len());
+        let mut failed = None;
         for channel in channels {
-            if sharded {
-                self.link.spublish(channel, bytes).await;
+            let published = if sharded {
+                self.link.spublish(channel, bytes).await
             } else {
-                self.link.publish(channel, bytes).await;
+                self.link.publish(channel, bytes).await
+            };
+            match published {
+                Ok(n) => heard.push(n),
+                Err(e) => {
+                    heard.push(0);
+                    failed = Some(e);
+                }
             }
+        }
+        match failed {
+            Some(e) if heard.iter().all(|n| *n == 0) => Err(super::redis_unavailable(e)),
+            _ => Ok(heard),
         }
     }
 
@@ -226,11 +249,11 @@ impl Cluster {
     /// Publishes on one instance's channel (sharded in a Redis Cluster).
     async fn publish_to_node(&self, instance: &str, bytes: &[u8]) {
         let channel = self.keys.node_channel(instance);
-        if self.link.is_cluster() {
-            self.link.spublish(&channel, bytes).await;
+        let _ = if self.link.is_cluster() {
+            self.link.spublish(&channel, bytes).await
         } else {
-            self.link.publish(&channel, bytes).await;
-        }
+            self.link.publish(&channel, bytes).await
+        };
     }
 }
 

@@ -57,6 +57,9 @@ struct InFlight {
     since: Instant,
 }
 
+/// Redis Cluster: how to wake a group's reader, and the partitions it reads.
+type Sleeper = (Arc<Notify>, Vec<usize>);
+
 /// Words "partition n has new entries" waiting to be handed to the readers (Redis Cluster).
 const WAKE_BUFFER: usize = 4_096;
 
@@ -66,7 +69,7 @@ pub struct EventBus {
     /// (group, event id) → where it came from and which stream has it.
     in_flight: Mutex<HashMap<(String, String), InFlight>>,
     /// Redis Cluster: each reader's partitions and how to wake it.
-    sleepers: Mutex<HashMap<String, (Arc<Notify>, Vec<usize>)>>,
+    sleepers: Mutex<HashMap<String, Sleeper>>,
     /// Redis Cluster: the partitions whose channel this instance listens on. Changes are
     /// serialized by this lock.
     watched: tokio::sync::Mutex<HashSet<usize>>,

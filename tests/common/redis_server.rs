@@ -89,7 +89,12 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + START_LIMIT;
         loop {
-            if ping(self.port).await {
+            // Another test's Redis may have taken the port first: then this one exits and
+            // the PING is answered by the other, so the answer must come from this process.
+            if let Some(pid) = self.child.as_ref().map(Child::id)
+                && ping(self.port).await
+                && served_by(self.port, pid).await
+            {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut()
@@ -367,11 +372,15 @@ impl RedisCluster {
                 .map_err(|e| format!("spawn redis-server (install Debian's redis-server): {e}"))?;
             self.children[i] = Some(child);
         }
-        for &port in &self.ports {
+        for (&port, child) in self.ports.iter().zip(&mut self.children) {
+            let pid = child.as_ref().map_or(0, Child::id);
             let deadline = tokio::time::Instant::now() + START_LIMIT;
-            while !ping(port).await {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(format!("cluster node on port {port} did not answer PING (port taken?)"));
+            // Answered by this node's own process, not another test's Redis on the port.
+            while !(ping(port).await && served_by(port, pid).await) {
+                if tokio::time::Instant::now() >= deadline
+                    || child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
+                {
+                    return Err(format!("cluster node on port {port} did not start (port taken?)"));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -434,6 +443,12 @@ fn slot_owner(nodes: &str, slot: u16) -> Option<u16> {
         }
     }
     None
+}
+
+/// True when the Redis answering on `port` is the process `pid` (its `INFO server`).
+async fn served_by(port: u16, pid: u32) -> bool {
+    let info = info_of(port, &["INFO", "server"]).await.unwrap_or_default();
+    info.lines().any(|l| l.trim() == format!("process_id:{pid}"))
 }
 
 /// A command's bulk-string answer from one node, within a second.

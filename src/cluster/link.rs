@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -166,6 +166,9 @@ pub struct RedisLink {
     /// state) so every reconnect can subscribe them all again.
     handlers: RwLock<Handlers>,
     up: AtomicBool,
+    /// This instance's own channel (and whether it is sharded), whose subscription is
+    /// checked every second: see [`RedisLink::run`].
+    checked: OnceLock<(String, bool)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +195,7 @@ impl RedisLink {
             conn: RwLock::new(None),
             handlers: RwLock::default(),
             up: AtomicBool::new(false),
+            checked: OnceLock::new(),
         }))
     }
 
@@ -205,10 +209,16 @@ impl RedisLink {
     /// back the channels are subscribed again, and a connection that fails its PINGs three
     /// times in a row is replaced by a new one.
     ///
-    /// In a Redis Cluster the PING goes to every master the connection knows: Redis is
-    /// "down" while one of them does not answer (a master lost before its replica took
-    /// over; with the default `cluster-require-full-coverage` the cluster then refuses
-    /// every slot anyway), and the replacement connection reads the cluster's layout again.
+    /// In a Redis Cluster the PING goes to every master the client holds a connection to;
+    /// a master that died is dropped from that set, so the link stays up while the others
+    /// answer and the commands that need the dead master's slots fail one by one (pushes
+    /// through it are answered UNAVAILABLE) until its replica takes over. The client finds
+    /// the promoted replica when a command fails, and then subscribes again whatever was
+    /// subscribed on the dead master, but only once one of its own commands has failed:
+    /// an instance with nothing to do there would wait. So each second the subscription of
+    /// this instance's own channel (the one every request for its sockets comes on) is
+    /// checked on the node that serves it now, and every channel is subscribed again when
+    /// that node does not have it.
     pub async fn run(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
         let mut backoff = Duration::from_millis(100);
         while self.current().is_none() {
@@ -252,6 +262,13 @@ impl RedisLink {
                     self.resubscribe().await;
                     tracing::info!("redis connected");
                 }
+                (true, true) if self.checked_channel_lost().await => {
+                    tracing::warn!(
+                        "this instance's channel is not subscribed on the Redis node serving it now (a node failed or was \
+                         replaced); subscribing every channel again"
+                    );
+                    self.resubscribe().await;
+                }
                 (true, false) => tracing::error!("redis connection lost; delivering to this instance's sockets only"),
                 _ => {}
             }
@@ -286,6 +303,26 @@ impl RedisLink {
                 Ok(Conn::Cluster(client.get_async_connection().await?))
             }
         }
+    }
+
+    /// Names the channel whose subscription `run` checks each second (once; later calls
+    /// change nothing).
+    pub fn check_subscription(&self, chan: &str, sharded: bool) {
+        let _ = self.checked.set((chan.to_owned(), sharded));
+    }
+
+    /// True when the node serving the checked channel answers that nobody is subscribed to
+    /// it (only this instance ever is). No answer, or no channel named yet: not lost.
+    async fn checked_channel_lost(&self) -> bool {
+        let Some((chan, sharded)) = self.checked.get() else { return false };
+        if !self.read_handlers().contains_key(chan) {
+            return false;
+        }
+        let Some(mut conn) = self.current() else { return false };
+        let mut count = redis::cmd("PUBSUB");
+        count.arg(if *sharded { "SHARDNUMSUB" } else { "NUMSUB" }).arg(chan);
+        let asked = conn.on_slot_of::<(String, usize)>(&count, chan);
+        matches!(tokio::time::timeout(RESPONSE_TIMEOUT, asked).await, Ok(Ok((_, 0))))
     }
 
     fn current(&self) -> Option<Conn> {

@@ -170,7 +170,9 @@ impl Cluster {
     /// Reads this instance's channel until the process ends.
     pub(super) async fn run_node_channel(self: Arc<Self>) {
         let channel = self.keys.node_channel(self.instance_id());
-        let mut rx = self.link.subscribe(channel, CHANNEL_BUFFER, self.link.is_cluster()).await;
+        let sharded = self.link.is_cluster();
+        self.link.check_subscription(&channel, sharded);
+        let mut rx = self.link.subscribe(channel, CHANNEL_BUFFER, sharded).await;
         while let Some((_, bytes)) = rx.recv().await {
             match NodeMessage::decode(&bytes) {
                 Some(NodeMessage::Request { id, from, answer_to, request }) => {

@@ -1,8 +1,11 @@
 //! Cluster mode under faults and races: a Redis connection gone silent, Redis back empty,
 //! outages while sockets come and go, a paused instance reaped and back, SIGTERM, unanswered
-//! asks, a slow Redis, readers joining mid-stream. The same harness as `tests/cluster.rs`
-//! (real binaries, real `redis-server`, stock `socket.io-client` sockets in Node) plus
-//! proxies that freeze or delay the Redis connection.
+//! asks, a slow Redis, readers joining mid-stream, and a Redis Cluster master killed under
+//! load. The same harness as `tests/cluster.rs` (real binaries, real `redis-server`, stock
+//! `socket.io-client` sockets in Node) plus proxies that freeze or delay the Redis
+//! connection. The faults that do not need a proxy in front of one Redis or an inspection of
+//! its streams run on a single Redis and on a Redis Cluster (`single_redis::*`,
+//! `redis_cluster::*`); the failover test needs the Redis Cluster.
 
 mod common;
 
@@ -11,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::cluster::*;
-use common::redis_server::{RedisCluster, RedisServer};
+use common::redis_server::{RedisCluster, RedisServer, TestRedis, Topology};
 use common::*;
 use serde_json::{Value, json};
 use socket_bridge::proto;
@@ -314,9 +317,8 @@ async fn connects_and_disconnects_during_a_redis_outage_are_reported_after_it() 
 
 /// An instance the others reaped while it was paused (SIGSTOP) notices on its next report and
 /// announces its sockets again: ttl pushes reach its users live and backends hear UserOnline.
-#[tokio::test]
-async fn an_instance_reaped_while_paused_re_announces_its_users() {
-    let redis = RedisServer::start().await;
+async fn an_instance_reaped_while_paused_re_announces_its_users(topology: Topology) {
+    let redis = TestRedis::start(topology).await;
     // Default Socket.IO timings (25 s ping interval): the client does not notice a 7 s pause.
     let args = instance_args_default_timings(&redis.url(), &["redis.node_timeout_ms=2000"]);
     let a = Bridge::start(&args).await;
@@ -687,9 +689,8 @@ async fn backend_answers_do_not_wait_on_redis_round_trips() {
 
 /// A graceful stop reports every socket's disconnect through Redis and leaves the node list
 /// (socketioxide runs no disconnect handler on shutdown; the hub unregisters what is left).
-#[tokio::test]
-async fn sigterm_reports_its_disconnects_and_leaves_the_cluster() {
-    let redis = RedisServer::start().await;
+async fn sigterm_reports_its_disconnects_and_leaves_the_cluster(topology: Topology) {
+    let redis = TestRedis::start(topology).await;
     let extra = ["redis.node_timeout_ms=30000"];
     let mut a = Bridge::start(&instance_args(&redis.url(), &extra)).await;
     let b = Bridge::start(&instance_args(&redis.url(), &extra)).await;
@@ -717,13 +718,15 @@ async fn sigterm_reports_its_disconnects_and_leaves_the_cluster() {
     })
     .await;
     let reported = want.iter().filter(|w| seen.contains(w)).count();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // What Redis still holds of A (key names as in a Redis Cluster when it is one).
+    let cluster = topology == Topology::Cluster;
+    let tagged = |s: &str| if cluster { format!("{{{s}}}") } else { s.to_owned() };
     let left: i64 =
-        redis::cmd("SCARD").arg(format!("socket-bridge:node-sockets:{a_id}")).query_async(&mut conn).await.unwrap();
-    let listed: Option<f64> =
-        redis::cmd("ZSCORE").arg("socket-bridge:nodes").arg(&a_id).query_async(&mut conn).await.unwrap();
-    let online: i64 = redis::cmd("EXISTS").arg("socket-bridge:presence:s0").query_async(&mut conn).await.unwrap();
+        redis.query(redis::cmd("SCARD").arg(format!("socket-bridge:node-sockets:{}", tagged(&a_id)))).await.unwrap();
+    let nodes_key = if cluster { "{socket-bridge}:nodes" } else { "socket-bridge:nodes" };
+    let listed: Option<f64> = redis.query(redis::cmd("ZSCORE").arg(nodes_key).arg(&a_id)).await.unwrap();
+    let online: i64 =
+        redis.query(redis::cmd("EXISTS").arg(format!("socket-bridge:presence:{}", tagged("s0")))).await.unwrap();
     // s0 has no socket anywhere now: a ttl push to her must be kept for her next connect.
     let mut req = push_request(T::UserId("s0".into()), "note", "[1]");
     req.options = ttl_options(600_000);
@@ -750,9 +753,8 @@ async fn sigterm_reports_its_disconnects_and_leaves_the_cluster() {
 
 /// A reader that takes partitions over waits until the previous reader has let go, so one
 /// socket's events never reach two backends at once.
-#[tokio::test]
-async fn a_joining_reader_never_splits_a_sockets_events_between_two_backends() {
-    let redis = RedisServer::start().await;
+async fn a_joining_reader_never_splits_a_sockets_events_between_two_backends(topology: Topology) {
+    let redis = TestRedis::start(topology).await;
     let extra = ["socketio.events_per_second=1000", "socketio.event_burst=1000"];
     let a = Bridge::start(&instance_args(&redis.url(), &extra)).await;
     let b = Bridge::start(&instance_args(&redis.url(), &extra)).await;
@@ -919,7 +921,7 @@ async fn pushes_resume_after_a_redis_cluster_master_fails_over_and_none_is_lost_
     const RATE: Duration = Duration::from_millis(20);
     const PER_PUSH_LIMIT: Duration = Duration::from_secs(10);
     /// Delivery has resumed once this many pushes in a row were answered as delivered.
-    const RESUMED_RUN: usize = 100;
+    const RESUMED_RUN: usize = 75;
     let mut cluster = RedisCluster::start().await;
     let nodes = start_instances(&cluster.url(), &[&[], &[], &[]]).await;
     let (a, b) = (&nodes[0], &nodes[1]);
@@ -998,9 +1000,9 @@ async fn pushes_resume_after_a_redis_cluster_master_fails_over_and_none_is_lost_
         all.sort_by_key(|s| s.n);
         all
     };
-    eventually("100 pushes answered before the kill", PROPAGATION, || async {
+    eventually("75 pushes answered before the kill", PROPAGATION, || async {
         let n = answered(&sent).len();
-        if n >= 100 { Ok(()) } else { Err(format!("{n} answered")) }
+        if n >= 75 { Ok(()) } else { Err(format!("{n} answered")) }
     })
     .await;
 
@@ -1071,7 +1073,7 @@ async fn pushes_resume_after_a_redis_cluster_master_fails_over_and_none_is_lost_
     // Pushes made well before the kill (not in flight when it came) all arrived.
     let before: Vec<&Sent> = sent.iter().filter(|s| s.at + Duration::from_millis(500) < killed_at).collect();
     let failed_before: Vec<&&Sent> = before.iter().filter(|s| failed.iter().any(|f| f.n == s.n)).collect();
-    assert!(before.len() >= 50 && failed_before.is_empty(), "pushes before the kill failed: {failed_before:?}");
+    assert!(before.len() >= 40 && failed_before.is_empty(), "pushes before the kill failed: {failed_before:?}");
     assert!(silently_lost.is_empty(), "pushes answered OK never arrived: {silently_lost:?}");
     assert_eq!(unanswered, 0, "every push was answered within {PER_PUSH_LIMIT:?}");
     assert!(duplicates.is_empty(), "pushes delivered more than once: {duplicates:?}");
@@ -1079,3 +1081,9 @@ async fn pushes_resume_after_a_redis_cluster_master_fails_over_and_none_is_lost_
     assert!(dropped.is_none(), "the users' sockets on B stayed connected: {dropped:?}");
     d.exit().await;
 }
+
+crate::on_each_topology!(
+    an_instance_reaped_while_paused_re_announces_its_users,
+    sigterm_reports_its_disconnects_and_leaves_the_cluster,
+    a_joining_reader_never_splits_a_sockets_events_between_two_backends,
+);

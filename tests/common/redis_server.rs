@@ -190,6 +190,22 @@ impl TestRedis {
         }
     }
 
+    /// Runs one command (in a Redis Cluster, on the node serving its key), for tests that
+    /// look at what the bridge wrote.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            TestRedis::Single(r) => {
+                let mut conn = redis::Client::open(r.url())?.get_multiplexed_async_connection().await?;
+                cmd.query_async(&mut conn).await
+            }
+            TestRedis::Cluster(c) => {
+                let nodes: Vec<String> = c.ports.iter().map(|p| format!("redis://127.0.0.1:{p}/")).collect();
+                let mut conn = redis::cluster::ClusterClient::new(nodes)?.get_async_connection().await?;
+                cmd.query_async(&mut conn).await
+            }
+        }
+    }
+
     /// Brings Redis back empty on the same ports (a Redis Cluster is created again).
     pub async fn restart(&mut self) {
         match self {

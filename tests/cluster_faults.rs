@@ -1058,13 +1058,12 @@ async fn pushes_resume_after_a_redis_cluster_master_fails_over_and_none_is_lost_
     let window = failed.first().zip(failed.last()).map(|(f, l)| (f.at.saturating_sub(killed_at), l.at - killed_at));
     let duplicates: Vec<(u64, u32)> = received.iter().filter(|(_, k)| **k > 1).map(|(n, k)| (*n, *k)).collect();
     eprintln!(
-        "failover under load: {} pushes sent via A to users on B ({:?} per push; presence of {on_victim:?} on the \
-         killed master); {delivered} delivered, {refused} refused with an error ({codes:?}; {refused_arrived} of \
-         them arrived anyway), {unanswered} unanswered within {PER_PUSH_LIMIT:?}, {} answered OK but lost, {} \
-         received twice; failures from {:?} to {:?} after the kill; delivery resumed with the push made {resumed:?} \
-         after the kill",
+        "failover under load: {} pushes via A to users on B, one every {RATE:?} (presence of {on_victim:?} on the \
+         killed master): {delivered} delivered; {refused} answered with an error {codes:?}, {refused_arrived} of \
+         which arrived anyway; {unanswered} unanswered within {PER_PUSH_LIMIT:?}; {} answered OK but lost; {} \
+         received twice; the failed ones were made from {:?} to {:?} after the kill; delivery resumed with the push \
+         made {resumed:?} after the kill",
         sent.len(),
-        RATE,
         silently_lost.len(),
         duplicates.len(),
         window.map(|w| w.0),

@@ -169,6 +169,8 @@ pub struct RedisLink {
     /// This instance's own channel (and whether it is sharded), whose subscription is
     /// checked every second: see [`RedisLink::run`].
     checked: OnceLock<(String, bool)>,
+    /// When Redis last came back after being lost (not the first connect).
+    reconnected_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +198,7 @@ impl RedisLink {
             handlers: RwLock::default(),
             up: AtomicBool::new(false),
             checked: OnceLock::new(),
+            reconnected_at: std::sync::Mutex::default(),
         }))
     }
 
@@ -237,6 +240,7 @@ impl RedisLink {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failed = 0u32;
+        let mut ever_up = false;
         loop {
             let mut alive = self.ping().await;
             failed = if alive { 0 } else { failed + 1 };
@@ -259,6 +263,11 @@ impl RedisLink {
             let was_up = self.up.swap(alive, Ordering::AcqRel);
             match (was_up, alive) {
                 (false, true) => {
+                    if ever_up {
+                        *self.reconnected_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(std::time::Instant::now());
+                    }
+                    ever_up = true;
                     self.resubscribe().await;
                     tracing::info!("redis connected");
                 }
@@ -366,6 +375,11 @@ impl RedisLink {
         {
             tracing::warn!(chan, "redis message dropped: its handler is not keeping up");
         }
+    }
+
+    /// True when Redis came back after being lost less than `window` ago.
+    pub fn reconnected_within(&self, window: Duration) -> bool {
+        self.reconnected_at.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() < window)
     }
 
     pub fn is_up(&self) -> bool {

@@ -115,6 +115,7 @@ impl RedisBackplane {
             inboxes: Mutex::new(inboxes),
             unreported: Mutex::default(),
             unrecorded: Mutex::default(),
+            rejoined_at: Mutex::default(),
             left: AtomicBool::new(false),
             unwritten: AtomicUsize::new(0),
             flushed: Notify::new(),
@@ -145,6 +146,10 @@ pub(crate) struct Cluster {
     /// Sockets whose connect could not be written (Redis was unreachable): announced when
     /// it is back, however recent they are.
     unrecorded: Mutex<Vec<Arc<Connection>>>,
+    /// When this instance last found itself missing from the node list after having
+    /// reported (Redis lost its data, or the others reaped it): see
+    /// [`Cluster::presence_may_be_missing`].
+    rejoined_at: Mutex<Option<std::time::Instant>>,
     /// Set once this instance has left the cluster (shutdown): it stops reporting.
     left: AtomicBool,
     /// Items queued or being written, so shutdown can wait until they reached Redis.
@@ -187,6 +192,16 @@ impl Cluster {
             }
             notified.await;
         }
+    }
+
+    /// True for `redis.node_timeout_ms` after this instance got Redis back after losing it,
+    /// or found Redis had lost its data: the instances are re-registering their sockets
+    /// then (each on its next report), so a socket missing from presence may be connected
+    /// all the same. Every live instance has reported within that time.
+    fn presence_may_be_missing(&self) -> bool {
+        let window = self.settings.node_timeout;
+        let rejoined = *self.rejoined_at.lock().unwrap_or_else(|e| e.into_inner());
+        self.link.reconnected_within(window) || rejoined.is_some_and(|t| t.elapsed() < window)
     }
 
     fn other_live_nodes(&self) -> Vec<String> {

@@ -87,6 +87,7 @@ impl Cluster {
             };
             let reporting_for = reporting_since.get_or_insert_with(std::time::Instant::now).elapsed();
             if rejoined && reported {
+                *self.rejoined_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
                 tracing::warn!(
                     "this instance had been reaped by the others (paused or cut off); re-announcing its sockets"
                 );

@@ -164,6 +164,9 @@ impl Cluster {
                 let mut redis = self.conn()?;
                 let members: Vec<String> =
                     redis.smembers(self.keys.presence(user)).await.map_err(super::redis_unavailable)?;
+                if members.is_empty() && self.presence_may_be_missing() {
+                    return Err(rebuilding());
+                }
                 let mut elsewhere: BTreeMap<&str, u32> = BTreeMap::new();
                 for (instance, ns) in members.iter().filter_map(|m| member_place(m)) {
                     if ns == namespace && instance != me {
@@ -181,6 +184,9 @@ impl Cluster {
                     .hget(self.keys.conn(namespace, socket_id), socket_id)
                     .await
                     .map_err(super::redis_unavailable)?;
+                if info.is_none() && self.presence_may_be_missing() {
+                    return Err(rebuilding());
+                }
                 let instance = info
                     .and_then(|i| serde_json::from_str::<ConnectionInfo>(&i).ok())
                     .map(|i| i.instance_id)
@@ -197,6 +203,15 @@ impl Cluster {
             Target::Everyone => Ok(Located { remote: Remote::All, remote_sockets: None }),
         }
     }
+}
+
+/// A target not found in presence while the instances re-register their sockets.
+fn rebuilding() -> HubError {
+    HubError::Unavailable(
+        "Redis was lost moments ago and the instances are registering their sockets again; the target may be \
+         connected: retry"
+            .into(),
+    )
 }
 
 fn nodes(instances: Vec<String>) -> Remote {

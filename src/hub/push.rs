@@ -300,8 +300,8 @@ impl Hub {
                         && answers.len() < nodes.len()
                     {
                         unconfirmed = Some(HubError::Unavailable(format!(
-                            "{} of the {} instances holding the target did not answer in time; the push may or \
-                             may not have reached their sockets",
+                            "{} of the {} instances holding the target did not answer (not listening, or not \
+                             within redis.request_timeout_ms); the push may have reached their sockets all the same",
                             nodes.len() - answers.len(),
                             nodes.len()
                         )));

@@ -1,14 +1,15 @@
 //! The backend decides who connects and who joins: a backend on the `Authorize` stream
 //! answers each question; the stock client sees the outcome over websocket and
 //! long-polling. No decider, a slow decider and a decider that goes away mid-question all
-//! refuse; nothing reaches `Events` from a socket that was never allowed.
+//! refuse; nothing reaches `Events` from a socket that was never allowed. The cluster-mode
+//! case runs on a single Redis and on a Redis Cluster.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::cluster::{PROPAGATION, start_instances};
-use common::redis_server::RedisServer;
+use common::redis_server::{TestRedis, Topology};
 use common::*;
 use serde_json::{Value, json};
 use socket_bridge::proto;
@@ -277,9 +278,8 @@ async fn the_backend_decides_joins_the_room_patterns_do_not_grant() {
     d.exit().await;
 }
 
-#[tokio::test]
-async fn in_cluster_mode_a_decider_on_one_instance_decides_connects_on_another() {
-    let redis = RedisServer::start().await;
+async fn in_cluster_mode_a_decider_on_one_instance_decides_connects_on_another(topology: Topology) {
+    let redis = TestRedis::start(topology).await;
     let backend: Vec<String> = backend_mode(&[]);
     let extra: Vec<&str> = backend.iter().filter(|a| *a != "--set").map(String::as_str).collect();
     let nodes = start_instances(&redis.url(), &[&extra, &extra, &extra]).await;
@@ -352,3 +352,5 @@ async fn draining_ends_the_decider_stream_so_shutdown_does_not_wait_for_it() {
     let status = bridge.wait_exit(WAIT).await.expect("exits without waiting out the 20 s grace period");
     assert!(status.success(), "{status:?}");
 }
+
+crate::on_each_topology!(in_cluster_mode_a_decider_on_one_instance_decides_connects_on_another);

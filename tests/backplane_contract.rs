@@ -1,7 +1,8 @@
 //! The backplane contract: the same cases run against the embedded backplane (one
 //! instance, in memory) and against the Redis backplane (two instances on a real
-//! `redis-server`). Each case names its instances `nodes[i % n]`, so with one instance
-//! every role falls on it and with two the roles are split; the assertions are the same.
+//! `redis-server`, and two on a real Redis Cluster of three masters with a replica each).
+//! Each case names its instances `nodes[i % n]`, so with one instance every role falls on
+//! it and with two the roles are split; the assertions are the same.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
+use common::redis_server::{TestRedis, Topology};
 use socket_bridge::config::Config;
 use socket_bridge::hub::backplane::{Backplane, NodeReply, NodeRequest, OfflineMessage, OfflineOutcome, Remote, Wait};
 use socket_bridge::hub::registry::{Connection, Handshake};
@@ -24,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Nodes {
     hubs: Vec<Arc<Hub>>,
     _stop: Vec<ShutdownTrigger>,
-    _redis: Option<RedisServer>,
+    _redis: Option<TestRedis>,
 }
 
 impl Nodes {
@@ -68,8 +69,8 @@ async fn embedded() -> Nodes {
     Nodes { hubs: vec![hub], _stop: vec![stop], _redis: None }
 }
 
-async fn redis(instances: usize) -> Nodes {
-    let server = RedisServer::start().await;
+async fn redis(instances: usize, topology: Topology) -> Nodes {
+    let server = TestRedis::start(topology).await;
     let config = config(&["[redis]", &format!("url = \"{}\"", server.url()), "claim_idle_ms = 1000"]);
     let mut hubs = Vec::new();
     let mut stops = Vec::new();
@@ -342,7 +343,13 @@ macro_rules! contract {
         mod redis_backplane {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                super::$case(super::redis(2).await).await;
+                super::$case(super::redis(2, super::Topology::Single).await).await;
+            })*
+        }
+        mod redis_cluster_backplane {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::$case(super::redis(2, super::Topology::Cluster).await).await;
             })*
         }
     };

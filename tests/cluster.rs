@@ -1,7 +1,9 @@
 //! Cluster mode over Redis: pushes, rooms, listings and status across instances; presence
 //! when sockets race; client events through Redis Streams and their redelivery; offline
 //! delivery; Redis loss and recovery; long-polling through nginx. Three real bridges (the
-//! binary) share one real `redis-server`, a fresh one per test; browsers are stock
+//! binary) share one real `redis-server`, a fresh one per test, and every test runs again
+//! on a real Redis Cluster of three masters with a replica each (`redis_cluster::*`,
+//! `redis+cluster://` URLs); browsers are stock
 //! `socket.io-client` sockets in Node; the nginx test puts Debian's nginx, configured from
 //! `examples/nginx/socket-bridge.conf`, in front of two instances. Propagation is awaited by
 //! polling with generous deadlines, never by sleeping; "exactly once" means the expected
@@ -16,7 +18,7 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use common::cluster::*;
-use common::redis_server::{RedisServer, free_port};
+use common::redis_server::{TestRedis, Topology, free_port};
 use common::*;
 use serde_json::{Value, json};
 use socket_bridge::proto;
@@ -256,9 +258,10 @@ fn check_redelivery(
 
 // ---- pushes, rooms, listings, status ------------------------------------------------------------
 
-#[tokio::test]
-async fn push_via_a_reaches_user_on_c_room_across_three_gets_exactly_once_listings_and_status_are_cluster_wide() {
-    let redis = RedisServer::start().await;
+async fn push_via_a_reaches_user_on_c_room_across_three_gets_exactly_once_listings_and_status_are_cluster_wide(
+    topology: Topology,
+) {
+    let redis = TestRedis::start(topology).await;
     let nodes = start_instances(&redis.url(), &[&[], &[], &[]]).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let ids = wait_for_cluster(&[a, b, c]).await;
@@ -484,9 +487,8 @@ impl Watcher {
     }
 }
 
-#[tokio::test]
-async fn presence_fires_once_per_user_even_when_last_two_leave_at_once() {
-    let redis = RedisServer::start().await;
+async fn presence_fires_once_per_user_even_when_last_two_leave_at_once(topology: Topology) {
+    let redis = TestRedis::start(topology).await;
     let nodes = start_instances(&redis.url(), &[&[], &[], &[]]).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     wait_for_cluster(&[a, b, c]).await;
@@ -571,9 +573,8 @@ async fn presence_fires_once_per_user_even_when_last_two_leave_at_once() {
 
 // ---- client events through Redis Streams, redelivery --------------------------------------------
 
-#[tokio::test]
-async fn events_from_c_reach_backend_on_a_and_unacked_ones_are_redelivered_after_backend_restart() {
-    let redis = RedisServer::start().await;
+async fn events_from_c_reach_backend_on_a_and_unacked_ones_are_redelivered_after_backend_restart(topology: Topology) {
+    let redis = TestRedis::start(topology).await;
     // A takes over nothing within the test (claim after 60 s): what A delivers again can only
     // come from its own pending events, the "same instance, immediately" path. B and C take
     // over another instance's unacknowledged events after 2 s.
@@ -715,9 +716,8 @@ const OFFLINE_EXPIRED: &str = "socket_bridge_dropped_messages_total{reason=\"off
 
 // ---- offline delivery ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn offline_pushes_arrive_in_order_on_another_instance_and_expired_ones_do_not() {
-    let redis = RedisServer::start().await;
+async fn offline_pushes_arrive_in_order_on_another_instance_and_expired_ones_do_not(topology: Topology) {
+    let redis = TestRedis::start(topology).await;
     let extra: &[&str] = &["redis.node_timeout_ms=3000"];
     let mut nodes = start_instances(&redis.url(), &[extra, extra, extra]).await;
     wait_for_cluster(&[&nodes[0], &nodes[1], &nodes[2]]).await;
@@ -816,15 +816,14 @@ async fn offline_pushes_arrive_in_order_on_another_instance_and_expired_ones_do_
 
 // ---- Redis loss and recovery --------------------------------------------------------------------
 
-#[tokio::test]
-async fn redis_restart_local_pushes_keep_working_readiness_shows_loss_and_cross_delivery_resumes() {
+async fn redis_restart_local_pushes_keep_working_readiness_shows_loss_and_cross_delivery_resumes(topology: Topology) {
     // Without redis.url, readiness says Redis is not used.
     {
         let solo = Bridge::start(&[]).await;
         let (status, body) = solo.readiness().await.expect("GET /ready");
         assert_eq!((status, body), (200, json!({"ready": true, "draining": false, "redis": "disabled"})));
     }
-    let mut redis = RedisServer::start().await;
+    let mut redis = TestRedis::start(topology).await;
     let nodes = start_instances(&redis.url(), &[&[], &[], &[]]).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let all = [a, b, c];
@@ -1024,9 +1023,8 @@ impl Drop for Nginx {
     }
 }
 
-#[tokio::test]
-async fn long_polling_through_nginx_with_two_instances() {
-    let redis = RedisServer::start().await;
+async fn long_polling_through_nginx_with_two_instances(topology: Topology) {
+    let redis = TestRedis::start(topology).await;
     let nodes = start_instances(&redis.url(), &[&[], &[]]).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let ids = wait_for_cluster(&[a, b]).await;
@@ -1088,3 +1086,12 @@ async fn long_polling_through_nginx_with_two_instances() {
     assert!(dropped.is_none(), "no client lost its session behind nginx: {dropped:?}");
     d.exit().await;
 }
+
+crate::on_each_topology!(
+    push_via_a_reaches_user_on_c_room_across_three_gets_exactly_once_listings_and_status_are_cluster_wide,
+    presence_fires_once_per_user_even_when_last_two_leave_at_once,
+    events_from_c_reach_backend_on_a_and_unacked_ones_are_redelivered_after_backend_restart,
+    offline_pushes_arrive_in_order_on_another_instance_and_expired_ones_do_not,
+    redis_restart_local_pushes_keep_working_readiness_shows_loss_and_cross_delivery_resumes,
+    long_polling_through_nginx_with_two_instances,
+);

@@ -1,8 +1,11 @@
 //! Cluster mode under faults and races: a Redis connection gone silent, Redis back empty,
 //! outages while sockets come and go, a paused instance reaped and back, SIGTERM, unanswered
-//! asks, a slow Redis, readers joining mid-stream. The same harness as `tests/cluster.rs`
-//! (real binaries, real `redis-server`, stock `socket.io-client` sockets in Node) plus
-//! proxies that freeze or delay the Redis connection.
+//! asks, a slow Redis, readers joining mid-stream, and a Redis Cluster master killed under
+//! load. The same harness as `tests/cluster.rs` (real binaries, real `redis-server`, stock
+//! `socket.io-client` sockets in Node) plus proxies that freeze or delay the Redis
+//! connection. The faults that do not need a proxy in front of one Redis or an inspection of
+//! its streams run on a single Redis and on a Redis Cluster (`single_redis::*`,
+//! `redis_cluster::*`); the failover test needs the Redis Cluster.
 
 mod common;
 
@@ -11,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::cluster::*;
-use common::redis_server::RedisServer;
+use common::redis_server::{RedisCluster, RedisServer, TestRedis, Topology};
 use common::*;
 use serde_json::{Value, json};
 use socket_bridge::proto;
@@ -314,9 +317,8 @@ async fn connects_and_disconnects_during_a_redis_outage_are_reported_after_it() 
 
 /// An instance the others reaped while it was paused (SIGSTOP) notices on its next report and
 /// announces its sockets again: ttl pushes reach its users live and backends hear UserOnline.
-#[tokio::test]
-async fn an_instance_reaped_while_paused_re_announces_its_users() {
-    let redis = RedisServer::start().await;
+async fn an_instance_reaped_while_paused_re_announces_its_users(topology: Topology) {
+    let redis = TestRedis::start(topology).await;
     // Default Socket.IO timings (25 s ping interval): the client does not notice a 7 s pause.
     let args = instance_args_default_timings(&redis.url(), &["redis.node_timeout_ms=2000"]);
     let a = Bridge::start(&args).await;
@@ -687,9 +689,8 @@ async fn backend_answers_do_not_wait_on_redis_round_trips() {
 
 /// A graceful stop reports every socket's disconnect through Redis and leaves the node list
 /// (socketioxide runs no disconnect handler on shutdown; the hub unregisters what is left).
-#[tokio::test]
-async fn sigterm_reports_its_disconnects_and_leaves_the_cluster() {
-    let redis = RedisServer::start().await;
+async fn sigterm_reports_its_disconnects_and_leaves_the_cluster(topology: Topology) {
+    let redis = TestRedis::start(topology).await;
     let extra = ["redis.node_timeout_ms=30000"];
     let mut a = Bridge::start(&instance_args(&redis.url(), &extra)).await;
     let b = Bridge::start(&instance_args(&redis.url(), &extra)).await;
@@ -717,13 +718,15 @@ async fn sigterm_reports_its_disconnects_and_leaves_the_cluster() {
     })
     .await;
     let reported = want.iter().filter(|w| seen.contains(w)).count();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // What Redis still holds of A (key names as in a Redis Cluster when it is one).
+    let cluster = topology == Topology::Cluster;
+    let tagged = |s: &str| if cluster { format!("{{{s}}}") } else { s.to_owned() };
     let left: i64 =
-        redis::cmd("SCARD").arg(format!("socket-bridge:node-sockets:{a_id}")).query_async(&mut conn).await.unwrap();
-    let listed: Option<f64> =
-        redis::cmd("ZSCORE").arg("socket-bridge:nodes").arg(&a_id).query_async(&mut conn).await.unwrap();
-    let online: i64 = redis::cmd("EXISTS").arg("socket-bridge:presence:s0").query_async(&mut conn).await.unwrap();
+        redis.query(redis::cmd("SCARD").arg(format!("socket-bridge:node-sockets:{}", tagged(&a_id)))).await.unwrap();
+    let nodes_key = if cluster { "{socket-bridge}:nodes" } else { "socket-bridge:nodes" };
+    let listed: Option<f64> = redis.query(redis::cmd("ZSCORE").arg(nodes_key).arg(&a_id)).await.unwrap();
+    let online: i64 =
+        redis.query(redis::cmd("EXISTS").arg(format!("socket-bridge:presence:{}", tagged("s0")))).await.unwrap();
     // s0 has no socket anywhere now: a ttl push to her must be kept for her next connect.
     let mut req = push_request(T::UserId("s0".into()), "note", "[1]");
     req.options = ttl_options(600_000);
@@ -750,9 +753,8 @@ async fn sigterm_reports_its_disconnects_and_leaves_the_cluster() {
 
 /// A reader that takes partitions over waits until the previous reader has let go, so one
 /// socket's events never reach two backends at once.
-#[tokio::test]
-async fn a_joining_reader_never_splits_a_sockets_events_between_two_backends() {
-    let redis = RedisServer::start().await;
+async fn a_joining_reader_never_splits_a_sockets_events_between_two_backends(topology: Topology) {
+    let redis = TestRedis::start(topology).await;
     let extra = ["socketio.events_per_second=1000", "socketio.event_burst=1000"];
     let a = Bridge::start(&instance_args(&redis.url(), &extra)).await;
     let b = Bridge::start(&instance_args(&redis.url(), &extra)).await;
@@ -888,3 +890,199 @@ async fn delayed(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::t
     drop(tx);
     let _ = writer.await;
 }
+
+/// What became of one push of the failover test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PushAnswer {
+    /// Answered OK, with this many sockets reached.
+    Reached(u32),
+    /// Answered with an error status.
+    Refused(tonic::Code),
+    /// No answer within the test's per-push limit.
+    Unanswered,
+}
+
+/// One push of the failover test: its number, when its call began (since the load
+/// started) and its answer.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    n: u64,
+    at: Duration,
+    answer: PushAnswer,
+}
+
+/// Redis Cluster failover under load. Three instances on three masters with a replica each;
+/// pushes go through A, 50 a second, to users whose only socket is on B, while the master
+/// serving B's own channel (and some of the users' presence) is killed with SIGKILL. The
+/// replica takes over, delivery resumes, and every push is accounted for: each one either
+/// arrived or was answered with an error; none is answered OK and lost.
+#[tokio::test]
+async fn pushes_resume_after_a_redis_cluster_master_fails_over_and_none_is_lost_silently() {
+    const RATE: Duration = Duration::from_millis(20);
+    const PER_PUSH_LIMIT: Duration = Duration::from_secs(10);
+    /// Delivery has resumed once this many pushes in a row were answered as delivered.
+    const RESUMED_RUN: usize = 75;
+    let mut cluster = RedisCluster::start().await;
+    let nodes = start_instances(&cluster.url(), &[&[], &[], &[]]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    wait_for_nodes(a, 3).await;
+    wait_for_nodes(b, 3).await;
+    let b_id = instance_id(b).await;
+    // The victim: the master serving B's sharded channel, which every push to B travels on.
+    let victim = cluster.master_of(&format!("socket-bridge:node:{b_id}")).await;
+    // Users whose presence is on the victim and users whose presence is elsewhere, two each.
+    let (mut on_victim, mut elsewhere) = (Vec::new(), Vec::new());
+    for i in 0..200 {
+        let user = format!("f{i}");
+        let bucket = if cluster.master_of(&format!("socket-bridge:presence:{{{user}}}")).await == victim {
+            &mut on_victim
+        } else {
+            &mut elsewhere
+        };
+        if bucket.len() < 2 {
+            bucket.push(user);
+        }
+        if on_victim.len() == 2 && elsewhere.len() == 2 {
+            break;
+        }
+    }
+    let users: Vec<String> = on_victim.iter().chain(&elsewhere).cloned().collect();
+    assert_eq!(users.len(), 4, "two users on the victim's slots and two elsewhere: {on_victim:?} {elsewhere:?}");
+    let mut d = Driver::spawn().await;
+    let url = b.url();
+    let plan: Vec<(&str, &str, &str)> = users.iter().map(|u| (u.as_str(), url.as_str(), u.as_str())).collect();
+    d.connect_all(&plan).await;
+    let client = a.client().await;
+    for user in &users {
+        eventually(&format!("a push via A reaches {user} on B"), PROPAGATION, || {
+            let mut client = client.clone();
+            let user = user.clone();
+            async move {
+                let r = client.push(push_request(T::UserId(user), "warm", "[0]")).await.map_err(|e| e.to_string())?;
+                if r.get_ref().sockets_reached == 1 { Ok(()) } else { Err(format!("{r:?}")) }
+            }
+        })
+        .await;
+    }
+
+    // Steady load: push n goes to users[n % 4], each call on its own task.
+    let sent = Arc::new(std::sync::Mutex::new(Vec::<Sent>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load_start = Instant::now();
+    let pusher = {
+        let (sent, stop, users, client) = (sent.clone(), stop.clone(), users.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut calls = tokio::task::JoinSet::new();
+            let mut tick = tokio::time::interval(RATE);
+            for n in 0u64.. {
+                tick.tick().await;
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let (mut client, sent) = (client.clone(), sent.clone());
+                let user = users[n as usize % users.len()].clone();
+                calls.spawn(async move {
+                    let at = load_start.elapsed();
+                    let call = client.push(push_request(T::UserId(user), "tick", &format!("[{n}]")));
+                    let answer = match tokio::time::timeout(PER_PUSH_LIMIT, call).await {
+                        Ok(Ok(r)) => PushAnswer::Reached(r.get_ref().sockets_reached),
+                        Ok(Err(status)) => PushAnswer::Refused(status.code()),
+                        Err(_) => PushAnswer::Unanswered,
+                    };
+                    sent.lock().unwrap().push(Sent { n, at, answer });
+                });
+            }
+            calls.join_all().await;
+        })
+    };
+    let answered = |sent: &Arc<std::sync::Mutex<Vec<Sent>>>| {
+        let mut all = sent.lock().unwrap().clone();
+        all.sort_by_key(|s| s.n);
+        all
+    };
+    eventually("75 pushes answered before the kill", PROPAGATION, || async {
+        let n = answered(&sent).len();
+        if n >= 75 { Ok(()) } else { Err(format!("{n} answered")) }
+    })
+    .await;
+
+    cluster.kill(victim).await;
+    let killed_at = load_start.elapsed();
+    let healthy_after = cluster.wait_healthy(Duration::from_secs(30)).await.expect("the replica takes over");
+    eprintln!("failover: master {victim} killed; the cluster served every slot again {healthy_after:?} later");
+    // Delivery has resumed when the pushes made since some moment after the kill were all
+    // answered as delivered, RESUMED_RUN of them at least.
+    let resumed = eventually("delivery resumes after the failover", Duration::from_secs(45), || async {
+        let after: Vec<Sent> = answered(&sent).into_iter().filter(|s| s.at > killed_at).collect();
+        let run = after.iter().rev().take_while(|s| s.answer == PushAnswer::Reached(1)).count();
+        if run >= RESUMED_RUN && run < after.len() {
+            Ok(after[after.len() - run].at - killed_at)
+        } else {
+            Err(format!("{} pushes since the kill, the last {run} delivered", after.len()))
+        }
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    pusher.await.expect("pusher");
+    let sent = answered(&sent);
+
+    // What the sockets got. Every push answered OK must arrive; after that, those answered
+    // with an error that arrive anyway get a moment more to show up.
+    let claimed: std::collections::BTreeSet<u64> =
+        sent.iter().filter(|s| matches!(s.answer, PushAnswer::Reached(_))).map(|s| s.n).collect();
+    let mut received: std::collections::BTreeMap<u64, u32> = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let missing = claimed.iter().any(|n| !received.contains_key(n));
+        let wait = if missing { deadline.saturating_duration_since(Instant::now()) } else { Duration::from_secs(1) };
+        match d.try_expect(|v| v["type"] == "event" && v["event"] == "tick", wait).await {
+            Some(v) => *received.entry(v["args"][0].as_u64().expect("push number")).or_default() += 1,
+            None => break,
+        }
+    }
+    let count = |f: &dyn Fn(&Sent) -> bool| sent.iter().filter(|s| f(s)).count();
+    let arrived = |s: &Sent| received.contains_key(&s.n);
+    let delivered = count(&|s| matches!(s.answer, PushAnswer::Reached(_)) && arrived(s));
+    let silently_lost: Vec<Sent> =
+        sent.iter().copied().filter(|s| matches!(s.answer, PushAnswer::Reached(_)) && !arrived(s)).collect();
+    let refused = count(&|s| matches!(s.answer, PushAnswer::Refused(_)));
+    let refused_arrived = count(&|s| matches!(s.answer, PushAnswer::Refused(_)) && arrived(s));
+    let unanswered = count(&|s| s.answer == PushAnswer::Unanswered);
+    let mut codes: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for s in &sent {
+        if let PushAnswer::Refused(code) = s.answer {
+            *codes.entry(format!("{code:?}")).or_default() += 1;
+        }
+    }
+    let failed: Vec<&Sent> = sent.iter().filter(|s| s.answer != PushAnswer::Reached(1) || !arrived(s)).collect();
+    let window = failed.first().zip(failed.last()).map(|(f, l)| (f.at.saturating_sub(killed_at), l.at - killed_at));
+    let duplicates: Vec<(u64, u32)> = received.iter().filter(|(_, k)| **k > 1).map(|(n, k)| (*n, *k)).collect();
+    eprintln!(
+        "failover under load: {} pushes via A to users on B, one every {RATE:?} (presence of {on_victim:?} on the \
+         killed master): {delivered} delivered; {refused} answered with an error {codes:?}, {refused_arrived} of \
+         which arrived anyway; {unanswered} unanswered within {PER_PUSH_LIMIT:?}; {} answered OK but lost; {} \
+         received twice; the failed ones were made from {:?} to {:?} after the kill; delivery resumed with the push \
+         made {resumed:?} after the kill",
+        sent.len(),
+        silently_lost.len(),
+        duplicates.len(),
+        window.map(|w| w.0),
+        window.map(|w| w.1),
+    );
+    // Pushes made well before the kill (not in flight when it came) all arrived.
+    let before: Vec<&Sent> = sent.iter().filter(|s| s.at + Duration::from_millis(500) < killed_at).collect();
+    let failed_before: Vec<&&Sent> = before.iter().filter(|s| failed.iter().any(|f| f.n == s.n)).collect();
+    assert!(before.len() >= 40 && failed_before.is_empty(), "pushes before the kill failed: {failed_before:?}");
+    assert!(silently_lost.is_empty(), "pushes answered OK never arrived: {silently_lost:?}");
+    assert_eq!(unanswered, 0, "every push was answered within {PER_PUSH_LIMIT:?}");
+    assert!(duplicates.is_empty(), "pushes delivered more than once: {duplicates:?}");
+    let dropped = d.try_expect(|v| v["type"] == "disconnect", Duration::ZERO).await;
+    assert!(dropped.is_none(), "the users' sockets on B stayed connected: {dropped:?}");
+    d.exit().await;
+}
+
+crate::on_each_topology!(
+    an_instance_reaped_while_paused_re_announces_its_users,
+    sigterm_reports_its_disconnects_and_leaves_the_cluster,
+    a_joining_reader_never_splits_a_sockets_events_between_two_backends,
+);

@@ -15,8 +15,10 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # tests/interop builds its Java client with Maven.
 command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
-# tests/cluster.rs starts its own redis-server and nginx processes on free ports.
+# tests/cluster.rs starts its own redis-server and nginx processes on free ports, and Redis
+# Clusters joined with redis-cli (Debian's redis-tools, which redis-server depends on).
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)

@@ -3,8 +3,9 @@
 //!
 //! One concern per file:
 //! - [`link`]: the Redis connection every part shares (reconnects, resubscribes, replaces
-//!   a connection that stops answering) and its pub/sub channels.
-//! - [`keys`]: every key and channel name.
+//!   a connection that stops answering) and its pub/sub channels, to one Redis or to a
+//!   Redis Cluster.
+//! - [`keys`]: every key and channel name, and the slot each lives in (hash tags).
 //! - [`presence`]: who is online where and the connection index, changed by Lua scripts
 //!   so racing instances agree (a user's last two sockets leaving at once on two
 //!   instances); where a user's or a socket's sockets are.
@@ -106,7 +107,7 @@ impl RedisBackplane {
         let (outbox, inboxes): (Vec<_>, Vec<_>) =
             (0..settings.partitions).map(|_| mpsc::channel(OUTBOX_CAPACITY)).unzip();
         let cluster = Arc::new(Cluster {
-            keys: Keys::new(&settings.prefix),
+            keys: Keys::new(&settings.prefix, link.is_cluster()),
             link,
             settings,
             node: OnceLock::new(),
@@ -114,6 +115,7 @@ impl RedisBackplane {
             inboxes: Mutex::new(inboxes),
             unreported: Mutex::default(),
             unrecorded: Mutex::default(),
+            rejoined_at: Mutex::default(),
             left: AtomicBool::new(false),
             unwritten: AtomicUsize::new(0),
             flushed: Notify::new(),
@@ -144,6 +146,10 @@ pub(crate) struct Cluster {
     /// Sockets whose connect could not be written (Redis was unreachable): announced when
     /// it is back, however recent they are.
     unrecorded: Mutex<Vec<Arc<Connection>>>,
+    /// When this instance last found itself missing from the node list after having
+    /// reported (Redis lost its data, or the others reaped it): see
+    /// [`Cluster::presence_may_be_missing`].
+    rejoined_at: Mutex<Option<std::time::Instant>>,
     /// Set once this instance has left the cluster (shutdown): it stops reporting.
     left: AtomicBool,
     /// Items queued or being written, so shutdown can wait until they reached Redis.
@@ -173,7 +179,7 @@ impl Cluster {
         &self.node().instance_id
     }
 
-    fn conn(&self) -> Result<redis::aio::ConnectionManager, HubError> {
+    fn conn(&self) -> Result<link::Conn, HubError> {
         self.link.conn().ok_or_else(|| HubError::Unavailable("the cluster's Redis is unreachable; retry later".into()))
     }
 
@@ -186,6 +192,16 @@ impl Cluster {
             }
             notified.await;
         }
+    }
+
+    /// True for `redis.node_timeout_ms` after this instance got Redis back after losing it,
+    /// or found Redis had lost its data: the instances are re-registering their sockets
+    /// then (each on its next report), so a socket missing from presence may be connected
+    /// all the same. Every live instance has reported within that time.
+    fn presence_may_be_missing(&self) -> bool {
+        let window = self.settings.node_timeout;
+        let rejoined = *self.rejoined_at.lock().unwrap_or_else(|e| e.into_inner());
+        self.link.reconnected_within(window) || rejoined.is_some_and(|t| t.elapsed() < window)
     }
 
     fn other_live_nodes(&self) -> Vec<String> {
@@ -210,6 +226,9 @@ impl Backplane for RedisBackplane {
         tokio::spawn(c.clone().run_all_channel());
         tokio::spawn(c.clone().run_room_channels());
         tokio::spawn(c.clone().run_group_news());
+        if c.link.is_cluster() {
+            tokio::spawn(c.clone().run_wakes());
+        }
         tokio::spawn(c.clone().run_heartbeat(shutdown));
     }
 

@@ -59,6 +59,11 @@ impl Cluster {
         let mut was_up = false;
         let mut ticks = 0u64;
         let mut reported = false;
+        // Since when this instance's reports go through. The others could not report
+        // while Redis was out of reach either (a restart, a Redis Cluster failover), so
+        // their last reports are as old as the outage: nobody is reaped until every live
+        // instance has had `redis.node_timeout_ms` to report again.
+        let mut reporting_since: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -69,16 +74,20 @@ impl Cluster {
             self.node().metrics.redis_up.set(i64::from(up));
             if !up || self.left.load(Ordering::Acquire) {
                 was_up = false;
+                reporting_since = None;
                 continue;
             }
             let rejoined = match self.report().await {
                 Ok(rejoined) => rejoined,
                 Err(e) => {
                     tracing::warn!(error = %e, "cluster heartbeat failed");
+                    reporting_since = None;
                     continue;
                 }
             };
+            let reporting_for = reporting_since.get_or_insert_with(std::time::Instant::now).elapsed();
             if rejoined && reported {
+                *self.rejoined_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
                 tracing::warn!(
                     "this instance had been reaped by the others (paused or cut off); re-announcing its sockets"
                 );
@@ -92,7 +101,7 @@ impl Cluster {
             }
             reported = true;
             was_up = true;
-            if ticks.is_multiple_of(3) {
+            if ticks.is_multiple_of(3) && reporting_for >= self.settings.node_timeout {
                 self.reap_dead_nodes().await;
             }
             if ticks.is_multiple_of(5) {
@@ -122,11 +131,12 @@ impl Cluster {
                 self.write_now(messages).await;
             }
         }
+        // The socket set is on this instance's slot, the rest on the instance-wide one.
+        let _: Result<(), _> = redis.del(&key).await;
         let _: Result<(), _> = redis::pipe()
             .zrem(self.keys.nodes(), self.instance_id())
             .hdel(self.keys.node_info(), self.instance_id())
             .hdel(self.keys.deciders(), self.instance_id())
-            .del(&key)
             .query_async(&mut redis)
             .await;
     }
@@ -284,8 +294,8 @@ impl Cluster {
                     self.remove_socket(&node, namespace, socket_id, user, "instance lost").await;
                 }
             }
+            let _: Result<(), _> = redis.del(self.keys.node_sockets(&node)).await;
             let _: Result<(), _> = redis::pipe()
-                .del(self.keys.node_sockets(&node))
                 .zrem(self.keys.nodes(), &node)
                 .hdel(self.keys.node_info(), &node)
                 .hdel(self.keys.deciders(), &node)

@@ -133,6 +133,12 @@ impl Cluster {
                 .arg(wire)
                 .ignore();
         }
+        if self.link.is_cluster() {
+            // Wakes the partition's readers, which cannot block on it (see `streams`). Same
+            // name as the stream, so the same slot: still one pipeline, published after
+            // the entries are in.
+            pipe.cmd("SPUBLISH").arg(stream).arg("").ignore();
+        }
         let result = match self.link.conn() {
             Some(mut conn) => pipe.query_async::<()>(&mut conn).await.map_err(|e| e.to_string()),
             None => Err("redis unreachable".to_owned()),

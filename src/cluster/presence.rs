@@ -10,6 +10,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::Cluster;
+use super::offline::eval;
 use crate::hub::backplane::{Located, Remote};
 use crate::hub::registry::{Connection, Handshake};
 use crate::hub::router::{BackendMessage, SocketDisconnected};
@@ -79,35 +80,53 @@ pub(super) fn disconnect_messages(
 
 impl Cluster {
     /// Adds a socket of this instance. True when the user just came online anywhere.
+    ///
+    /// Three writes, each on its own key's slot (in a Redis Cluster they may sit on three
+    /// shards), in this order: the instance's socket set first, so a socket is never
+    /// findable (presence, index) without being in the set a reaper reads when this
+    /// instance dies; then presence, whose script alone decides "came online"; then the
+    /// connection index.
     pub(super) async fn presence_add(&self, conn: &Connection) -> Result<bool, redis::RedisError> {
         let mut redis = self.link.conn().ok_or_else(super::link::unreachable)?;
-        let user = conn.user_id.as_deref().unwrap_or("");
         let info = ConnectionInfo {
             user_id: conn.user_id.clone(),
             instance_id: self.instance_id().to_owned(),
             connected_at_ms: wall_ms(conn.connected_at),
             handshake: (*conn.handshake).clone(),
         };
-        let member = if user.is_empty() {
-            String::new()
-        } else {
-            presence_member(self.instance_id(), &conn.namespace, &conn.socket_id)
+        let mut steps = redis::pipe();
+        steps.sadd(
+            self.keys.node_sockets(self.instance_id()),
+            node_socket_entry(&conn.namespace, &conn.socket_id, conn.user_id.as_deref()),
+        );
+        if let Some(user) = &conn.user_id {
+            let mut add = eval(PRESENCE_ADD, &[&self.keys.presence(user)]);
+            add.arg(presence_member(self.instance_id(), &conn.namespace, &conn.socket_id));
+            steps.add_command(add);
+        }
+        steps.hset(
+            self.keys.conn(&conn.namespace, &conn.socket_id),
+            &conn.socket_id,
+            serde_json::to_string(&info).unwrap_or_default(),
+        );
+        let replies = redis.in_order(&steps).await?;
+        let came = match (&conn.user_id, replies.get(1)) {
+            (Some(_), Some(reply)) => redis::from_redis_value::<i64>(reply.clone())? == 1,
+            _ => false,
         };
-        let came: i64 = redis::Script::new(PRESENCE_ADD)
-            .key(self.keys.presence(user))
-            .key(self.keys.node_sockets(self.instance_id()))
-            .key(self.keys.conn(&conn.namespace))
-            .arg(member)
-            .arg(node_socket_entry(&conn.namespace, &conn.socket_id, conn.user_id.as_deref()))
-            .arg(&conn.socket_id)
-            .arg(serde_json::to_string(&info).unwrap_or_default())
-            .invoke_async(&mut redis)
-            .await?;
-        Ok(came == 1)
+        Ok(came)
     }
 
     /// Removes one socket of `instance`. Returns (removed by this call, the user went
     /// offline).
+    ///
+    /// The reverse order of [`Self::presence_add`]: presence, the index, and the instance's
+    /// socket set last, so a socket half removed (this instance died midway) is still in
+    /// the set the reaper reads. Split over slots, the decision stays one atomic step: a
+    /// user's socket is reported by whoever removes its presence member (the script on the
+    /// user's slot, which also tells "went offline"), an anonymous socket by whoever removes
+    /// it from the instance's set; racing removers (this instance, a reaper, a resync)
+    /// therefore report it once.
     pub(super) async fn presence_del(
         &self,
         instance: &str,
@@ -116,18 +135,23 @@ impl Cluster {
         user: Option<&str>,
     ) -> Result<(bool, bool), redis::RedisError> {
         let mut redis = self.link.conn().ok_or_else(super::link::unreachable)?;
-        let user = user.unwrap_or("");
-        let member = if user.is_empty() { String::new() } else { presence_member(instance, namespace, socket_id) };
-        let (removed, offline): (i64, i64) = redis::Script::new(PRESENCE_DEL)
-            .key(self.keys.presence(user))
-            .key(self.keys.node_sockets(instance))
-            .key(self.keys.conn(namespace))
-            .arg(member)
-            .arg(node_socket_entry(namespace, socket_id, Some(user)))
-            .arg(socket_id)
-            .invoke_async(&mut redis)
-            .await?;
-        Ok((removed == 1, offline == 1))
+        let mut steps = redis::pipe();
+        if let Some(user) = user {
+            let mut del = eval(PRESENCE_DEL, &[&self.keys.presence(user)]);
+            del.arg(presence_member(instance, namespace, socket_id));
+            steps.add_command(del);
+        }
+        steps.hdel(self.keys.conn(namespace, socket_id), socket_id);
+        steps.srem(self.keys.node_sockets(instance), node_socket_entry(namespace, socket_id, user));
+        let replies = redis.in_order(&steps).await?;
+        if user.is_some() {
+            let first = replies.into_iter().next().unwrap_or(redis::Value::Nil);
+            let (removed, offline): (i64, i64) = redis::from_redis_value(first)?;
+            Ok((removed == 1, offline == 1))
+        } else {
+            let last = replies.into_iter().last().unwrap_or(redis::Value::Nil);
+            Ok((redis::from_redis_value::<i64>(last)? == 1, false))
+        }
     }
 
     /// Where a target's sockets are besides this instance: for a user, the instances
@@ -140,6 +164,9 @@ impl Cluster {
                 let mut redis = self.conn()?;
                 let members: Vec<String> =
                     redis.smembers(self.keys.presence(user)).await.map_err(super::redis_unavailable)?;
+                if members.is_empty() && self.presence_may_be_missing() {
+                    return Err(rebuilding());
+                }
                 let mut elsewhere: BTreeMap<&str, u32> = BTreeMap::new();
                 for (instance, ns) in members.iter().filter_map(|m| member_place(m)) {
                     if ns == namespace && instance != me {
@@ -153,8 +180,13 @@ impl Cluster {
             }
             Target::Socket(socket_id) => {
                 let mut redis = self.conn()?;
-                let info: Option<String> =
-                    redis.hget(self.keys.conn(namespace), socket_id).await.map_err(super::redis_unavailable)?;
+                let info: Option<String> = redis
+                    .hget(self.keys.conn(namespace, socket_id), socket_id)
+                    .await
+                    .map_err(super::redis_unavailable)?;
+                if info.is_none() && self.presence_may_be_missing() {
+                    return Err(rebuilding());
+                }
                 let instance = info
                     .and_then(|i| serde_json::from_str::<ConnectionInfo>(&i).ok())
                     .map(|i| i.instance_id)
@@ -171,6 +203,15 @@ impl Cluster {
             Target::Everyone => Ok(Located { remote: Remote::All, remote_sockets: None }),
         }
     }
+}
+
+/// A target not found in presence while the instances re-register their sockets.
+fn rebuilding() -> HubError {
+    HubError::Unavailable(
+        "Redis was lost moments ago and the instances are registering their sockets again; the target may be \
+         connected: retry"
+            .into(),
+    )
 }
 
 fn nodes(instances: Vec<String>) -> Remote {

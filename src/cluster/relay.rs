@@ -1,8 +1,12 @@
 //! Operations on sockets carried to the instances that hold them, and their answers.
 //!
-//! Each instance listens on its own channel (`P:node:<instance>`): requests for its
-//! sockets, answers to its own requests, and backend acks for its clients. Requests for
-//! every instance (room and everyone pushes, listings) go once on `P:all`. A request that
+//! Each instance listens on its own channel (`P:node:<instance>`, sharded in a Redis
+//! Cluster, so only the shard serving it carries its messages): requests for its sockets,
+//! answers to its own requests, and backend acks for its clients. Requests for
+//! every instance (everyone pushes, listings) go once on `P:all`, a classic channel: in a
+//! Redis Cluster the node that takes the PUBLISH forwards it over the cluster bus to every
+//! other node (one bus message per node, masters and replicas, whether or not an instance
+//! listens there), which every-instance requests need anyway. A request that
 //! wants answers names the asking instance; the asker waits for one answer per instance it
 //! addressed (the live instances the last heartbeat saw, for `P:all`), at most
 //! `redis.request_timeout_ms` plus the operation's own wait (an ack timeout).
@@ -44,7 +48,9 @@ impl Cluster {
             Remote::Room { namespace, room } => vec![self.keys.room_channel(namespace, room)],
             Remote::All => vec![self.keys.all_channel()],
         };
-        let sharded = matches!(to, Remote::Room { .. });
+        // Room channels are sharded everywhere; instance channels in a Redis Cluster, where
+        // a classic message would be copied to every node.
+        let sharded = matches!(to, Remote::Room { .. }) || (self.link.is_cluster() && matches!(to, Remote::Nodes(_)));
         if !self.link.is_up() {
             return Err(HubError::Unavailable("the cluster's Redis is unreachable".into()));
         }
@@ -52,25 +58,28 @@ impl Cluster {
         let Wait::Answers { extra } = wait else {
             let message = NodeMessage::Request { id: 0, from: me, answer_to: false, request };
             if let Some(bytes) = message.encode() {
-                self.publish_all(&channels, &bytes, sharded).await;
+                self.publish_all(&channels, &bytes, sharded).await?;
             }
             return Ok(Vec::new());
         };
-        let expected = match &to {
+        let most = match &to {
             Remote::Nodes(nodes) => nodes.len(),
             Remote::Room { .. } => self.room_listeners(&channels[0]).await,
             _ => self.other_listeners().await,
         };
-        if expected == 0 {
+        if most == 0 {
             return Ok(Vec::new());
         }
         let id = self.relay.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, mut rx) = mpsc::channel(expected);
+        let (tx, mut rx) = mpsc::channel(most);
         self.relay.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
         let _forget = Forget { relay: &self.relay, id };
         let message = NodeMessage::Request { id, from: me, answer_to: true, request };
         let Some(bytes) = message.encode() else { return Ok(Vec::new()) };
-        self.publish_all(&channels, &bytes, sharded).await;
+        let heard = self.publish_all(&channels, &bytes, sharded).await?;
+        // An instance's own channel with no subscriber (it is gone, or its subscription was
+        // lost with a Redis node and not made again yet) will not answer: not waited for.
+        let expected = if matches!(to, Remote::Nodes(_)) { heard.iter().filter(|n| **n > 0).count() } else { most };
         let deadline = tokio::time::Instant::now() + self.settings.request_timeout + extra;
         let mut answers = Vec::with_capacity(expected);
         while answers.len() < expected {
@@ -79,18 +88,26 @@ impl Cluster {
                 Ok(None) | Err(_) => break,
             }
         }
-        if answers.len() < expected {
-            tracing::debug!(expected, got = answers.len(), "some instances did not answer in time");
+        if answers.len() < most {
+            tracing::debug!(
+                addressed = most,
+                listening = expected,
+                got = answers.len(),
+                "some instances did not answer"
+            );
         }
         Ok(answers)
     }
 
     /// How many other instances listen on `P:all` now (Redis knows exactly; the heartbeat's
-    /// list can be a second behind an instance that just started).
+    /// list can be a second behind an instance that just started). In a Redis Cluster each
+    /// node counts only its own subscribers; the client subscribes a classic channel on the
+    /// node serving the channel's slot, so that node is the one asked.
     async fn other_listeners(&self) -> usize {
         let Some(mut conn) = self.link.conn() else { return self.other_live_nodes().len() };
+        let channel = self.keys.all_channel();
         let reply: Result<(String, usize), _> =
-            redis::cmd("PUBSUB").arg("NUMSUB").arg(self.keys.all_channel()).query_async(&mut conn).await;
+            conn.on_slot_of(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel), &channel).await;
         match reply {
             Ok((_, n)) => n.saturating_sub(1),
             Err(_) => self.other_live_nodes().len(),
@@ -101,18 +118,33 @@ impl Cluster {
     async fn room_listeners(&self, channel: &str) -> usize {
         let Some(mut conn) = self.link.conn() else { return 0 };
         let reply: Result<(String, usize), _> =
-            redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel).query_async(&mut conn).await;
+            conn.on_slot_of(redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel), channel).await;
         let listening = reply.map_or(0, |(_, n)| n);
         listening.saturating_sub(usize::from(self.interest.listens(channel)))
     }
 
-    async fn publish_all(&self, channels: &[String], bytes: &[u8], sharded: bool) {
+    /// Publishes on each channel; how many subscribers each one had (0 for a channel
+    /// whose publish failed). Err only when no publish went through.
+    async fn publish_all(&self, channels: &[String], bytes: &[u8], sharded: bool) -> Result<Vec<usize>, HubError> {
+        let mut heard = Vec::with_capacity(channels.len());
+        let mut failed = None;
         for channel in channels {
-            if sharded {
-                self.link.spublish(channel, bytes).await;
+            let published = if sharded {
+                self.link.spublish(channel, bytes).await
             } else {
-                self.link.publish(channel, bytes).await;
+                self.link.publish(channel, bytes).await
+            };
+            match published {
+                Ok(n) => heard.push(n),
+                Err(e) => {
+                    heard.push(0);
+                    failed = Some(e);
+                }
             }
+        }
+        match failed {
+            Some(e) if heard.iter().all(|n| *n == 0) => Err(super::redis_unavailable(e)),
+            _ => Ok(heard),
         }
     }
 
@@ -131,13 +163,16 @@ impl Cluster {
         // Sent on its own task: answers to other instances' clients must not wait behind
         // each other's round trips.
         let cluster = self.clone();
-        tokio::spawn(async move { cluster.link.publish(&cluster.keys.node_channel(&origin), &bytes).await });
+        tokio::spawn(async move { cluster.publish_to_node(&origin, &bytes).await });
         Ok(())
     }
 
     /// Reads this instance's channel until the process ends.
     pub(super) async fn run_node_channel(self: Arc<Self>) {
-        let mut rx = self.link.subscribe(self.keys.node_channel(self.instance_id()), CHANNEL_BUFFER).await;
+        let channel = self.keys.node_channel(self.instance_id());
+        let sharded = self.link.is_cluster();
+        self.link.check_subscription(&channel, sharded);
+        let mut rx = self.link.subscribe(channel, CHANNEL_BUFFER, sharded).await;
         while let Some((_, bytes)) = rx.recv().await {
             match NodeMessage::decode(&bytes) {
                 Some(NodeMessage::Request { id, from, answer_to, request }) => {
@@ -163,7 +198,7 @@ impl Cluster {
 
     /// Reads the every-instance channel until the process ends.
     pub(super) async fn run_all_channel(self: Arc<Self>) {
-        let mut rx = self.link.subscribe(self.keys.all_channel(), CHANNEL_BUFFER).await;
+        let mut rx = self.link.subscribe(self.keys.all_channel(), CHANNEL_BUFFER, false).await;
         while let Some((_, bytes)) = rx.recv().await {
             if let Some(NodeMessage::Request { id, from, answer_to, request }) = NodeMessage::decode(&bytes)
                 && from != self.instance_id()
@@ -177,7 +212,7 @@ impl Cluster {
     /// Learns at once when a backend group appears anywhere (the heartbeat would take up
     /// to a second).
     pub(super) async fn run_group_news(self: Arc<Self>) {
-        let mut rx = self.link.subscribe(self.keys.groups(), 64).await;
+        let mut rx = self.link.subscribe(self.keys.groups(), 64, false).await;
         while rx.recv().await.is_some() {
             self.groups_known.store(true, Ordering::Release);
         }
@@ -209,8 +244,18 @@ impl Cluster {
 
     async fn answer(&self, to: &str, id: u64, reply: NodeReply) {
         if let Some(bytes) = (NodeMessage::Answer { id, reply }).encode() {
-            self.link.publish(&self.keys.node_channel(to), &bytes).await;
+            self.publish_to_node(to, &bytes).await;
         }
+    }
+
+    /// Publishes on one instance's channel (sharded in a Redis Cluster).
+    async fn publish_to_node(&self, instance: &str, bytes: &[u8]) {
+        let channel = self.keys.node_channel(instance);
+        let _ = if self.link.is_cluster() {
+            self.link.spublish(&channel, bytes).await
+        } else {
+            self.link.publish(&channel, bytes).await
+        };
     }
 }
 

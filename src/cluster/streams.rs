@@ -14,6 +14,15 @@
 //! same id: at once to another stream of the group on this instance, or to the first
 //! stream of the group that comes back here; an instance that is gone has its pending
 //! entries claimed by the partition's new reader after `redis.claim_idle_ms`.
+//!
+//! In a Redis Cluster the partitions live on several shards, and one `XREADGROUP` may only
+//! name streams of one slot, so a blocking read cannot wait on all of a reader's
+//! partitions at once. There each partition is read on its own, without blocking, and the
+//! reader sleeps until a writer says "partition n has new entries" on the partition's
+//! sharded channel (published in the same pipeline as the entries, so they are there when
+//! the word arrives), or half a second passes (a word lost during a failover only delays).
+//! Order and at-least-once are the same: one reader per partition, entries pending until
+//! confirmed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -23,7 +32,10 @@ use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamInfoConsumersReply, StreamReadReply,
 };
 
+use tokio::sync::{Notify, mpsc};
+
 use super::codec::decode;
+use super::link::{ChanItem, Conn};
 use super::{Cluster, now_ms};
 use crate::hub::router::BackendMessage;
 
@@ -45,12 +57,38 @@ struct InFlight {
     since: Instant,
 }
 
+/// Redis Cluster: how to wake a group's reader, and the partitions it reads.
+type Sleeper = (Arc<Notify>, Vec<usize>);
+
+/// Words "partition n has new entries" waiting to be handed to the readers (Redis Cluster).
+const WAKE_BUFFER: usize = 4_096;
+
 /// The readers running on this instance and what they have handed out.
-#[derive(Default)]
 pub struct EventBus {
     readers: Mutex<HashSet<String>>,
     /// (group, event id) → where it came from and which stream has it.
     in_flight: Mutex<HashMap<(String, String), InFlight>>,
+    /// Redis Cluster: each reader's partitions and how to wake it.
+    sleepers: Mutex<HashMap<String, Sleeper>>,
+    /// Redis Cluster: the partitions whose channel this instance listens on. Changes are
+    /// serialized by this lock.
+    watched: tokio::sync::Mutex<HashSet<usize>>,
+    wake_tx: mpsc::Sender<ChanItem>,
+    wake_rx: Mutex<Option<mpsc::Receiver<ChanItem>>>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        let (wake_tx, wake_rx) = mpsc::channel(WAKE_BUFFER);
+        Self {
+            readers: Mutex::default(),
+            in_flight: Mutex::default(),
+            sleepers: Mutex::default(),
+            watched: tokio::sync::Mutex::default(),
+            wake_tx,
+            wake_rx: Mutex::new(Some(wake_rx)),
+        }
+    }
 }
 
 impl Cluster {
@@ -118,6 +156,49 @@ impl Cluster {
         Some(wants_ack)
     }
 
+    /// Redis Cluster: hands each "partition n has new entries" to the readers of n here,
+    /// until the process ends.
+    pub(super) async fn run_wakes(self: Arc<Self>) {
+        let Some(mut rx) = self.streams.wake_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let partitions: HashMap<String, usize> =
+            (0..self.settings.partitions).map(|p| (self.keys.events(p), p)).collect();
+        while let Some((channel, _)) = rx.recv().await {
+            let Some(p) = partitions.get(&channel) else { continue };
+            for (wake, mine) in self.streams.sleepers.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                if mine.contains(p) {
+                    // Kept as a permit when the reader is not waiting yet: it reads again.
+                    wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Redis Cluster: records which partitions `group`'s reader reads here (none: it
+    /// stopped) and listens on the channels of exactly the partitions some reader here reads.
+    async fn watch(&self, group: &str, wake: &Arc<Notify>, mine: Option<&[usize]>) {
+        if !self.link.is_cluster() {
+            return;
+        }
+        let mut watched = self.streams.watched.lock().await;
+        let wanted: HashSet<usize> = {
+            let mut sleepers = self.streams.sleepers.lock().unwrap_or_else(|e| e.into_inner());
+            match mine {
+                Some(mine) => sleepers.insert(group.to_owned(), (wake.clone(), mine.to_vec())),
+                None => sleepers.remove(group),
+            };
+            sleepers.values().flat_map(|(_, mine)| mine.iter().copied()).collect()
+        };
+        for p in wanted.difference(&watched.clone()) {
+            // Kept even if Redis did not confirm: the link subscribes again on recovery.
+            let _ = self.link.subscribe_into(self.keys.events(*p), self.streams.wake_tx.clone(), true).await;
+            watched.insert(*p);
+        }
+        for p in watched.clone().difference(&wanted) {
+            self.link.unsubscribe(&self.keys.events(*p)).await;
+            watched.remove(p);
+        }
+    }
+
     async fn run_reader(self: Arc<Self>, group: String) {
         tracing::info!(group, "reading the group's events from redis");
         let mut reader = Reader::new(self.clone(), group.clone());
@@ -143,6 +224,7 @@ impl Cluster {
             }
         }
         reader.leave().await;
+        self.watch(&group, &reader.wake, None).await;
         tracing::info!(group, "no stream of the group left here; stopped reading its events");
     }
 }
@@ -150,7 +232,9 @@ impl Cluster {
 struct Reader {
     cluster: Arc<Cluster>,
     group: String,
-    conn: Option<redis::aio::MultiplexedConnection>,
+    conn: Option<Conn>,
+    /// Redis Cluster: woken when one of its partitions has new entries.
+    wake: Arc<Notify>,
     /// Consumer groups known to exist on every partition stream.
     created: bool,
     mine: Vec<usize>,
@@ -173,6 +257,7 @@ impl Reader {
             cluster,
             group,
             conn: None,
+            wake: Arc::default(),
             created: false,
             mine: Vec::new(),
             live: Vec::new(),
@@ -199,6 +284,10 @@ impl Reader {
     }
 
     async fn step(&mut self) -> Result<(), redis::RedisError> {
+        if self.cluster.link.is_cluster() {
+            // Never blocks there: the shared connection, whichever the link holds now.
+            self.conn = self.cluster.link.conn();
+        }
         if self.conn.is_none() {
             if !self.cluster.link.is_up() {
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -290,6 +379,7 @@ impl Reader {
                 }
             }
             self.held.retain(|p, _| mine.contains(p));
+            self.cluster.watch(&self.group, &self.wake, Some(&mine)).await;
             self.mine = mine;
             // New partitions may hold entries the previous reader left pending.
             self.last_claim = None;
@@ -351,6 +441,9 @@ impl Reader {
             tokio::time::sleep(Duration::from_millis(100)).await;
             return Ok(());
         }
+        if self.cluster.link.is_cluster() {
+            return self.read_each(streams, own_pending).await;
+        }
         let mut cursors: Vec<String> = vec![if own_pending { "0".into() } else { ">".into() }; streams.len()];
         loop {
             let mut cmd = redis::cmd("XREADGROUP");
@@ -386,6 +479,46 @@ impl Reader {
                 return Ok(());
             }
         }
+    }
+
+    /// Redis Cluster: reads each partition on its own (one `XREADGROUP` per slot), without
+    /// blocking; when none had anything new, sleeps until a writer's word or
+    /// `READ_BLOCK_MS`.
+    async fn read_each(&mut self, streams: Vec<String>, own_pending: bool) -> Result<(), redis::RedisError> {
+        let mut busy = false;
+        for stream in &streams {
+            let mut cursor = if own_pending { "0".to_owned() } else { ">".to_owned() };
+            loop {
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP").arg(&self.group).arg(self.consumer()).arg("COUNT").arg(READ_COUNT);
+                cmd.arg("STREAMS").arg(stream).arg(&cursor);
+                let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+                let reply: Option<StreamReadReply> = match cmd.query_async(conn).await {
+                    Ok(r) => r,
+                    Err(e) if e.code() == Some("NOGROUP") => {
+                        self.created = false;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
+                let entries: Vec<StreamId> = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
+                let got = entries.len();
+                for entry in entries {
+                    cursor.clone_from(&entry.id);
+                    self.deliver(stream, entry, own_pending).await?;
+                }
+                busy |= got > 0;
+                // New entries: one batch per partition per round, so every partition gets
+                // its turn. Own pending ones: all of them, before anything new.
+                if !own_pending || got == 0 {
+                    break;
+                }
+            }
+        }
+        if !own_pending && !busy {
+            let _ = tokio::time::timeout(Duration::from_millis(READ_BLOCK_MS as u64), self.wake.notified()).await;
+        }
+        Ok(())
     }
 
     /// Takes over entries another consumer has held unacknowledged for too long.

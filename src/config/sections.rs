@@ -247,7 +247,8 @@ pub struct EventsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`. None: embedded mode, one instance.
+    /// `redis://[user:password@]host:port[/db]`, or a Redis Cluster:
+    /// `redis+cluster://[user:password@]host:port[,host:port…]`. None: embedded mode.
     /// Kept secret because it may carry a password.
     pub url: Option<Secret>,
     /// Prefix of every key and channel, so several clusters can share one Redis.

@@ -209,16 +209,21 @@ impl Config {
         let r = &self.redis;
         if let Some(url) = &r.url {
             let u = url.expose();
-            if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("redis+unix://")) {
-                err("redis.url", "must start with redis://, rediss:// or redis+unix://");
+            let schemes = ["redis://", "rediss://", "redis+unix://", "redis+cluster://", "rediss+cluster://"];
+            if !schemes.iter().any(|s| u.starts_with(s)) {
+                err(
+                    "redis.url",
+                    "must start with redis://, rediss://, redis+unix://, redis+cluster:// or rediss+cluster://",
+                );
             }
         }
+        // Braces would change which Redis Cluster slot a key's hash tag picks.
         if r.prefix.is_empty()
             || r.prefix.len() > 64
-            || r.prefix.contains(['#', ' '])
+            || r.prefix.contains(['#', ' ', '{', '}'])
             || r.prefix.contains(char::is_control)
         {
-            err("redis.prefix", "must be 1 to 64 bytes without spaces, '#' or control characters");
+            err("redis.prefix", "must be 1 to 64 bytes without spaces, '#', braces or control characters");
         }
         if !(1..=256).contains(&r.partitions) {
             err("redis.partitions", "must be 1 to 256");

@@ -231,7 +231,14 @@ impl Hub {
             expires_at_ms,
         };
         let labels = [request.namespace.clone(), door.as_str().to_owned()];
-        let outcome = self.emit_everywhere(request, o.ack_timeout).await;
+        let (outcome, unconfirmed) = self.emit_everywhere(request, o.ack_timeout).await;
+        if let Some(why) = unconfirmed
+            && outcome.reached == 0
+        {
+            // A user or socket target held elsewhere that no instance confirmed: "reached 0"
+            // would read as "nobody is connected", so the caller is told to retry instead.
+            return Err(why);
+        }
         self.metrics.messages_sent.with_label_values(&labels).inc_by(u64::from(outcome.reached));
         let EmitOutcome { reached, acks, not_written, not_written_uncounted } = outcome;
         for a in &acks {
@@ -251,16 +258,31 @@ impl Hub {
     /// each did. User and socket targets (and every push waiting for acks) wait for the
     /// holders' answers, so the report is exact; room and everyone pushes without acks
     /// are sent on without waiting and count this instance's sockets.
-    async fn emit_everywhere(&self, request: EmitRequest, ack_timeout: Option<Duration>) -> EmitOutcome {
+    ///
+    /// For a user or socket target, also says why the report may miss sockets: their
+    /// instances could not be looked up or reached, or did not answer in time (then the
+    /// push may or may not have arrived there).
+    async fn emit_everywhere(
+        &self,
+        request: EmitRequest,
+        ack_timeout: Option<Duration>,
+    ) -> (EmitOutcome, Option<HubError>) {
+        let exact = matches!(request.target, Target::User(_) | Target::Socket(_));
+        let mut unconfirmed = None;
         let located = match self.backplane.locate(&request.namespace, &request.target).await {
             Ok(located) => located,
             Err(e) => {
                 // Cut off from the others: this instance's sockets still get it.
                 tracing::debug!(error = %e, "push targets not located; delivering to this instance's sockets");
+                unconfirmed = exact.then(|| {
+                    HubError::Unavailable(format!(
+                        "the target's sockets on other instances could not be looked up ({e}); \
+                         only this instance's sockets were tried"
+                    ))
+                });
                 Located::HERE_ONLY
             }
         };
-        let exact = matches!(request.target, Target::User(_) | Target::Socket(_));
         let wait = match ack_timeout {
             Some(t) => Wait::Answers { extra: t },
             None if exact => Wait::Answers { extra: Duration::ZERO },
@@ -273,18 +295,36 @@ impl Hub {
             let (mut local, answers) = tokio::join!(self.emit_local(&request), relayed);
             match answers {
                 Ok(answers) => {
+                    if let Remote::Nodes(nodes) = &located.remote
+                        && exact
+                        && answers.len() < nodes.len()
+                    {
+                        unconfirmed = Some(HubError::Unavailable(format!(
+                            "{} of the {} instances holding the target did not answer (not listening, or not \
+                             within redis.request_timeout_ms); the push may have reached their sockets all the same",
+                            nodes.len() - answers.len(),
+                            nodes.len()
+                        )));
+                    }
                     for answer in answers {
                         if let NodeReply::Emitted(remote) = answer {
                             local.merge(remote);
                         }
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "push not carried to other instances"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "push not carried to other instances");
+                    unconfirmed = exact.then(|| {
+                        HubError::Unavailable(format!(
+                            "the push could not be carried to the instances holding the target ({e})"
+                        ))
+                    });
+                }
             }
             local
         };
         total.acks.sort_by(|a, b| a.socket_id.cmp(&b.socket_id));
-        total
+        (total, unconfirmed)
     }
     /// Many pushes run concurrently, each with its own result. The batch is validated whole
     /// first: one malformed push refuses the batch (naming `pushes[i].field`), so a caller

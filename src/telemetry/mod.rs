@@ -65,16 +65,31 @@ impl ConsoleStream {
     }
 }
 
+/// The Redis client logs warnings for every command that finds a Redis Cluster node gone
+/// (several per push while a master fails over: over a thousand lines in four seconds at
+/// 50 pushes a second in `tests/cluster_faults.rs`), where the bridge's own lines already
+/// say what failed (heartbeats, event writes; pushes are answered with the error). So the
+/// client's lines are kept to errors unless the filter names the `redis` crate.
+fn quiet_redis_client(filter: EnvFilter, spec: &str) -> EnvFilter {
+    if spec.split(',').any(|d| d.trim().starts_with("redis")) {
+        return filter;
+    }
+    match "redis=error".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
 /// Sets up logging. Every line, from any crate and at any level, passes through
 /// `redactor` before it is written anywhere (console, file, ring, live feed).
 pub fn init(config: &LogConfig, stream: ConsoleStream, redactor: Redactor) -> Result<Telemetry, TelemetryError> {
     let redactor = Arc::new(redactor);
     // An empty RUST_LOG counts as unset: it would otherwise silence every line.
-    let filter = std::env::var("RUST_LOG")
+    let spec = std::env::var("RUST_LOG")
         .ok()
-        .filter(|v| !v.trim().is_empty())
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(&config.level));
+        .filter(|v| !v.trim().is_empty() && EnvFilter::try_new(v).is_ok())
+        .unwrap_or_else(|| config.level.clone());
+    let filter = quiet_redis_client(EnvFilter::new(&spec), &spec);
     let console = match config.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -136,6 +151,15 @@ pub fn rfc3339(at: std::time::SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_redis_client_logs_errors_only_unless_the_filter_names_it() {
+        let shown = |spec: &str| quiet_redis_client(EnvFilter::new(spec), spec).to_string();
+        assert!(shown("info").contains("redis=error"), "{}", shown("info"));
+        assert!(shown("warn,socket_bridge=debug").contains("redis=error"));
+        assert!(!shown("info,redis=debug").contains("redis=error"));
+        assert!(!shown("info, redis::cluster_handling=warn").contains("redis=error"));
+    }
 
     #[test]
     fn dates_are_rfc3339() {

@@ -1,6 +1,6 @@
--- Takes every message kept for a user in a namespace, oldest first.
--- KEYS: offline list, expiry index, byte counter of the list
+-- Takes every message kept for a user in a namespace, oldest first. The list's entry in
+-- the expiry index is left for the sweep, which finds the list gone and counts nothing.
+-- KEYS: offline list, byte counter of the list
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
-redis.call('DEL', KEYS[1], KEYS[3])
-redis.call('ZREM', KEYS[2], KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
 return items

@@ -89,7 +89,7 @@ pub struct ClusterSetup {
 /// `redis.url` for a Redis Cluster given its masters' ports.
 fn cluster_url(ports: &[u16]) -> String {
     let seeds: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    format!("redis://{}/", seeds.join(","))
+    format!("redis+cluster://{}", seeds.join(","))
 }
 
 struct Redis {

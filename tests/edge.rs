@@ -30,20 +30,8 @@ fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
-async fn metrics_text(bridge: &Bridge) -> String {
-    reqwest::get(format!("{}/metrics", bridge.url())).await.unwrap().text().await.unwrap()
-}
-
-async fn metric(bridge: &Bridge, series: &str) -> f64 {
-    metrics_text(bridge)
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 async fn errors(bridge: &Bridge, kind: &str) -> f64 {
-    metric(bridge, &format!("socket_bridge_errors_total{{kind=\"{kind}\"}}")).await
+    bridge.metric(&format!("socket_bridge_errors_total{{kind=\"{kind}\"}}")).await
 }
 
 /// The bridge's resident memory, from its own status report.
@@ -180,7 +168,7 @@ async fn h2_response_ends(stream: &mut TcpStream, limit: Duration) -> bool {
     tokio::time::timeout(limit, work).await.unwrap_or(false)
 }
 
-// ---- item: idle and slow connections, descriptor pressure ------------------------------------
+// ---- idle and slow connections, descriptor pressure ------------------------------------
 
 #[tokio::test]
 async fn silent_sockets_at_the_descriptor_limit_leave_health_and_new_clients_served() {
@@ -374,7 +362,7 @@ async fn idle_and_slow_connections_are_closed_on_both_ports_and_busy_ones_are_no
     d.exit().await;
 }
 
-// ---- item: Engine.IO sessions -------------------------------------------------------------------
+// ---- Engine.IO sessions -------------------------------------------------------------------
 
 /// Opens an Engine.IO polling session; its id, or the HTTP status of the refusal.
 async fn handshake(http: &reqwest::Client, bridge: &Bridge) -> Result<String, (u16, reqwest::header::HeaderMap)> {
@@ -407,7 +395,7 @@ async fn handshake_flood_is_capped_per_address_and_in_total_and_memory_returns()
     .await;
     let test_started = Instant::now();
     let mut client = bridge.client_with_key(None).await;
-    let sessions = || async { metric(&bridge, "socket_bridge_engineio_sessions").await };
+    let sessions = || async { bridge.metric("socket_bridge_engineio_sessions").await };
     let baseline = rss(&mut client).await;
 
     // Per address: exactly the limit, then 429 with Retry-After; another address is not
@@ -531,7 +519,7 @@ async fn handshake_flood_is_capped_per_address_and_in_total_and_memory_returns()
     d.exit().await;
 }
 
-// ---- item: no credential in any log --------------------------------------------------------
+// ---- no credential in any log --------------------------------------------------------
 
 #[tokio::test]
 async fn no_credential_reaches_any_log_even_at_trace_level() {
@@ -680,7 +668,7 @@ async fn tracing_marker(bridge: &Bridge) {
     bridge.rest("GET", "/credential-scan-finished", None, None).await;
 }
 
-// ---- item: cross-origin ------------------------------------------------------------------------
+// ---- cross-origin ------------------------------------------------------------------------
 
 const EVIL: &str = "https://evil.example";
 
@@ -790,7 +778,7 @@ async fn other_origins_get_no_grant_on_admin_and_api_routes_and_socketio_follows
     assert_eq!(errors(&listed, "origin_refused").await, 2.0);
 }
 
-// ---- item: admin rate limit and failure summaries ------------------------------------------
+// ---- admin rate limit and failure summaries ------------------------------------------
 
 #[tokio::test]
 async fn admin_guessing_is_rate_limited_per_address_and_failures_are_summarized() {
@@ -854,26 +842,7 @@ fn summary_counts(logs: &[String]) -> (u64, u64) {
         .fold((0, 0), |(f, r), v| (f + v["failed"].as_u64().unwrap_or(0), r + v["rate_limited"].as_u64().unwrap_or(0)))
 }
 
-// ---- item: small bounds and precise errors -------------------------------------------------
-
-/// A raw Engine.IO v4 websocket client joined to "/".
-async fn raw_socket(
-    bridge: &Bridge,
-    auth: Value,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
-    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", bridge.http);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
-    ws.send(Message::text(format!("40{auth}"))).await.unwrap();
-    loop {
-        let m = ws.next().await.unwrap().unwrap();
-        let text = m.to_text().unwrap_or_default().to_owned();
-        if text == "2" {
-            ws.send(Message::text("3".to_string())).await.unwrap();
-        } else if text.starts_with("40{\"sid\"") {
-            return ws;
-        }
-    }
-}
+// ---- small bounds and precise errors -------------------------------------------------
 
 /// The next Socket.IO packet that is not a ping, or None when the connection closed.
 async fn next_packet<S>(ws: &mut S) -> Option<String>
@@ -1063,7 +1032,7 @@ async fn tokens_with_critical_header_extensions_are_refused() {
     d.exit().await;
 }
 
-// ---- item: socket ids do not unlock sessions -------------------------------------------------
+// ---- socket ids do not unlock sessions -------------------------------------------------
 
 /// A raw Engine.IO polling client from a chosen source address.
 struct Poller {

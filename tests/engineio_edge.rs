@@ -15,17 +15,6 @@ use socket_bridge::proto;
 
 const REFUSED_LINE: &str = "Engine.IO request refused";
 
-fn set(pairs: &[&str]) -> Vec<String> {
-    pairs.iter().flat_map(|p| ["--set".to_string(), p.to_string()]).collect()
-}
-
-async fn metric(bridge: &Bridge, series: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", bridge.url())).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 fn refused(reason: &str, transport: &str) -> String {
     format!(r#"socket_bridge_engineio_refused_total{{reason="{reason}",transport="{transport}"}}"#)
 }
@@ -142,7 +131,7 @@ async fn binary_over_long_polling_is_accepted_in_every_base64_form_the_reference
     let answer = session.packets_until(|p| p.starts_with("461-0[")).await;
     let binary = answer.get(1).and_then(|p| p.strip_prefix('b')).expect("attachment after the ack");
     assert_eq!(STANDARD.decode(binary).unwrap(), data, "the ack's binary arrives intact");
-    assert_eq!(metric(&bridge, &refused("bad_packet", "polling")).await, 0.0);
+    assert_eq!(bridge.metric(&refused("bad_packet", "polling")).await, 0.0);
 }
 
 #[tokio::test]
@@ -174,10 +163,10 @@ async fn refused_engine_io_requests_are_counted_and_logged_with_their_reason_onc
     let v3 = http.get(format!("{}/socket.io/?EIO=3&transport=polling", bridge.url())).send().await.unwrap();
     assert_eq!(v3.status().as_u16(), 400);
 
-    assert_eq!(metric(&bridge, &refused("bad_packet", "polling")).await, 1.0);
-    assert_eq!(metric(&bridge, &refused("unknown_session", "polling")).await, 1.0);
-    assert_eq!(metric(&bridge, &refused("bad_websocket_key", "websocket")).await, 1.0);
-    assert_eq!(metric(&bridge, &refused("unsupported_protocol", "polling")).await, 1.0);
+    assert_eq!(bridge.metric(&refused("bad_packet", "polling")).await, 1.0);
+    assert_eq!(bridge.metric(&refused("unknown_session", "polling")).await, 1.0);
+    assert_eq!(bridge.metric(&refused("bad_websocket_key", "websocket")).await, 1.0);
+    assert_eq!(bridge.metric(&refused("unsupported_protocol", "polling")).await, 1.0);
 
     let lines = |bridge: &Bridge| -> Vec<Value> {
         bridge.logs().iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect::<Vec<_>>()
@@ -219,7 +208,7 @@ async fn refused_engine_io_requests_are_counted_and_logged_with_their_reason_onc
 
 #[tokio::test]
 async fn polling_bodies_are_read_only_up_to_the_payload_limit_and_refused_beyond_it() {
-    let bridge = Bridge::start(&set(&["socketio.max_payload_bytes=2000"])).await;
+    let bridge = Bridge::start(&settings(&["socketio.max_payload_bytes=2000"])).await;
     let mut client = bridge.client_with_key(None).await;
     let mut backend = Backend::subscribe(&mut client, subscribe_all("edge", false)).await;
 
@@ -235,7 +224,7 @@ async fn polling_bodies_are_read_only_up_to_the_payload_limit_and_refused_beyond
     // Beyond it, engineioxide answers 413 and closes the session, as without the edge.
     let body = format!("42[\"big\",\"{}\"]", "x".repeat(5000));
     assert_eq!(session.post(body.into_bytes()).await.0, 413);
-    assert_eq!(metric(&bridge, &refused("payload_too_large", "polling")).await, 1.0);
+    assert_eq!(bridge.metric(&refused("payload_too_large", "polling")).await, 1.0);
     assert_eq!(session.get().await.0, 400, "the session was closed");
     assert!(backend.quiet_for(Duration::from_millis(200)).await.is_none(), "nothing of the refused body went on");
 }

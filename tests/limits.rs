@@ -21,36 +21,6 @@ const WS: Option<&[&str]> = Some(&["websocket"]);
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-fn set(pairs: &[&str]) -> Vec<String> {
-    pairs.iter().flat_map(|p| ["--set".to_string(), p.to_string()]).collect()
-}
-
-async fn metric(bridge: &Bridge, series: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", bridge.url())).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
-/// A raw Engine.IO v4 websocket client connected to namespace "/".
-async fn raw_socket(bridge: &Bridge, auth: Value) -> Ws {
-    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", bridge.http);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
-    let open = ws.next().await.unwrap().unwrap();
-    assert!(open.to_text().unwrap().starts_with("0{"), "{open:?}");
-    ws.send(Message::text(format!("40{auth}"))).await.unwrap();
-    loop {
-        let m = ws.next().await.unwrap().unwrap();
-        let text = m.to_text().unwrap_or_default();
-        if text == "2" {
-            ws.send(Message::text("3".to_string())).await.unwrap();
-            continue;
-        }
-        assert!(text.starts_with("40{\"sid\""), "{m:?}");
-        return ws;
-    }
-}
-
 const MIB: u64 = 1 << 20;
 
 /// Ten anonymous sockets send 1 MB events as fast as the bridge takes them, first with no
@@ -61,7 +31,7 @@ const MIB: u64 = 1 << 20;
 async fn client_events_cannot_hold_more_memory_than_the_byte_caps() {
     const TOTAL_CAP: u64 = 64 * MIB;
     const MARGIN: u64 = 96 * MIB;
-    let bridge = Bridge::start(&set(&[
+    let bridge = Bridge::start(&settings(&[
         &format!("events.max_bytes={TOTAL_CAP}"),
         "events.undelivered_max_bytes=33554432",
         "events.stream_queue_max_bytes=16777216",
@@ -185,7 +155,7 @@ async fn client_events_cannot_hold_more_memory_than_the_byte_caps() {
         let documented = ["no_backend", "backend_overloaded", "ack_timeout"];
         assert!(documented.contains(&code.as_str()), "undocumented answer {code:?}");
     }
-    assert!(metric(&bridge, r#"socket_bridge_errors_total{kind="backend_overloaded"}"#).await > 0.0);
+    assert!(bridge.metric(r#"socket_bridge_errors_total{kind="backend_overloaded"}"#).await > 0.0);
 }
 
 /// Pushes to a slow client one after another: each is either handed to the socket or
@@ -194,7 +164,7 @@ async fn client_events_cannot_hold_more_memory_than_the_byte_caps() {
 /// kept and arrive, in order, once it reads again, or on its next connect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_gets_every_push_or_its_report_says_why() {
-    let bridge = Bridge::start(&set(&[
+    let bridge = Bridge::start(&settings(&[
         "offline.max_messages_per_user=2000",
         "offline.max_bytes_per_user=134217728",
         "offline.max_bytes=268435456",
@@ -255,7 +225,7 @@ async fn a_slow_client_gets_every_push_or_its_report_says_why() {
     // Without a ttl: what was not reached is reported and counted, never delivered.
     let mut ws = raw_socket(&bridge, json!({"userId": "slow"})).await;
     let (reached, not) = burst("slow", false).await;
-    let dropped = metric(&bridge, r#"socket_bridge_dropped_messages_total{reason="socket_buffer_full"}"#).await;
+    let dropped = bridge.metric(r#"socket_bridge_dropped_messages_total{reason="socket_buffer_full"}"#).await;
     eprintln!("no ttl: {} of 1000 reached, {} reported buffer_full (metric {dropped})", reached.len(), not.len());
     assert!(!not.is_empty(), "the client never fell behind; nothing was tested");
     assert_eq!(dropped as usize, not.len(), "every push not reached is counted");
@@ -312,7 +282,7 @@ async fn eventually_gone(bridge: &Bridge, user: &str) {
 /// connect with a message that says so.
 #[tokio::test]
 async fn the_handshake_reaches_the_backend_once_and_its_size_is_capped() {
-    let bridge = Bridge::start(&set(&["socketio.max_auth_bytes=8192"])).await;
+    let bridge = Bridge::start(&settings(&["socketio.max_auth_bytes=8192"])).await;
     let mut grpc = bridge.client().await;
     let mut backend = Backend::subscribe(&mut grpc, subscribe_all("g", true)).await;
     let mut d = Driver::spawn().await;
@@ -354,7 +324,7 @@ async fn a_socket_whose_token_expires_is_disconnected_when_configured() {
         .expect("token")
     };
     let mut on = jwt_args();
-    on.extend(set(&["auth.disconnect_on_token_expiry=true"]));
+    on.extend(settings(&["auth.disconnect_on_token_expiry=true"]));
     let strict = Bridge::start(&on).await;
     let lenient = Bridge::start(&jwt_args()).await;
     let mut d = Driver::spawn().await;
@@ -373,7 +343,7 @@ async fn a_socket_whose_token_expires_is_disconnected_when_configured() {
 
 #[tokio::test]
 async fn a_ttl_push_the_offline_store_cannot_keep_is_refused_and_counted() {
-    let bridge = Bridge::start(&set(&["offline.max_messages_per_user=2"])).await;
+    let bridge = Bridge::start(&settings(&["offline.max_messages_per_user=2"])).await;
     let mut grpc = bridge.client().await;
     let ttl_push = |i: u32| {
         let mut push = push_request(T::UserId("olga".into()), "note", &format!("[{i}]"));
@@ -387,7 +357,7 @@ async fn a_ttl_push_the_offline_store_cannot_keep_is_refused_and_counted() {
     let refused = grpc.push(ttl_push(2)).await.expect_err("the third does not fit the user's share");
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
     assert!(refused.message().contains("nothing was kept"), "{refused:?}");
-    assert_eq!(metric(&bridge, r#"socket_bridge_dropped_messages_total{reason="offline_full"}"#).await, 1.0);
+    assert_eq!(bridge.metric(r#"socket_bridge_dropped_messages_total{reason="offline_full"}"#).await, 1.0);
     // Exactly the two it accepted arrive, in order, when the user connects.
     let mut d = Driver::spawn().await;
     d.connect("olga", &bridge.url(), json!({"userId": "olga"}), WS).await;

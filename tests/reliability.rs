@@ -13,29 +13,6 @@ use socket_bridge::proto::target::Kind as T;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A raw Engine.IO v4 websocket client connected to namespace "/" (no Socket.IO library).
-async fn raw_socket(
-    bridge: &Bridge,
-    auth: Value,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", bridge.http);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
-    let open = ws.next().await.unwrap().unwrap();
-    assert!(open.to_text().unwrap().starts_with("0{"), "{open:?}");
-    ws.send(Message::text(format!("40{auth}"))).await.unwrap();
-    loop {
-        let m = ws.next().await.unwrap().unwrap();
-        let text = m.to_text().unwrap_or_default();
-        if text == "2" {
-            // engineioxide sends its first ping right after the handshake.
-            ws.send(Message::text("3".to_string())).await.unwrap();
-            continue;
-        }
-        assert!(text.starts_with("40{\"sid\""), "{m:?}");
-        return ws;
-    }
-}
-
 /// Reads until the server closes the connection; true if it did within `limit`.
 async fn closed_within<S>(ws: &mut S, limit: Duration) -> bool
 where

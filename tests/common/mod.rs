@@ -555,3 +555,29 @@ pub fn b64url(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }
+
+/// A raw Engine.IO v4 websocket client (no Socket.IO library) joined to namespace "/" with
+/// `auth`; answers the pings that arrive before the namespace CONNECT is acknowledged.
+pub async fn raw_socket(
+    bridge: &Bridge,
+    auth: Value,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", bridge.http);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
+    let open = ws.next().await.expect("open packet").expect("open packet");
+    assert!(open.to_text().unwrap_or_default().starts_with("0{"), "{open:?}");
+    ws.send(Message::text(format!("40{auth}"))).await.expect("send CONNECT");
+    loop {
+        let m = ws.next().await.expect("CONNECT answer").expect("CONNECT answer");
+        let text = m.to_text().unwrap_or_default();
+        if text == "2" {
+            // engineioxide sends its first ping right after the handshake.
+            ws.send(Message::text("3".to_string())).await.expect("send pong");
+            continue;
+        }
+        assert!(text.starts_with("40{\"sid\""), "{m:?}");
+        return ws;
+    }
+}

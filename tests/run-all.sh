@@ -4,6 +4,8 @@
 # and leaves nothing running. Usage: bash tests/run-all.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root="$PWD"
+. tests/lib.sh
 
 steps=0
 step() { steps=$((steps + 1)); printf '\n==> %s\n' "$*"; }
@@ -24,30 +26,10 @@ command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-if [ ${#missing[@]} -gt 0 ]; then
-  # The redis-server and nginx packages try to start their system services when installed,
-  # which fails in a container without systemd (and is not wanted anywhere: the tests run
-  # their own). A policy-rc.d that answers 101 tells invoke-rc.d not to start anything; put
-  # one in place for the install unless the machine already has one, and remove only ours.
-  policy=/usr/sbin/policy-rc.d
-  own_policy=""
-  if [ ! -e "$policy" ]; then
-    trap 'rm -f "$policy"' EXIT
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    own_policy=1
-  fi
-  rc=0
-  { apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } || rc=$?
-  if [ -n "$own_policy" ]; then rm -f "$policy"; trap - EXIT; fi
-  [ "$rc" -eq 0 ] || { echo "installing ${missing[*]} failed ($rc)"; exit "$rc"; }
-fi
+apt_install "${missing[@]}"
 
 step "npm packages for the test clients (tests/js)"
-if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
-  npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
-fi
+npm_ci tests/js
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -92,10 +92,7 @@ command -v podman >/dev/null || apt_missing+=(podman)
 command -v debootstrap >/dev/null || apt_missing+=(debootstrap)
 command -v systemd-analyze >/dev/null || apt_missing+=(systemd)
 command -v ip >/dev/null || apt_missing+=(iproute2)
-if [ ${#apt_missing[@]} -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
-fi
+apt_install "${apt_missing[@]}"
 
 # The runtime image's base: a Debian rootfs made once by debootstrap (network-bound, so it
 # runs while the Go tools compile), kept as a tarball in the cache.

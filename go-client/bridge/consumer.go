@@ -188,26 +188,7 @@ func (c *Consumer) serve(ctx context.Context, log *slog.Logger) (subscribed bool
 	}
 
 	// One goroutine reads the stream, so the loop below can also watch ctx.
-	msgs := make(chan *pb.EventsResponse)
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			m, err := stream.Recv()
-			if err == io.EOF {
-				err = errStreamEnded
-			}
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-streamCtx.Done():
-				recvErr <- streamCtx.Err()
-				return
-			}
-		}
-	}()
+	msgs, recvErr := receive(streamCtx, stream.Recv, errStreamEnded)
 
 	select {
 	case m := <-msgs:

@@ -229,26 +229,7 @@ func (d *Decider) serve(ctx context.Context, log *slog.Logger, slots chan struct
 		return false, err
 	}
 
-	msgs := make(chan *pb.AuthorizeResponse)
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			m, err := stream.Recv()
-			if err == io.EOF {
-				err = errAuthorizeEnded
-			}
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-streamCtx.Done():
-				recvErr <- streamCtx.Err()
-				return
-			}
-		}
-	}()
+	msgs, recvErr := receive(streamCtx, stream.Recv, errAuthorizeEnded)
 
 	select {
 	case m := <-msgs:

@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 
 use super::convert::status_from;
-use crate::hub::deciders::{Answer, Asked, DeciderSubscription, Question};
+use crate::hub::deciders::{Answer, Asked, DeciderSubscription, Question, Undecided};
 use crate::hub::{Hub, HubError};
 use crate::proto as pb;
 
@@ -120,8 +120,8 @@ fn connect_answer(d: pb::ConnectDecision) -> Answer {
         }
         // A decision that decides nothing refuses: never an open door.
         None => Answer::Deny {
-            code: "decision_malformed".into(),
-            message: "the backend's decision was neither allow nor deny".into(),
+            code: Undecided::Malformed.code().into(),
+            message: Undecided::Malformed.to_string(),
             data_json: String::new(),
         },
     }

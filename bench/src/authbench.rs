@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::backend::Kind;
 use crate::clients::{AuthFn, Engine};
 use crate::pb;
 use crate::procs::{self, Server, ServerSpec};
@@ -204,21 +203,7 @@ async fn run_mode(
 ) -> anyhow::Result<AuthResult> {
     let mut sets = setup.bridge_sets.clone();
     sets.extend(sets_for(mode));
-    let spec = ServerSpec {
-        kind: Kind::Bridge,
-        bridge_bin: setup.bridge_bin.clone(),
-        sioxide_bin: PathBuf::new(),
-        floor_bin: PathBuf::new(),
-        node_dir: PathBuf::new(),
-        forward_to: None,
-        core: 0,
-        http: procs::free_addr(),
-        grpc: procs::free_addr(),
-        ping_interval_ms: 25000,
-        ping_timeout_ms: 20000,
-        log_dir: setup.log_dir.clone(),
-        bridge_sets: sets,
-    };
+    let spec = ServerSpec::bridge(setup.bridge_bin.clone(), setup.log_dir.clone(), sets);
     let mut server = Server::start(&spec).await?;
     let decisions = if mode.contains("backend") { Some(start_decider(spec.grpc).await?) } else { None };
     engine.set_auth(auth_fn(mode));

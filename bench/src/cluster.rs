@@ -195,23 +195,7 @@ async fn run_one(
     for _ in 0..n {
         let mut sets = setup.bridge_sets.clone();
         sets.push(format!("redis.url={}", redis.url));
-        sets.push("socketio.ping_interval_ms=25000".into());
-        sets.push("socketio.ping_timeout_ms=20000".into());
-        let spec = ServerSpec {
-            kind: Kind::Bridge,
-            bridge_bin: setup.bridge_bin.clone(),
-            sioxide_bin: PathBuf::new(),
-            floor_bin: PathBuf::new(),
-            node_dir: PathBuf::new(),
-            forward_to: None,
-            core: 0,
-            http: procs::free_addr(),
-            grpc: procs::free_addr(),
-            ping_interval_ms: 25000,
-            ping_timeout_ms: 20000,
-            log_dir: setup.log_dir.clone(),
-            bridge_sets: sets,
-        };
+        let spec = ServerSpec::bridge(setup.bridge_bin.clone(), setup.log_dir.clone(), sets);
         let server = Server::start(&spec).await?;
         instances.push((spec, server));
     }

@@ -29,6 +29,28 @@ pub struct ServerSpec {
     pub bridge_sets: Vec<String>,
 }
 
+impl ServerSpec {
+    /// socket-bridge alone on the server core (core 0), on free ports, with the production
+    /// heartbeat (25 s ping, 20 s timeout) and `sets` as extra settings.
+    pub fn bridge(bridge_bin: PathBuf, log_dir: PathBuf, sets: Vec<String>) -> Self {
+        Self {
+            kind: Kind::Bridge,
+            bridge_bin,
+            sioxide_bin: PathBuf::new(),
+            floor_bin: PathBuf::new(),
+            node_dir: PathBuf::new(),
+            forward_to: None,
+            core: 0,
+            http: free_addr(),
+            grpc: free_addr(),
+            ping_interval_ms: 25000,
+            ping_timeout_ms: 20000,
+            log_dir,
+            bridge_sets: sets,
+        }
+    }
+}
+
 pub struct Server {
     pub pid: u32,
     child: Child,

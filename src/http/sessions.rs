@@ -85,6 +85,9 @@ struct Ticket {
     shared: Arc<Shared>,
     client: Option<IpAddr>,
     sid: OnceLock<Box<str>>,
+    /// Admitted, so counted in the sessions gauge. A refused attempt holds its place in the
+    /// total only while it is being refused, and is never shown as a session.
+    admitted: bool,
 }
 
 impl SessionTicket {
@@ -105,7 +108,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let s = &self.shared;
         s.total.fetch_sub(1, Ordering::AcqRel);
-        if let Some(g) = &s.gauge {
+        if let Some(g) = s.gauge.as_ref().filter(|_| self.admitted) {
             g.dec();
         }
         if let Some(client) = self.client
@@ -183,13 +186,14 @@ impl Shared {
             *n += 1;
         }
         // From here the ticket gives back what was taken, whether it is kept or not.
-        let ticket = SessionTicket(Arc::new(Ticket { shared: self.clone(), client, sid: OnceLock::new() }));
         let total = self.total.fetch_add(1, Ordering::AcqRel) + 1;
+        let admitted = total <= self.max_total;
+        let ticket = SessionTicket(Arc::new(Ticket { shared: self.clone(), client, sid: OnceLock::new(), admitted }));
+        if !admitted {
+            return Err(Refusal::TooManyInTotal);
+        }
         if let Some(g) = &self.gauge {
             g.inc();
-        }
-        if total > self.max_total {
-            return Err(Refusal::TooManyInTotal);
         }
         self.peak.fetch_max(total, Ordering::AcqRel);
         Ok(ticket)

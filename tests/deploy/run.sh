@@ -87,6 +87,8 @@ trap cleanup EXIT
 
 # ---- tools ----------------------------------------------------------------------------------
 step "tools (cached in $CACHE)"
+# shellcheck source=../lib.sh
+source "$ROOT/tests/lib.sh"
 apt_missing=()
 command -v podman >/dev/null || apt_missing+=(podman)
 command -v debootstrap >/dev/null || apt_missing+=(debootstrap)
@@ -139,8 +141,6 @@ helm_job=$!
 go_tool ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION" &
 ghz_job=$!
 # socket.io-client from tests/js's lockfile.
-# shellcheck source=../lib.sh
-source "$ROOT/tests/lib.sh"
 npm_ci "$ROOT/tests/js"
 # grpcurl at the version go-client pins, in go-client/.bin.
 # shellcheck source=../../go-client/tools.sh

@@ -98,7 +98,14 @@ apt_install "${apt_missing[@]}"
 
 # The runtime image's base: a Debian rootfs made once by debootstrap (network-bound, so it
 # runs while the Go tools compile), kept as a tarball in the cache.
-PODMAN=(podman --root "$CACHE/containers/storage" --runroot "$CACHE/containers/run" --storage-driver overlay)
+# podman refuses a run root longer than 50 characters (a checkout deep in the file system
+# makes one under the cache too long), and its database remembers the run root it was made
+# with: a short path fixed for this cache, under /run where podman keeps its own.
+PODMAN_RUNROOT="/run/socket-bridge-podman-$(printf '%s' "$CACHE" | sha256sum | cut -c1-12)"
+PODMAN=(podman --root "$CACHE/containers/store" --runroot "$PODMAN_RUNROOT" --storage-driver overlay)
+# A cache made when the run root lived inside it cannot be opened with another: drop it (it
+# holds only images this script rebuilds).
+[ -d "$CACHE/containers/run" ] && rm -rf "$CACHE/containers/storage" "$CACHE/containers/run" "$CACHE/containers/base.stamp"
 BASE_TAR="$CACHE/debian-$DEBIAN_SUITE-minbase.tar"
 BASE_IMAGE="localhost/socket-bridge-test/debian:$DEBIAN_SUITE"
 make_base() {

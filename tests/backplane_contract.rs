@@ -179,8 +179,12 @@ async fn presence_changes_are_reported_once_per_transition(nodes: Nodes) {
     let (s1, s2) = (conn("AAAAAAAAAAAAAAA1", Some("ann")), conn("AAAAAAAAAAAAAAA2", Some("ann")));
     connect(nodes.node(0), &s1).await;
     connect(nodes.node(1), &s2).await;
+    // Each instance writes its news once the socket is recorded: the second's may come
+    // first.
     let mut seen = read_until(&mut backend, "connected:AAAAAAAAAAAAAAA1").await;
-    seen.extend(read_until(&mut backend, "connected:AAAAAAAAAAAAAAA2").await);
+    if !seen.iter().any(|s| s == "connected:AAAAAAAAAAAAAAA2") {
+        seen.extend(read_until(&mut backend, "connected:AAAAAAAAAAAAAAA2").await);
+    }
     disconnect(nodes.node(0), &s1);
     disconnect(nodes.node(1), &s2);
     // Two instances write their news independently: one's SocketDisconnected may follow
@@ -192,7 +196,10 @@ async fn presence_changes_are_reported_once_per_transition(nodes: Nodes) {
     }
     let count = |l: &str| seen.iter().filter(|s| *s == l).count();
     assert_eq!((count("online:ann"), count("offline:ann")), (1, 1), "presence: {seen:?}");
-    assert_eq!(seen.first().map(String::as_str), Some("online:ann"), "online comes first: {seen:?}");
+    // The instance whose socket brought the user online reports that before the socket;
+    // another instance's news about its own socket may come in between.
+    let at = |l: &str| seen.iter().position(|s| s == l);
+    assert!(at("online:ann") < at("connected:AAAAAAAAAAAAAAA1"), "online before its socket: {seen:?}");
     for s in ["AAAAAAAAAAAAAAA1", "AAAAAAAAAAAAAAA2"] {
         assert_eq!((count(&format!("connected:{s}")), count(&format!("disconnected:{s}"))), (1, 1), "{seen:?}");
     }

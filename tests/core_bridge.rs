@@ -238,7 +238,20 @@ async fn without_subscriber_the_callback_gets_an_error_within_the_timeout() {
 
 #[tokio::test]
 async fn thousand_events_arrive_in_order() {
-    let bridge = Bridge::start(&settings(&["socketio.events_per_second=100000", "socketio.event_burst=5000"])).await;
+    thousand_events_in_order_with_batch_window("1").await;
+}
+
+/// Held back into batches or sent one by one, a socket's events keep their order.
+#[tokio::test]
+async fn thousand_events_arrive_in_order_unbatched_and_in_wide_batches() {
+    thousand_events_in_order_with_batch_window("0").await;
+    thousand_events_in_order_with_batch_window("50").await;
+}
+
+async fn thousand_events_in_order_with_batch_window(window_ms: &str) {
+    let window = format!("events.stream_batch_window_ms={window_ms}");
+    let bridge =
+        Bridge::start(&settings(&["socketio.events_per_second=100000", "socketio.event_burst=5000", &window])).await;
     let mut client = bridge.client_with_key(None).await;
     let mut backend = Backend::subscribe(&mut client, subscribe_all("g", false)).await;
     let mut d = Driver::spawn().await;
@@ -246,7 +259,7 @@ async fn thousand_events_arrive_in_order() {
     d.send(json!({"cmd": "emit_many", "id": "s", "event": "seq", "count": 1000})).await;
     for i in 0..1000 {
         let e = backend.next_event().await;
-        assert_eq!(e.payload.unwrap().args_json, format!("[{i}]"), "event {i} out of order");
+        assert_eq!(e.payload.unwrap().args_json, format!("[{i}]"), "event {i} out of order ({window})");
     }
     d.exit().await;
 }

@@ -240,6 +240,12 @@ pub struct EventsConfig {
     pub max_bytes_per_socket: usize,
     /// How long such an event waits for a subscriber before it is dropped and counted.
     pub undelivered_max_age_ms: u64,
+    /// How long a busy backend stream holds newly queued events so that they leave
+    /// together, up to 32 per write (a stream idle for longer sends at once, so a quiet
+    /// stream adds no delay). 1 ms cut the bridge's CPU per event round trip by a quarter
+    /// at 20,000-40,000 events/s, for about 1.5 ms more latency at those rates. 0 sends
+    /// every event as soon as it is queued.
+    pub stream_batch_window_ms: u64,
 }
 
 /// Cluster mode: several instances behind a load balancer share rooms, presence, events
@@ -437,6 +443,7 @@ impl Default for EventsConfig {
             undelivered_capacity: 10_000,
             undelivered_max_bytes: 64 << 20,
             undelivered_max_age_ms: 30_000,
+            stream_batch_window_ms: 1,
             max_bytes: 256 << 20,
             max_bytes_per_socket: 4 << 20,
         }

@@ -85,6 +85,9 @@ impl Config {
                 err(field, "must be greater than 0");
             }
         }
+        if self.events.stream_batch_window_ms > 100 {
+            err("events.stream_batch_window_ms", "must be at most 100 (it delays every event of a busy stream)");
+        }
         for (field, value) in [
             ("http.rate_per_key_per_second", self.http.rate_per_key_per_second),
             ("http.burst_per_key", self.http.burst_per_key),
@@ -310,6 +313,16 @@ mod tests {
         ] {
             assert!(all.contains(field), "{field} missing from {all}");
         }
+    }
+
+    #[test]
+    fn the_event_batch_window_is_bounded() {
+        let e = Config::from_toml("[events]\nstream_batch_window_ms = 101\n").unwrap_err();
+        assert!(e.0.iter().any(|l| l.starts_with("events.stream_batch_window_ms: must be at most 100")), "{e}");
+        assert_eq!(
+            Config::from_toml("[events]\nstream_batch_window_ms = 0\n").unwrap().events.stream_batch_window_ms,
+            0
+        );
     }
 
     #[test]

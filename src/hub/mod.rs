@@ -105,6 +105,8 @@ pub struct HubSettings {
     pub undelivered_capacity: usize,
     pub undelivered_max_bytes: usize,
     pub undelivered_max_age: Duration,
+    /// How long a busy backend stream holds new events to send them together.
+    pub stream_batch_window: Duration,
     /// Bytes of client events held in memory on their way to backends, in all.
     pub event_max_bytes: usize,
     /// The same, per socket.
@@ -144,6 +146,7 @@ impl HubSettings {
             stream_queue_max_bytes: config.events.stream_queue_max_bytes,
             undelivered_capacity: config.events.undelivered_capacity,
             undelivered_max_bytes: config.events.undelivered_max_bytes,
+            stream_batch_window: Duration::from_millis(config.events.stream_batch_window_ms),
             event_max_bytes: config.events.max_bytes,
             event_max_bytes_per_socket: config.events.max_bytes_per_socket,
             decision_timeout: Duration::from_millis(config.auth.backend.timeout_ms),

@@ -503,6 +503,7 @@ mod tests {
                 max_bytes: 1 << 20,
             },
             undelivered_max_age: Duration::from_secs(60),
+            stream_batch_window: Duration::ZERO,
             unready_without_redis: false,
         }
     }

@@ -12,6 +12,10 @@ use super::registry::{Connection, Handshake};
 use super::router::{AckReply, AckWaiter, ClientEvent};
 use super::{ClientAck, ErrorKind, Hub, Payload, Socket, is_internal_room, user_room, validate_name};
 
+/// How long a socket disconnected for flooding keeps its transport, so that the refusals and
+/// the disconnect notice already queued for it are written before it closes.
+const FLOOD_NOTICE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Client event that asks the bridge to join a room (allowed by `client_room_patterns`).
 pub const JOIN_EVENT: &str = "bridge:join";
 /// Client event that asks the bridge to leave a room.
@@ -290,13 +294,24 @@ impl Hub {
         tracing::debug!(socket_id, event = %event, "client event");
         if let Err(strikes) = conn.take_event_token() {
             self.metrics.error(ErrorKind::RateLimited);
+            let limit = self.settings.flood_disconnect_after;
             // Exactly at the limit, so a socket whose queued events keep arriving while it
             // closes is disconnected (and counted) once.
-            if strikes == self.settings.flood_disconnect_after {
+            if strikes == limit {
                 self.metrics.error(ErrorKind::Flood);
                 tracing::info!(socket_id, strikes, "socket disconnected for flooding");
                 let _ = socket.emit(super::push::DISCONNECT_EVENT, &serde_json::json!({ "reason": "flooding" }));
-                let _ = socket.clone().disconnect();
+                // Closing the transport drops what its writer has not sent yet: the refusals
+                // answered above and the notice would be lost on a busy instance. The socket
+                // gets a moment to send them; its further events are dropped unanswered.
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(FLOOD_NOTICE_GRACE).await;
+                    let _ = socket.disconnect();
+                });
+                return;
+            }
+            if strikes > limit {
                 return;
             }
             self.router.acks().answer(ack, AckReply::error("rate_limited", "too many events; slow down"));

@@ -73,7 +73,11 @@ fn make_certs(dir: &Path) {
 }
 
 fn certs() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sb-tls-{}-{}", std::process::id(), rand_suffix()));
+    // The tests run in parallel threads of one process, and two of them can read the same
+    // clock value: the counter keeps their directories apart.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sb-tls-{}-{n}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     make_certs(&dir);
     dir

@@ -289,15 +289,20 @@ impl Hub {
         if !conn.is_registered() {
             return;
         }
+        // A socket disconnected for flooding keeps its transport for a moment (below);
+        // what it sends meanwhile is counted as over its rate, not routed or answered.
+        if conn.is_flooded() {
+            self.metrics.error(ErrorKind::RateLimited);
+            return;
+        }
         let socket_id = conn.socket_id.as_str();
         self.metrics.client_event_received(&conn.namespace);
         tracing::debug!(socket_id, event = %event, "client event");
         if let Err(strikes) = conn.take_event_token() {
             self.metrics.error(ErrorKind::RateLimited);
-            let limit = self.settings.flood_disconnect_after;
-            // Exactly at the limit, so a socket whose queued events keep arriving while it
-            // closes is disconnected (and counted) once.
-            if strikes == limit {
+            // Once: a token refilled during the grace period below must not start a
+            // second count.
+            if strikes >= self.settings.flood_disconnect_after && conn.mark_flooded() {
                 self.metrics.error(ErrorKind::Flood);
                 tracing::info!(socket_id, strikes, "socket disconnected for flooding");
                 let _ = socket.emit(super::push::DISCONNECT_EVENT, &serde_json::json!({ "reason": "flooding" }));
@@ -309,9 +314,6 @@ impl Hub {
                     tokio::time::sleep(FLOOD_NOTICE_GRACE).await;
                     let _ = socket.disconnect();
                 });
-                return;
-            }
-            if strikes > limit {
                 return;
             }
             self.router.acks().answer(ack, AckReply::error("rate_limited", "too many events; slow down"));

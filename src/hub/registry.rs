@@ -33,6 +33,8 @@ pub struct Connection {
     /// Cleared when the registry removes the socket (it disconnected): holders of the
     /// connection (the socket's event handler) then treat it as gone, as a lookup would.
     registered: std::sync::atomic::AtomicBool,
+    /// Disconnected for flooding: its transport closes shortly, its events are dropped.
+    flooded: std::sync::atomic::AtomicBool,
     /// Bytes of this socket's events waiting for a backend (see `hub::budget`).
     pub pending_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// Pushes with a ttl it could not take yet (see `hub::redelivery`).
@@ -58,6 +60,7 @@ impl Connection {
             bucket: Mutex::new(TokenBucket::new(rate, f64::from(burst))),
             strikes: std::sync::atomic::AtomicU32::new(0),
             registered: std::sync::atomic::AtomicBool::new(true),
+            flooded: std::sync::atomic::AtomicBool::new(false),
             pending_bytes: Arc::default(),
             owed: Mutex::default(),
         }
@@ -66,6 +69,15 @@ impl Connection {
     /// Whether the registry still holds this connection.
     pub fn is_registered(&self) -> bool {
         self.registered.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the socket as disconnected for flooding; true the first time only.
+    pub fn mark_flooded(&self) -> bool {
+        !self.flooded.swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    pub fn is_flooded(&self) -> bool {
+        self.flooded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A socket held by another instance of the cluster, as listings show it.

@@ -68,10 +68,10 @@ bash tests/openapi/run.sh target/debug/socket-bridge
 
 # Six conformance cases, one Python case and two interop cases expect behaviour that needs
 # changes inside socketioxide/engineioxide (first ping timing, socket id = Engine.IO sid,
-# closing the transport on a bad placeholder, a refused polling connect waiting for the next
-# ping, the reason a backend sees when a client drops its connection). They run and are
-# reported as "todo"/"xfail", never counted as passing; see README "Known differences from
-# the reference server".
+# closing the transport on a bad placeholder, python-socketio's refused polling connect
+# waiting for the next ping because of the early first ping, the reason a backend sees when
+# a client drops its connection). They run and are reported as "todo"/"xfail", never counted
+# as passing; see README "Known differences from the reference server".
 export KNOWN_BRIDGE_BUGS=todo
 export SOCKET_BRIDGE_BIN="$PWD/target/debug/socket-bridge"
 

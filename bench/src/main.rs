@@ -90,21 +90,118 @@ impl Args {
     fn flag(&self, name: &str) -> bool {
         self.0.iter().any(|a| a == name)
     }
+
+    /// Refuses what the command does not know, so a misspelt option or `--help` never starts
+    /// a run of many minutes on defaults. `with_value` options take the next argument; `flags`
+    /// stand alone.
+    fn check(&self, usage: &str, with_value: &[&str], flags: &[&str]) -> anyhow::Result<()> {
+        let mut rest = self.0.iter().skip(1);
+        while let Some(arg) = rest.next() {
+            if arg == "--help" || arg == "-h" {
+                println!("{usage}");
+                std::process::exit(0);
+            }
+            if flags.contains(&arg.as_str()) {
+                continue;
+            }
+            if !with_value.contains(&arg.as_str()) {
+                bail!("unknown argument {arg:?}\n{usage}");
+            }
+            match rest.next() {
+                Some(v) if !v.starts_with("--") => {}
+                _ => bail!("{arg} needs a value\n{usage}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+const SUITE_OPTIONS: &[&str] = &[
+    "--bridge-bin",
+    "--sioxide-bin",
+    "--floor-bin",
+    "--node-dir",
+    "--out",
+    "--md",
+    "--commit",
+    "--servers",
+    "--scenarios",
+    "--runs",
+    "--tiers",
+    "--rtt-rates",
+    "--latency-rates",
+    "--fanout-rates",
+    "--fanout-rooms",
+    "--measure-ms",
+    "--cluster-instances",
+    "--cluster-rates",
+    "--cluster-topologies",
+    "--auth-modes",
+    "--bridge-set",
+];
+const COUNT_OPTIONS: &[&str] = &[
+    "--server",
+    "--op",
+    "--ops",
+    "--clients",
+    "--out",
+    "--bridge-bin",
+    "--sioxide-bin",
+    "--floor-bin",
+    "--bridge-set",
+];
+const SOAK_OPTIONS: &[&str] = &[
+    "--bridge-bin",
+    "--out",
+    "--commit",
+    "--label",
+    "--bridge-set",
+    "--clients",
+    "--duration",
+    "--push-rate",
+    "--room-every",
+    "--rooms",
+    "--event-rate",
+    "--drain",
+    "--sample",
+    "--ping-interval-ms",
+    "--ping-timeout-ms",
+    "--push-inflight",
+    "--connect-inflight",
+    "--max-growth-pct",
+];
+
+fn usage_of(options: &[&str], flags: &[&str]) -> String {
+    let mut line: Vec<String> = options.iter().map(|o| format!("[{o} V]")).collect();
+    line.extend(flags.iter().map(|f| format!("[{f}]")));
+    line.join(" ")
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args(std::env::args().skip(1).collect());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let usage =
+        |cmd: &str, options: &[&str], flags: &[&str]| format!("usage: loadgen {cmd} {}", usage_of(options, flags));
     match args.0.first().map(String::as_str) {
-        Some("suite") => rt.block_on(suite_cmd(&args)),
+        Some("suite") => {
+            args.check(&usage("suite", SUITE_OPTIONS, &["--quick"]), SUITE_OPTIONS, &["--quick"])?;
+            rt.block_on(suite_cmd(&args))
+        }
         Some("report") => {
+            args.check(&usage("report", &["--out", "--md"], &[]), &["--out", "--md"], &[])?;
             let out = PathBuf::from(args.value("--out").context("--out")?);
             let md = PathBuf::from(args.value("--md").context("--md")?);
             let results: Results = serde_json::from_slice(&std::fs::read(out.join("results.json"))?)?;
             report::write(&results, &out, &md)
         }
-        Some("count") => rt.block_on(count::run(&args)),
-        Some("soak") => match rt.block_on(soak::run(&args)) {
+        Some("count") => {
+            args.check(&usage("count", COUNT_OPTIONS, &[]), COUNT_OPTIONS, &[])?;
+            rt.block_on(count::run(&args))
+        }
+        Some("soak") => match args
+            .check(&usage("soak", SOAK_OPTIONS, &[]), SOAK_OPTIONS, &[])
+            .and_then(|()| rt.block_on(soak::run(&args)))
+        {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),
             Err(e) => {

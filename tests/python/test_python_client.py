@@ -200,7 +200,7 @@ def test_python_client_with_a_bad_token_gets_a_connect_error(harness, variant):
 def test_python_client_refused_over_polling_returns_at_once_every_time(harness):
     """A refused connect must not wait for the server's next ping (ping interval 5 s here).
 
-    Seen against the bridge: about 1 in 3 refused polling connects of python-socketio return
+    Seen against the bridge: about 2 in 5 refused polling connects of python-socketio return
     only when the next ping arrives (25 s with the default ping interval); against the
     reference Node server they all return within milliseconds. The connect_error leaves the
     bridge at once, together with engineioxide's immediate first ping; the client's pong POST

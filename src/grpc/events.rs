@@ -4,7 +4,6 @@
 //! response. A separate task reads the backend's side (acks). When either side ends the
 //! subscription is removed, and the acks only it held fail at once.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,9 +11,9 @@ use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, Sleep};
 use tonic::{Status, Streaming};
 
+use super::batch::Batches;
 use super::convert::{self, status_from};
 use crate::hub::router::{Queued, SubscribeRequest};
 use crate::hub::{Hub, HubError};
@@ -78,110 +77,26 @@ pub async fn open(hub: Arc<Hub>, mut inbound: Streaming<pb::EventsRequest>) -> R
     Ok(Box::pin(Outbound::new(rx, hub, id)))
 }
 
-/// Most events one batch holds back (see `Outbound`): 32 events of a few hundred bytes
-/// fill a write without making the first wait for a large one.
-const BATCH_MAX: usize = 32;
-
-/// The response stream: the subscription's queue, encoded as it is read. Dropping it (the
-/// backend went away) removes the subscription.
-///
-/// Batching: tonic encodes every message the stream yields without waiting into one
-/// HTTP/2 write, and each write costs a system call here and a wake-up of the backend.
-/// Events arrive spread out (each socket's read is its own wake-up), so without help
-/// every event would leave alone. A stream that sent less than `window` ago is busy: new
-/// events are held until `window` after that send, or until `BATCH_MAX` are held, and
-/// then leave together. A stream idle for longer sends at once, so a quiet stream adds
-/// no delay. With no window, a stream woken by a few messages lets the tasks already
-/// waiting to run go first (one turn of the scheduler): those are typically other
-/// sockets' events of the same batch of readiness.
+/// The response stream: the subscription's queue, taken in batches (see `batch`) and
+/// encoded as it is read. Dropping it (the backend went away) removes the subscription.
 struct Outbound {
-    rx: mpsc::Receiver<Queued>,
-    window: Duration,
-    /// The last poll found the queue empty, at `idle_at`.
-    idle: bool,
-    idle_at: Instant,
-    /// While holding: when the batch leaves at the latest, and what it holds.
-    hold: Option<Pin<Box<Sleep>>>,
-    held: VecDeque<Queued>,
-    /// Without a window: this wake-up has already let the others go first.
-    deferred: bool,
+    batches: Batches<Queued>,
     hub: Arc<Hub>,
     id: u64,
 }
 
 impl Outbound {
     fn new(rx: mpsc::Receiver<Queued>, hub: Arc<Hub>, id: u64) -> Self {
-        let window = hub.settings().stream_batch_window;
-        let held = VecDeque::new();
-        Self { rx, window, idle: true, idle_at: Instant::now(), hold: None, held, deferred: false, hub, id }
+        let batches = Batches::new(rx, hub.settings().stream_batch_window);
+        Self { batches, hub, id }
     }
-
-    /// Takes queued messages into the batch until it is full, the queue is empty or
-    /// closed, or the window ends. Ready once the batch should leave.
-    fn poll_hold(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while self.held.len() < BATCH_MAX {
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(q)) => self.held.push_back(q),
-                Poll::Ready(None) => return Poll::Ready(()),
-                Poll::Pending => {
-                    return match self.hold.as_mut() {
-                        Some(timer) => timer.as_mut().poll(cx),
-                        None => Poll::Ready(()),
-                    };
-                }
-            }
-        }
-        Poll::Ready(())
-    }
-}
-
-fn sent(q: Queued) -> Poll<Option<Result<pb::EventsResponse, Status>>> {
-    // The queued message's bytes return to the stream's budget here.
-    Poll::Ready(Some(Ok(convert::backend_message(q.message))))
 }
 
 impl Stream for Outbound {
     type Item = Result<pb::EventsResponse, Status>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.hold.is_none()
-            && this.idle
-            && !this.window.is_zero()
-            && !this.rx.is_empty()
-            && this.idle_at.elapsed() < this.window
-        {
-            this.hold = Some(Box::pin(tokio::time::sleep_until(this.idle_at + this.window)));
-        }
-        if this.hold.is_some() {
-            if this.poll_hold(cx).is_pending() {
-                return Poll::Pending;
-            }
-            this.hold = None;
-            this.idle &= this.held.is_empty();
-        }
-        if let Some(q) = this.held.pop_front() {
-            return sent(q);
-        }
-        if this.window.is_zero() && this.idle && !this.deferred && (1..BATCH_MAX).contains(&this.rx.len()) {
-            this.deferred = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        this.deferred = false;
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(q)) => {
-                this.idle = false;
-                sent(q)
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => {
-                if !this.idle {
-                    this.idle = true;
-                    this.idle_at = Instant::now();
-                }
-                Poll::Pending
-            }
-        }
+        // The queued message's bytes return to the stream's budget as it is encoded.
+        self.batches.poll_next(cx).map(|q| q.map(|q| Ok(convert::backend_message(q.message))))
     }
 }
 

@@ -2,6 +2,7 @@
 //! reflection v1 and v1alpha (open, so grpcurl and ghz work with no .proto file and no key).
 
 mod authorize;
+mod batch;
 pub mod codec;
 mod convert;
 mod events;

@@ -55,6 +55,18 @@ async fn hostile_event_flood_is_throttled_then_disconnected_and_counted() {
     let gone = d.expect("flooder disconnected", |v| v["type"] == "disconnect" && v["id"] == "flood").await;
     assert_eq!(gone["reason"], "io server disconnect");
     assert_eq!(bridge.metric(r#"socket_bridge_errors_total{kind="flood_disconnect"}"#).await, 1.0);
+    // The notice reached the flooder before its transport closed, and what it sent after
+    // the notice was neither answered nor routed, only counted as over its rate (about 190
+    // of its 200 events: all but the burst).
+    let flood: Vec<&Value> = d.backlog().iter().filter(|v| v["id"] == "flood").collect();
+    let notice = flood
+        .iter()
+        .position(|v| v["type"] == "event" && v["event"] == "bridge:disconnect")
+        .unwrap_or_else(|| panic!("no flood notice before the disconnect: {flood:?}"));
+    assert_eq!(flood[notice]["args"][0]["reason"], "flooding");
+    assert!(!flood[notice..].iter().any(|v| v["type"] == "ack"), "answered after the notice: {flood:?}");
+    let over_rate = bridge.metric(r#"socket_bridge_errors_total{kind="rate_limited"}"#).await;
+    assert!(over_rate >= 150.0, "events over the rate counted: {over_rate}");
     // The calm client is unaffected.
     let r = client.push(push_request(T::UserId("carl".into()), "still-here", "[]")).await.unwrap().into_inner();
     assert_eq!(r.sockets_reached, 1);

@@ -438,6 +438,11 @@ impl Driver {
         }
     }
 
+    /// Reports received and not taken by `expect` yet, in the order they arrived.
+    pub fn backlog(&self) -> &[Value] {
+        &self.backlog
+    }
+
     /// The first report matching `pred`, from the backlog or within the time limit.
     pub async fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.try_expect(pred, WAIT).await.unwrap_or_else(|| panic!("no report: {what}; backlog: {:?}", self.backlog))

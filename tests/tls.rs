@@ -73,18 +73,14 @@ fn make_certs(dir: &Path) {
 }
 
 fn certs() -> PathBuf {
-    // The tests run in parallel threads of one process, and two of them can read the same
-    // clock value: the counter keeps their directories apart.
+    // The tests run in parallel threads of one process: the process id and a counter keep
+    // their directories apart (a clock value did not: two threads could read the same one).
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("sb-tls-{}-{n}-{}", std::process::id(), rand_suffix()));
+    let dir = std::env::temp_dir().join(format!("sb-tls-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     make_certs(&dir);
     dir
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
 async fn tls_channel(bridge: &Bridge, dir: &Path, client_cert: bool) -> Result<Channel, tonic::transport::Error> {

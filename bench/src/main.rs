@@ -91,10 +91,15 @@ impl Args {
         self.0.iter().any(|a| a == name)
     }
 
-    /// Refuses what the command does not know, so a misspelt option or `--help` never starts
+    /// Refuses what `command` does not know, so a misspelt option or `--help` never starts
     /// a run of many minutes on defaults. `with_value` options take the next argument; `flags`
     /// stand alone.
-    fn check(&self, usage: &str, with_value: &[&str], flags: &[&str]) -> anyhow::Result<()> {
+    fn check(&self, command: &str, with_value: &[&str], flags: &[&str]) -> anyhow::Result<()> {
+        let usage = std::iter::once(format!("usage: loadgen {command}"))
+            .chain(with_value.iter().map(|o| format!("[{o} V]")))
+            .chain(flags.iter().map(|f| format!("[{f}]")))
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut rest = self.0.iter().skip(1);
         while let Some(arg) = rest.next() {
             if arg == "--help" || arg == "-h" {
@@ -171,37 +176,26 @@ const SOAK_OPTIONS: &[&str] = &[
     "--max-growth-pct",
 ];
 
-fn usage_of(options: &[&str], flags: &[&str]) -> String {
-    let mut line: Vec<String> = options.iter().map(|o| format!("[{o} V]")).collect();
-    line.extend(flags.iter().map(|f| format!("[{f}]")));
-    line.join(" ")
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args(std::env::args().skip(1).collect());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let usage =
-        |cmd: &str, options: &[&str], flags: &[&str]| format!("usage: loadgen {cmd} {}", usage_of(options, flags));
     match args.0.first().map(String::as_str) {
         Some("suite") => {
-            args.check(&usage("suite", SUITE_OPTIONS, &["--quick"]), SUITE_OPTIONS, &["--quick"])?;
+            args.check("suite", SUITE_OPTIONS, &["--quick"])?;
             rt.block_on(suite_cmd(&args))
         }
         Some("report") => {
-            args.check(&usage("report", &["--out", "--md"], &[]), &["--out", "--md"], &[])?;
+            args.check("report", &["--out", "--md"], &[])?;
             let out = PathBuf::from(args.value("--out").context("--out")?);
             let md = PathBuf::from(args.value("--md").context("--md")?);
             let results: Results = serde_json::from_slice(&std::fs::read(out.join("results.json"))?)?;
             report::write(&results, &out, &md)
         }
         Some("count") => {
-            args.check(&usage("count", COUNT_OPTIONS, &[]), COUNT_OPTIONS, &[])?;
+            args.check("count", COUNT_OPTIONS, &[])?;
             rt.block_on(count::run(&args))
         }
-        Some("soak") => match args
-            .check(&usage("soak", SOAK_OPTIONS, &[]), SOAK_OPTIONS, &[])
-            .and_then(|()| rt.block_on(soak::run(&args)))
-        {
+        Some("soak") => match args.check("soak", SOAK_OPTIONS, &[]).and_then(|()| rt.block_on(soak::run(&args))) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),
             Err(e) => {
